@@ -1,0 +1,31 @@
+# Everything a fresh machine needs, from python3 and make alone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# pytest workers; CI and this machine have 2 cores
+JOBS   ?= 2
+
+.PHONY: install train summary test test-fast clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job.
+summary: install
+	$(BIN)/keras-resnet summary
+
+# Every test, slow ones included (what CI runs).
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) --durations=15 -q
+
+# The quick subset while developing.
+test-fast: install
+	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,19 @@
+"""keras_resnet: residual networks for Keras 3 — blocks, models, training, tuning and export."""
+
+import os as _os
+
+# Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) out of the user's way.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_resnet.blocks import dense_residual_block, plain_block, residual_block  # noqa: E402
+from keras_resnet.models import (CifarResNet, ResNet, ResNet18, ResNet34, ResNet50,  # noqa: E402
+                                 ResNet101, ResNet152, build)
+from keras_resnet.stats import model_stats, multiply_adds  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
+    "build", "dense_residual_block", "model_stats", "multiply_adds", "plain_block",
+    "residual_block",
+]

@@ -1,0 +1,38 @@
+"""`keras-resnet`: the command line. Each subcommand lives in its own module of this package
+with ``register(subparsers)``; the modules stay thin and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Subcommand modules, in the order `keras-resnet --help` lists them.
+COMMANDS = ("summary",)
+
+
+def build_parser():
+    """Returns the argparse parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="keras-resnet",
+        description="Residual networks for Keras 3: build, train, tune, export and serve.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        importlib.import_module(f"keras_resnet.cli.{command}").register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `keras-resnet` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+        print(f"keras-resnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""ResNet models stacked from the blocks: a generic data-driven builder and the named networks.
+
+``ResNet`` assembles any stem + stages + head from data (``presets.py``); ``ResNet18`` ...
+``ResNet152`` and ``CifarResNet`` are keras.applications-style constructors on top of it.
+Very deep networks are built with one sub-model per stage so that Keras never walks a graph of
+thousands of layers recursively (a flat ResNet-1202 overflows Python's recursion limit).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+from keras_resnet import presets
+from keras_resnet.blocks import (SHORTCUTS, STRIDE_ON, _options, _positive_int, plain_block,
+                                 residual_block)
+
+STEMS = ("imagenet", "cifar", "deep")
+COMPAT = ("keras.applications",)
+# Above this many blocks the stages become sub-models (see the module docstring).
+_FLAT_BLOCK_LIMIT = 120
+
+
+def _check_head(include_top, pooling, classes, classifier_activation):
+    if not isinstance(include_top, bool):
+        raise TypeError(f"include_top must be True or False; got {include_top!r}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}")
+    if include_top:
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+            raise ValueError(f"classes must be an int >= 1 when include_top=True; got {classes!r}")
+        if classifier_activation is not None:
+            if isinstance(classifier_activation, str):
+                try:
+                    keras.activations.get(classifier_activation)
+                except (ValueError, TypeError):
+                    raise ValueError(
+                        f"classifier_activation {classifier_activation!r} is not a Keras "
+                        "activation; use 'softmax', 'sigmoid', None (logits), ...") from None
+            elif not callable(classifier_activation):
+                raise TypeError("classifier_activation must be a name, a callable or None; "
+                                f"got {classifier_activation!r}")
+
+
+def _check_input_shape(input_shape, default, total_stride, input_tensor):
+    if input_tensor is not None:
+        if not hasattr(input_tensor, "shape") or len(input_tensor.shape) != 4:
+            raise ValueError("input_tensor must be a 4-D channels-last tensor (batch, height, "
+                             f"width, channels); got {getattr(input_tensor, 'shape', input_tensor)}")
+        shape = tuple(input_tensor.shape[1:])
+    elif input_shape is None:
+        shape = tuple(default)
+    else:
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise ValueError("input_shape must be (height, width, channels); got "
+                             f"{input_shape!r}")
+        shape = tuple(input_shape)
+    height, width, channels = shape
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"input_shape channels must be an int >= 1 (channels-last); got {shape}")
+    for axis, size in (("height", height), ("width", width)):
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < total_stride:
+            raise ValueError(
+                f"input_shape {shape}: {axis} {size} is too small; this network downsamples "
+                f"by {total_stride}, so height and width must be >= {total_stride} (or None)")
+    return shape
+
+
+def _stem(x, stem, width, preact, opts, use_bias):
+    conv = dict(use_bias=use_bias, kernel_initializer=opts["initializer"],
+                kernel_regularizer=opts["regularizer"])
+
+    def bn_act(t, prefix):
+        t = layers.BatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
+                                      name=f"{prefix}_bn")(t)
+        return layers.Activation(opts["activation"], name=f"{prefix}_relu")(t)
+
+    if stem == "cifar":
+        x = layers.Conv2D(width, 3, padding="same", name="conv1_conv", **conv)(x)
+        return x if preact else bn_act(x, "conv1")
+    if stem == "imagenet":
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = layers.Conv2D(width, 7, strides=2, name="conv1_conv", **conv)(x)
+        if not preact:
+            x = bn_act(x, "conv1")
+    else:  # "deep": ResNet-C, three 3x3 convolutions instead of the 7x7
+        for i, (filters, stride) in enumerate(((width // 2, 2), (width // 2, 1), (width, 1)), 1):
+            if stride > 1:
+                x = layers.ZeroPadding2D(1, name=f"conv1_{i}_pad")(x)
+            x = layers.Conv2D(filters, 3, strides=stride, padding="valid" if stride > 1 else
+                              "same", name=f"conv1_{i}_conv", **conv)(x)
+            if not (preact and i == 3):
+                x = bn_act(x, f"conv1_{i}")
+    # Zero padding is exact for max pooling here: the inputs are post-ReLU (or the
+    # pre-activation stem, where keras.applications pads with zeros too).
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+
+def _stage(x, index, blocks, width, stride, block_options, plain, as_model):
+    """Stacks one stage; as a sub-model named ``conv{index}`` when ``as_model``."""
+    inputs = keras.Input(shape=x.shape[1:], name=f"conv{index}_input") if as_model else x
+    y = inputs
+    for i in range(1, blocks + 1):
+        options = dict(block_options)
+        if plain:
+            options.pop("shortcut", None)
+            y = plain_block(y, width, stride if i == 1 else 1, name=f"conv{index}_block{i}",
+                            **options)
+        else:
+            y = residual_block(y, width, stride if i == 1 else 1,
+                               name=f"conv{index}_block{i}", **options)
+    if not as_model:
+        return y
+    return keras.Model(inputs, y, name=f"conv{index}")(x)
+
+
+def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_shape=None,
+           pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+           stage_depths=None, widths=presets.IMAGENET_WIDTHS, bottleneck=None, stem="imagenet",
+           plain=False, preact=False, shortcut="auto", stride_on="3x3", expansion=4,
+           kernel_initializer="he_normal", kernel_regularizer=None, weight_decay=None,
+           activation="relu", zero_init_residual=False, momentum=0.9, epsilon=1e-5,
+           use_bias=False, compat=None, stage_models=None):
+    """Builds a residual network from data: a stem, stages of blocks and a classifier head.
+
+    Args:
+        depth: a known ImageNet depth (18, 34, 50, 101, 152, 200); or give ``stage_depths``.
+        include_top: end with global average pooling and a ``classes``-way Dense layer.
+        weights: None (random), a path to a weights file (``.weights.h5``, or a legacy ``.h5``
+            such as keras.applications' published files) or ``"imagenet"`` (only with
+            ``compat="keras.applications"``; downloads keras.applications' file).
+        input_tensor: optional Keras tensor to use as the input.
+        input_shape: ``(height, width, channels)``; defaults to (224, 224, 3) with the top,
+            (None, None, 3) without.
+        pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.
+        classes: number of classes of the head.
+        classifier_activation: activation of the head; None returns logits.
+        name: model name.
+        stage_depths: blocks per stage, e.g. (3, 4, 6, 3).
+        widths: block width per stage.
+        bottleneck: bottleneck blocks (default: from ``depth``, else False).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs,
+            ResNet-C) or ``"cifar"`` (one 3x3 conv, no pooling).
+        plain: build the plain twin (the same blocks without shortcuts).
+        preact: pre-activation blocks (He et al. 2016) and a final BN-ReLU.
+        shortcut, stride_on, expansion, kernel_initializer, kernel_regularizer, weight_decay,
+        activation, zero_init_residual, momentum, epsilon, use_bias: block options, see
+            ``keras_resnet.residual_block``.
+        compat: ``"keras.applications"`` reproduces keras.applications' ResNet50/101/152
+            exactly (conv biases, stride in the first 1x1, BN epsilon 1.001e-5, same names).
+        stage_models: build each stage as a sub-model (default: only for very deep networks).
+
+    Returns:
+        A ``keras.Model``.
+
+    Raises:
+        ValueError: for a bad argument, before any layer is built.
+        TypeError: for an argument of the wrong type.
+    """
+    if depth is not None and stage_depths is not None:
+        raise ValueError(f"pass depth or stage_depths, not both; got depth={depth!r}, "
+                         f"stage_depths={stage_depths!r}")
+    if depth is not None:
+        if depth not in presets.IMAGENET_STAGES:
+            raise ValueError(f"depth must be a known ImageNet depth "
+                             f"{tuple(presets.IMAGENET_STAGES)}; got {depth!r} (or pass "
+                             "stage_depths=(...))")
+        stage_depths = presets.IMAGENET_STAGES[depth]["stage_depths"]
+        if bottleneck is None:
+            bottleneck = presets.IMAGENET_STAGES[depth]["bottleneck"]
+    if stage_depths is None:
+        raise ValueError("pass depth=18|34|50|101|152|200 or stage_depths=(...); got neither")
+    if not isinstance(stage_depths, (tuple, list)) or not stage_depths:
+        raise ValueError(f"stage_depths must be a non-empty tuple of ints; got {stage_depths!r}")
+    for value in stage_depths:
+        _positive_int(value, "stage_depths")
+    if not isinstance(widths, (tuple, list)) or len(widths) != len(stage_depths):
+        raise ValueError(f"widths must give one width per stage ({len(stage_depths)}); "
+                         f"got {widths!r}")
+    for value in widths:
+        _positive_int(value, "widths")
+    bottleneck = bool(bottleneck)
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}; got {stem!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")
+    if stride_on not in STRIDE_ON:
+        raise ValueError(f"stride_on must be one of {STRIDE_ON}; got {stride_on!r}")
+    for argument, value in (("plain", plain), ("preact", preact)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{argument} must be True or False; got {value!r}")
+    stem_bias = use_bias
+    if compat is not None:
+        if compat not in COMPAT:
+            raise ValueError(f"compat must be None or one of {COMPAT}; got {compat!r}")
+        if not bottleneck or preact or plain or stem != "imagenet" or shortcut != "auto":
+            raise ValueError("compat='keras.applications' reproduces keras.applications' "
+                             "ResNet50/101/152 (post-activation bottlenecks, imagenet stem, "
+                             "shortcut='auto'); got an incompatible combination of options")
+        use_bias, stem_bias, stride_on = True, True, "1x1"
+        epsilon, momentum = 1.001e-5, 0.99
+        stage_models = False
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be None, 'imagenet' or a file path; got {weights!r}")
+    if weights == "imagenet":
+        if compat is None:
+            raise ValueError("weights='imagenet' loads keras.applications' published file and "
+                             "needs compat='keras.applications' (ResNet50/101/152)")
+        if include_top and classes != 1000:
+            raise ValueError(f"weights='imagenet' with include_top=True needs classes=1000; "
+                             f"got classes={classes}")
+    elif weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
+                         f"{os.fspath(weights)!r} does not exist")
+    _check_head(include_top, pooling, classes, classifier_activation)
+    opts = _options(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
+                    weight_decay=weight_decay, activation=activation,
+                    zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
+                    use_bias=use_bias)
+    stem_stride = 1 if stem == "cifar" else 4
+    total_stride = stem_stride * 2 ** (len(stage_depths) - 1)
+    default_shape = ((224, 224, 3) if stem != "cifar" else presets.CIFAR_INPUT_SHAPE) \
+        if include_top else (None, None, 3)
+    shape = _check_input_shape(input_shape, default_shape, total_stride, input_tensor)
+    if stage_models is None:
+        stage_models = sum(stage_depths) > _FLAT_BLOCK_LIMIT
+
+    if input_tensor is None:
+        inputs = img = keras.Input(shape=shape)
+    elif not keras.backend.is_keras_tensor(input_tensor):
+        inputs = img = keras.Input(tensor=input_tensor, shape=shape)
+    else:
+        img = input_tensor
+        inputs = keras.utils.get_source_inputs(input_tensor)
+
+    block_options = dict(bottleneck=bottleneck, preact=preact, shortcut=shortcut,
+                         stride_on=stride_on, expansion=expansion,
+                         kernel_initializer=opts["initializer"],
+                         kernel_regularizer=opts["regularizer"], activation=opts["activation"],
+                         zero_init_residual=zero_init_residual, momentum=opts["momentum"],
+                         epsilon=opts["epsilon"], use_bias=use_bias)
+    x = _stem(img, stem, widths[0] if stem == "cifar" else 64, preact, opts, stem_bias)
+    for s, (blocks, width) in enumerate(zip(stage_depths, widths)):
+        x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, block_options, plain,
+                   stage_models)
+    if preact:
+        x = layers.BatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
+                                      name="post_bn")(x)
+        x = layers.Activation(opts["activation"], name="post_relu")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # float32 head: probabilities stay float32 under mixed precision.
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions",
+                         kernel_initializer="glorot_uniform", dtype="float32")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if name is None:
+        kind = "plain" if plain else ("preact_resnet" if preact else "resnet")
+        name = f"{kind}{depth}" if depth else kind
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        _load_weights(model, weights, depth, include_top)
+    return model
+
+
+def _load_weights(model, weights, depth, include_top):
+    if weights == "imagenet":
+        url = presets.KERAS_APPLICATIONS_WEIGHTS_URL.format(
+            depth=depth, notop="" if include_top else "_notop")
+        weights = keras.utils.get_file(os.path.basename(url), url, cache_subdir="models")
+    path = os.fspath(weights)
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise ValueError(f"weights file {path!r} does not fit model {model.name!r}: "
+                         f"{error}") from error
+
+
+def _imagenet(depth):
+    def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                    **options):
+        return ResNet(depth, include_top, weights, input_tensor, input_shape, pooling, classes,
+                      classifier_activation, name, **options)
+
+    constructor.__name__ = constructor.__qualname__ = f"ResNet{depth}"
+    constructor.__doc__ = (
+        f"ResNet-{depth} (He et al. 2015) with keras.applications' signature.\n\n"
+        "    Args:\n        include_top, weights, input_tensor, input_shape, pooling, classes,\n"
+        "        classifier_activation, name: as in keras.applications.\n"
+        "        **options: keyword-only options of ``keras_resnet.ResNet`` (``preact``,\n"
+        "            ``plain``, ``shortcut``, ``compat``, ``kernel_initializer``, ...).\n\n"
+        "    Returns:\n        A ``keras.Model``.\n")
+    return constructor
+
+
+ResNet18 = _imagenet(18)
+ResNet34 = _imagenet(34)
+ResNet50 = _imagenet(50)
+ResNet101 = _imagenet(101)
+ResNet152 = _imagenet(152)
+
+
+def CifarResNet(depth=20, include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=presets.CIFAR_CLASSES, classifier_activation="softmax",
+                name=None, *, bottleneck=False, preact=False, plain=False, shortcut=None,
+                widths=presets.CIFAR_WIDTHS, **options):
+    """The CIFAR ResNets of He et al.: 6n+2 layers (basic blocks) or 9n+2 (bottlenecks).
+
+    A 3x3 stem with 16 filters, three stages of 16/32/64 filters (bottleneck outputs 64/128/256)
+    at 32x32, 16x16 and 8x8, global average pooling and a ``classes``-way head. ResNet-20/32/44/
+    56/110/1202 use option-A shortcuts; ResNet-164 and ResNet-1001 are the pre-activation
+    bottleneck networks of He et al. 2016 (``preact=True, bottleneck=True``).
+
+    Args:
+        depth: 6n+2 for basic blocks (20, 32, 44, 56, 110, 1202, ...), 9n+2 with
+            ``bottleneck=True`` (164, 1001, ...).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in keras.applications; ``input_shape`` defaults to
+            (32, 32, 3) and ``classes`` to 10.
+        bottleneck: bottleneck blocks (9n+2 layers).
+        preact: pre-activation blocks.
+        plain: the plain twin (no shortcuts).
+        shortcut: default ``"A"`` (the paper's zero padding) for basic blocks and ``"auto"``
+            (projection) for bottlenecks.
+        widths: the three stage widths.
+        **options: other keyword-only options of ``keras_resnet.ResNet``.
+
+    Returns:
+        A ``keras.Model``.
+
+    Raises:
+        ValueError: for a depth outside the family or another bad argument.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f"depth must be an int; got {depth!r}")
+    if not isinstance(bottleneck, bool):
+        raise TypeError(f"bottleneck must be True or False; got {bottleneck!r}")
+    per_block, family = (9, "9n+2 (11, 20, ..., 164, 1001)") if bottleneck else \
+        (6, "6n+2 (8, 14, 20, 32, 44, 56, 110, 1202, ...)")
+    if depth < per_block + 2 or (depth - 2) % per_block:
+        raise ValueError(f"depth must be {family} for a CIFAR ResNet with "
+                         f"bottleneck={bottleneck}; got {depth}")
+    n = (depth - 2) // per_block
+    if shortcut is None:
+        shortcut = "auto" if bottleneck else "A"
+    if name is None:
+        kind = "plain" if plain else ("preact_resnet" if preact else "resnet")
+        name = f"cifar_{kind}{depth}"
+    return ResNet(None, include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, name, stage_depths=(n, n, n), widths=widths,
+                  bottleneck=bottleneck, stem="cifar", preact=preact, plain=plain,
+                  shortcut=shortcut, **options)
+
+
+def build(model_name, **kwargs):
+    """Builds a named network (``"resnet50"``, ``"cifar-resnet20"``, ``"cifar-plain56"``, ...).
+
+    Args:
+        model_name: a key of ``keras_resnet.presets.MODEL_PRESETS``.
+        **kwargs: passed to the constructor (``input_shape``, ``classes``, options, ...).
+
+    Returns:
+        A ``keras.Model``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    if model_name not in presets.MODEL_PRESETS:
+        raise ValueError(f"unknown model {model_name!r}; valid names: "
+                         f"{', '.join(presets.MODEL_PRESETS)}")
+    family, preset = presets.MODEL_PRESETS[model_name]
+    arguments = {**preset, **kwargs}
+    if family == "cifar":
+        return CifarResNet(**arguments)
+    return ResNet(**arguments)
