@@ -1,0 +1,233 @@
+"""Models: exact parameter counts, multiply-adds, keras.applications equivalence, round trips,
+very deep builds and bad input."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import (CifarResNet, ResNet, ResNet18, ResNet50, ResNet101, ResNet152, build,
+                          model_stats, presets)
+from keras_resnet.cli import main
+
+
+def trainable(model):
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, pytest.param(101, marks=pytest.mark.slow),
+                                   pytest.param(152, marks=pytest.mark.slow)])
+def test_imagenet_parameters_equal_torchvision(depth):
+    model = ResNet(depth)
+    assert trainable(model) == presets.TORCHVISION_PARAMS[depth]
+    assert model.output.shape == (None, 1000)
+
+
+# Exact trainable parameters of the CIFAR ResNets with option-A shortcuts; the paper's Table 6
+# rounds them to 0.27M, 0.46M, 0.66M, 0.85M, 1.7M and 19.4M.
+CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962,
+                1202: 19_421_274}
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110, pytest.param(1202, marks=pytest.mark.slow)])
+def test_cifar_parameters_match_the_paper(depth):
+    model = CifarResNet(depth)
+    assert trainable(model) == CIFAR_PARAMS[depth]
+    assert round(CIFAR_PARAMS[depth] / 1e6, 2 if depth < 100 else 1) == \
+        presets.PAPER_CIFAR_MEGA_PARAMS[depth]
+    assert model_stats(model)["depth"] == depth
+    assert model.output.shape == (None, 10)
+
+
+@pytest.mark.parametrize("depth,expected", [(164, 1_703_258),
+                                            pytest.param(1001, 10_327_706,
+                                                         marks=pytest.mark.slow)])
+def test_preact_bottleneck_cifar_parameters(depth, expected):
+    model = CifarResNet(depth, preact=True, bottleneck=True)
+    assert trainable(model) == expected
+    # He et al. 2016 print 1.7M and 10.2M; counted exactly, ResNet-1001 has 10.33M (the same
+    # count other exact re-implementations report), so the paper's figure is off by 0.13M.
+    assert abs(expected / 1e6 - presets.PAPER_CIFAR_PREACT_MEGA_PARAMS[depth]) < 0.15
+    assert model_stats(model)["depth"] == depth
+
+
+def test_plain_twin_has_the_same_weights_but_no_shortcuts():
+    resnet, plain = CifarResNet(20), CifarResNet(20, plain=True)
+    assert trainable(plain) == trainable(resnet)  # option A shortcuts have no parameters
+    assert not any(isinstance(layer, keras.layers.Add) for layer in plain.layers)
+    assert sum(isinstance(layer, keras.layers.Add) for layer in resnet.layers) == 9
+    assert plain.name == "cifar_plain20"
+
+
+@pytest.mark.slow
+def test_multiply_adds_reproduce_the_papers_table_1():
+    # The paper prints one decimal: 1.8, 3.6, 3.8, 7.6, 11.3 billion. Counted from the layers
+    # with the stride in the first 1x1 we get 1.81, 3.66, 3.86, 7.57, 11.28: the paper truncates
+    # some and rounds others, so each must agree to within its printed precision (0.07 G).
+    expected = {18: 1_814_073_344, 34: 3_663_761_408, 50: 3_857_973_248, 101: 7_570_194_432,
+                152: 11_282_415_616}
+    for depth, macs in expected.items():
+        counted = model_stats(ResNet(depth, stride_on="1x1"))["multiply_adds"]
+        assert counted == macs
+        assert abs(counted / 1e9 - presets.PAPER_GIGA_MULTIPLY_ADDS[depth]) < 0.07
+    # torchvision's placement (stride on the 3x3) costs more: the well-known 4.1 G of ResNet-50.
+    assert model_stats(ResNet50())["multiply_adds"] == 4_089_184_256
+
+
+def _copy_by_name(source, target):
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def test_keras_applications_equivalence(tmp_path):
+    reference = keras.applications.ResNet50(weights=None)
+    ours = ResNet50(compat="keras.applications")
+    assert [layer.name for layer in ours.layers[1:]] == \
+        [layer.name for layer in reference.layers[1:]]
+    assert ours.count_params() == reference.count_params() == 25_636_712
+    rng = np.random.default_rng(0)
+    # Non-trivial BN statistics, so a wrong epsilon or a missing bias would show.
+    for layer in reference.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    _copy_by_name(reference, ours)
+    images = rng.uniform(-1, 1, size=(2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(ours(images, training=False), reference(images, training=False),
+                               rtol=1e-5, atol=1e-6)
+    # keras.applications' published weight files are legacy Keras 2 .h5 files: write one the
+    # same way and load it through `weights=`.
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    loaded = ResNet50(compat="keras.applications", weights=str(path))
+    np.testing.assert_allclose(loaded(images, training=False), reference(images, training=False),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="does not fit model"):
+        ResNet18(weights=str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("constructor,application", [
+    (ResNet101, keras.applications.ResNet101), (ResNet152, keras.applications.ResNet152)])
+def test_keras_applications_same_layers_for_101_and_152(constructor, application):
+    ours, reference = constructor(compat="keras.applications"), application(weights=None)
+    assert [(layer.name, [w.shape for w in layer.weights]) for layer in ours.layers[1:]] == \
+        [(layer.name, [w.shape for w in layer.weights]) for layer in reference.layers[1:]]
+
+
+@pytest.mark.parametrize("builder", [
+    lambda: CifarResNet(20, input_shape=(8, 8, 1)),
+    lambda: CifarResNet(14, stage_models=True, input_shape=(8, 8, 3)),  # nested stage models
+    lambda: CifarResNet(11, bottleneck=True, preact=True, input_shape=(8, 8, 3)),
+    lambda: ResNet(stage_depths=(1, 1), widths=(8, 16), stem="deep", shortcut="D",
+                   input_shape=(32, 32, 3), classes=4),
+])
+def test_keras_save_load_round_trip(tmp_path, builder):
+    model = builder()
+    images = np.random.default_rng(1).uniform(0, 1, (2,) + model.input_shape[1:]).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored(images, training=False), model(images, training=False),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_heads_inputs_and_options():
+    features = ResNet18(include_top=False, pooling="avg", input_shape=(64, 64, 3))
+    assert features.output.shape == (None, 512)
+    spatial = ResNet18(include_top=False)
+    assert spatial.input_shape == (None, None, None, 3)
+    assert ResNet18(include_top=False, pooling="max").get_layer("max_pool")
+    logits = CifarResNet(20, classes=3, classifier_activation=None, input_shape=(8, 8, 1))
+    assert logits.get_layer("predictions").activation is keras.activations.linear
+    tensor = keras.Input((16, 16, 3))
+    shared = CifarResNet(8, input_tensor=tensor)
+    assert shared.inputs[0] is tensor
+    assert CifarResNet(8, shortcut="C", input_shape=(8, 8, 3)).get_layer("conv2_block1_0_conv")
+    preact = ResNet18(preact=True, input_shape=(64, 64, 3))
+    assert preact.get_layer("post_bn") and preact.name == "preact_resnet18"
+    assert build("cifar-plain56").name == "cifar_plain56"
+
+
+def test_mixed_precision_keeps_float32_probabilities():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = CifarResNet(8, input_shape=(8, 8, 1))
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert model(np.zeros((1, 8, 8, 1), "float32")).dtype == "float32"
+
+
+@pytest.mark.slow
+def test_resnet1202_builds_and_runs_in_a_plain_process():
+    # Default recursion limit, no tricks: the stages are sub-models, so Keras never recurses
+    # through ~4,000 layers.
+    code = textwrap.dedent("""
+        import sys, numpy as np
+        from keras_resnet import CifarResNet
+        limit = sys.getrecursionlimit()
+        model = CifarResNet(1202, zero_init_residual=True)
+        y = model(np.ones((2, 32, 32, 3), "float32"), training=False)
+        assert y.shape == (2, 10) and sys.getrecursionlimit() == limit
+        print(len(model.layers), sum(len(m.layers) for m in model.layers if hasattr(m, "layers")))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    top, inner = map(int, result.stdout.split()[-2:])
+    assert top < 20 and inner > 4000
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: CifarResNet(21), ValueError, "depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, 1202"),
+    (lambda: CifarResNet(26, bottleneck=True), ValueError, "depth must be 9n+2"),
+    (lambda: CifarResNet("20"), TypeError, "depth must be an int"),
+    (lambda: ResNet(42), ValueError, "depth must be a known ImageNet depth (18, 34, 50, 101, 152"),
+    (lambda: ResNet(), ValueError, "pass depth=18|34|50|101|152|200 or stage_depths"),
+    (lambda: ResNet(stage_depths=(2, 0)), ValueError, "stage_depths must be a positive int"),
+    (lambda: ResNet(stage_depths=(2, 2), widths=(8,)), ValueError, "one width per stage (2)"),
+    (lambda: ResNet(stage_depths=(2, 2), widths=(8, 0)), ValueError, "widths must be a positive"),
+    (lambda: ResNet18(input_shape=(16, 16, 3)), ValueError,
+     "height 16 is too small; this network downsamples by 32"),
+    (lambda: CifarResNet(20, input_shape=(2, 8, 1)), ValueError, "must be >= 4"),
+    (lambda: ResNet18(input_shape=(224, 224)), ValueError, "input_shape must be (height, width"),
+    (lambda: ResNet18(classes=0), ValueError, "classes must be an int >= 1 when include_top"),
+    (lambda: ResNet18(pooling="mean"), ValueError, "pooling must be None, 'avg' or 'max'"),
+    (lambda: ResNet18(classifier_activation="softmaxx"), ValueError,
+     "classifier_activation 'softmaxx' is not a Keras activation"),
+    (lambda: ResNet18(weights="imagenet"), ValueError, "needs compat='keras.applications'"),
+    (lambda: ResNet18(weights="/no/such/file.h5"), ValueError, "does not exist"),
+    (lambda: ResNet18(compat="keras.applications"), ValueError,
+     "compat='keras.applications' reproduces"),
+    (lambda: ResNet50(compat="timm"), ValueError, "compat must be None or one of"),
+    (lambda: ResNet50(compat="keras.applications", weights="imagenet", classes=10), ValueError,
+     "needs classes=1000"),
+    (lambda: ResNet18(stem="vgg"), ValueError, "stem must be one of"),
+    (lambda: ResNet18(shortcut="identity"), ValueError, "shortcut='identity' needs matching"),
+    (lambda: ResNet18(plain="yes"), TypeError, "plain must be True or False"),
+    (lambda: ResNet18(kernel_initializer="kaiming"), ValueError, "valid names: glorot_normal"),
+    (lambda: build("resnet51"), ValueError, "unknown model 'resnet51'; valid names: resnet18"),
+])
+def test_bad_model_arguments(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_summary_cli(capsys):
+    assert main(["summary", "cifar-resnet20", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines["cifar-resnet20"][1:3] == ["20", "269,722"]
+    assert lines["resnet18"][1:5] == ["18", "11,689,512", "11,699,112", "1.81"]
+    assert main(["summary", "resnet51"]) == 2
+    assert "unknown model 'resnet51'" in capsys.readouterr().err
