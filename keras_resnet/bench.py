@@ -55,7 +55,7 @@ class Config:
 
     @classmethod
     def make(cls, quick):
-        return cls(quick=True, repeats=3, warmup=1) if quick else cls()
+        return cls(quick=True, repeats=2, warmup=1) if quick else cls()
 
 
 def _interleaved(functions, config):
@@ -125,7 +125,7 @@ def bench_resnet50(config, state):
 
     from keras_resnet import ResNet50, fold_batch_norm, multiply_adds
 
-    size = 112 if config.quick else 224
+    size = 64 if config.quick else 224
     shape = (size, size, 3)
     rows = []
     reference_name = "keras.applications.ResNet50"
@@ -140,7 +140,7 @@ def bench_resnet50(config, state):
     macs = multiply_adds(ours)
     state["resnet50_macs"] = macs
     best = 0.0
-    for batch in ((1, 8) if config.quick else (1, 32)):
+    for batch in ((1, 4) if config.quick else (1, 32)):
         images = _images(batch, size)
         seconds = _interleaved({"ours": _inference_fn(ours, images),
                                 "reference": _inference_fn(reference, images)}, config)
@@ -149,14 +149,14 @@ def bench_resnet50(config, state):
         best = max(best, batch / seconds["ours"])
     # BN folding: the same outputs with the BN statistics frozen into the kernels.
     folded = fold_batch_norm(ours)
-    images = _images(8 if config.quick else 32, size)
+    images = _images(4 if config.quick else 32, size)
     seconds = _interleaved({"ours": _inference_fn(folded, images),
                             "reference": _inference_fn(ours, images)}, config)
     rows.append(Row("resnet50", f"inference batch {len(images)}, BN folded",
                     len(images) / seconds["ours"], len(images) / seconds["reference"], "img/s",
                     reference_name="ours, BN not folded"))
     best = max(best, len(images) / seconds["ours"])
-    batch = 8 if config.quick else 32
+    batch = 4 if config.quick else 32
     images, labels = _images(batch, size), np.arange(batch) % 1000
     seconds = _interleaved({"ours": _train_fn(ours, images, labels),
                             "reference": _train_fn(reference, images, labels)}, config)
@@ -175,7 +175,7 @@ def bench_precision(config, state):
 
     from keras_resnet import ResNet50
 
-    size, batch = (112, 8) if config.quick else (224, 32)
+    size, batch = (64, 4) if config.quick else (224, 32)
     shape = (size, size, 3)
     keras.config.set_dtype_policy("float32")
     fp32 = ResNet50(input_shape=shape)
@@ -206,18 +206,18 @@ def bench_cifar56(config, state):
 
     from keras_resnet import CifarResNet
 
-    batch = 32 if config.quick else 128
+    depth, batch = (20, 16) if config.quick else (56, 128)
     keras.config.set_dtype_policy("float32")
-    fp32 = CifarResNet(56)
+    fp32 = CifarResNet(depth)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        bf16 = CifarResNet(56)
+        bf16 = CifarResNet(depth)
     finally:
         keras.config.set_dtype_policy("float32")
     images, labels = _images(batch, 32), np.arange(batch) % 10
     train = _interleaved({"ours": _train_fn(bf16, images, labels),
                           "reference": _train_fn(fp32, images, labels)}, config)
-    return [Row("cifar56", f"training batch {batch}", batch / train["ours"],
+    return [Row("cifar56", f"ResNet-{depth} training batch {batch}", batch / train["ours"],
                 batch / train["reference"], "img/s", reference_name="float32",
                 note="ours = mixed_bfloat16")]
 
@@ -251,7 +251,7 @@ _DEEP_CHILD = textwrap.dedent("""
 
 def bench_resnet1202(config, state):
     """Very deep build and training step, in a fresh process so peak memory is its own."""
-    depth = 110 if config.quick else 1202
+    depth = 20 if config.quick else 1202
     result = subprocess.run([sys.executable, "-c", _DEEP_CHILD, str(depth), "32"],
                             capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -279,11 +279,11 @@ def bench_serving(config, state):
     rows = []
     with tempfile.TemporaryDirectory() as base:
         paths = {dtype: export_saved_model(model, base, name=f"bench_{dtype}", input_dtype=dtype,
-                                           warmup=False)
+                                           warmup_batch_sizes=(1,))
                  for dtype in ("uint8", "float32")}
         loaded = {dtype: tf.saved_model.load(path).signatures["serving_default"]
                   for dtype, path in paths.items()}
-        repeats = 50 if config.quick else 300
+        repeats = 20 if config.quick else 300
         for batch in (1, 32):
             pixels = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3))
             as_uint8 = tf.constant(pixels.astype("uint8"))
@@ -326,15 +326,16 @@ def bench_accuracy(config, state):
     """Test accuracy on digits after the same epochs, float32 against mixed_bfloat16."""
     from keras_resnet import training
 
-    epochs = 3 if config.quick else None
+    epochs = 1 if config.quick else None
     accuracy = {}
     seconds = {}
     with tempfile.TemporaryDirectory() as out:
         for precision in ("float32", "mixed_bfloat16"):
             kwargs = {"epochs": epochs} if epochs else {}
             start = time.perf_counter()
-            result = training.train(data="digits", precision=precision, out=out,
-                                    name=f"bench_{precision}", export=None, verbose=0, **kwargs)
+            result = training.train(data="digits", precision=precision, out_dir=out,
+                                    export_dir=None, name=f"bench_{precision}", verbose=0,
+                                    **kwargs)
             seconds[precision] = time.perf_counter() - start
             accuracy[precision] = result.metrics["test_accuracy"]
     return [Row("accuracy", "digits test accuracy (%)", 100 * accuracy["mixed_bfloat16"],

@@ -83,9 +83,9 @@ def _positive_int(value, argument):
     return int(value)
 
 
-def _fraction(value, argument, upper=1.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < upper:
-        raise ValueError(f"{argument} must be a fraction in [0, {upper}); got {value!r}")
+def _fraction(value, argument):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{argument} must be a fraction in [0, 1); got {value!r}")
     return float(value)
 
 
@@ -290,7 +290,7 @@ def _split(images, labels, test_split, validation_split, seed, stratify=True):
                          "set); got 0")
     x_rest, x_test, y_rest, y_test = train_test_split(
         images, labels, test_size=test_split, random_state=seed,
-        stratify=labels if stratify else None)
+        stratify=labels if stratify and _stratifiable(labels, test_split) else None)
     x_train, y_train, x_val, y_val = _holdout(x_rest, y_rest, validation_split, seed,
                                               stratify=stratify)
     return x_train, y_train, x_val, y_val, x_test, y_test
@@ -303,8 +303,16 @@ def _holdout(images, labels, fraction, seed, stratify=True):
         return images, labels, images[:0], labels[:0]
     x_train, x_val, y_train, y_val = train_test_split(
         images, labels, test_size=fraction, random_state=seed + 1,
-        stratify=labels if stratify else None)
+        stratify=labels if stratify and _stratifiable(labels, fraction) else None)
     return x_train, y_train, x_val, y_val
+
+
+def _stratifiable(labels, fraction):
+    """Whether every class can be in both parts (else the split is simply random)."""
+    counts = np.bincount(labels)
+    classes = int((counts > 0).sum())
+    held = int(np.ceil(fraction * len(labels)))
+    return counts[counts > 0].min() >= 2 and held >= classes and len(labels) - held >= classes
 
 
 # ----------------------------------------------------------------------------- sources

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from keras_resnet import presets
 
 # The same values as keras_resnet.training's (a test checks), kept here so that building the
@@ -19,8 +21,8 @@ def register(subparsers):
     """Adds the `train` subcommand."""
     parser = subparsers.add_parser(
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits)",
-        description="Trains with SGD (momentum 0.9, weight decay 1e-4), step decay /10 at 50%% "
-                    "and 75%% of training, augmentation in the input pipeline; writes "
+        description="Trains with SGD (momentum 0.9, weight decay 1e-4), step decay /10 at 50% "
+                    "and 75% of training, augmentation in the input pipeline; writes "
                     "OUT/NAME/ (model.keras, best.keras, history.csv, curves.png, metrics.json, "
                     "logs/) and exports a SavedModel version under EXPORT/NAME/. Run the same "
                     "command again after a crash to resume from the last finished epoch. "
@@ -82,7 +84,8 @@ def run(args):
         jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
         early_stopping=args.early_stopping, out_dir=args.out,
         export_dir=None if args.no_export else args.export, name=args.name, seed=args.seed,
-        verbose="auto" if args.verbose is None else args.verbose, model_options=model_options)
+        verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
+        model_options=model_options)
     metrics = result.metrics
     print(f"\n{metrics['model']} on {metrics['data']}: test accuracy "
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "

@@ -1,0 +1,238 @@
+"""Serving signatures: a batch of images or of encoded image bytes in, named float32 outputs out.
+
+Two signatures go into every export:
+
+- ``serving_default``: ``images`` [batch, height, width, channels], uint8 (or float32) raw pixel
+  values 0..255, dynamic batch;
+- ``serving_bytes``: ``image_bytes`` [batch] strings holding JPEG or PNG files, decoded and
+  resized in the graph (what a REST client sends as ``{"b64": ...}``).
+
+Both return ``probabilities`` [batch, classes] and the top-k ``scores`` (float32) and ``classes``
+(int64), plus ``labels`` (top-k class names) when the class names are known. The preprocessing
+(cast, optional resize, optional scale/offset) runs in the graph; normalization proper is a layer
+of the trained model itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import tensorflow as tf
+
+IMAGES_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+IMAGES_INPUT = "images"
+BYTES_INPUT = "image_bytes"
+INPUT_DTYPES = ("uint8", "float32")
+OUTPUTS = ("probabilities", "scores", "classes", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSpec:
+    """Everything the serving graph needs to know about a model, as plain data (JSON-able)."""
+
+    height: int
+    width: int
+    channels: int
+    classes: int
+    input_dtype: str = "uint8"
+    top_k: int = 5
+    class_names: tuple | None = None
+    resize: bool = False
+    scale: float = 1.0
+    offset: float = 0.0
+    apply_softmax: bool = False
+
+    def to_json(self):
+        """Returns the spec as a JSON-serialisable dict."""
+        data = dataclasses.asdict(self)
+        data["class_names"] = list(self.class_names) if self.class_names else None
+        return data
+
+    @property
+    def output_names(self):
+        """Names of the outputs of both signatures."""
+        return OUTPUTS if self.class_names else OUTPUTS[:3]
+
+
+def _is_softmax_head(model):
+    """True when the model already ends in a softmax/sigmoid (its outputs are probabilities)."""
+    last = model.layers[-1]
+    while getattr(last, "layers", None):  # a nested model as the last layer: look inside
+        last = last.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    return name in ("softmax", "sigmoid")
+
+
+def make_spec(model, *, input_dtype="uint8", top_k=5, class_names=None, image_size=None,
+              resize=False, scale=1.0, offset=0.0, logits=None):
+    """Validates the export options against the model and returns a `ServingSpec`.
+
+    Args:
+        model: a built Keras image classifier with one input [batch, height, width, channels]
+            and one output [batch, classes].
+        input_dtype: ``"uint8"`` (default) or ``"float32"``: dtype of the ``images`` input.
+        top_k: how many (score, class) pairs the ``scores``/``classes``/``labels`` outputs carry;
+            clipped to the number of classes.
+        class_names: optional sequence of one name per class: adds the ``labels`` output.
+        image_size: ``(height, width)`` the images are resized to; defaults to the model's input
+            size (required when the model takes any size).
+        resize: when True, ``images`` accepts any height and width and is resized in the graph.
+        scale, offset: ``x * scale + offset`` after the cast (default: raw 0..255 pixels).
+        logits: whether the model outputs logits (softmax is applied in the graph); None detects
+            it from the last layer's activation.
+
+    Returns:
+        A `ServingSpec`.
+
+    Raises:
+        ValueError, TypeError: an option is out of range or does not fit the model.
+    """
+    if not hasattr(model, "inputs") or not hasattr(model, "outputs") or not model.inputs:
+        raise TypeError(f"model must be a built keras.Model; got {type(model).__name__}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError("model must have one image input and one class output; got "
+                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+    input_shape = tuple(model.inputs[0].shape)
+    output_shape = tuple(model.outputs[0].shape)
+    if len(input_shape) != 4:
+        raise ValueError("model input must be [batch, height, width, channels]; got shape "
+                         f"{input_shape}")
+    if len(output_shape) != 2 or not output_shape[1]:
+        raise ValueError("model output must be [batch, classes] (include_top=True); got shape "
+                         f"{output_shape}")
+    height, width, channels = input_shape[1:]
+    if channels not in (1, 3, 4):
+        raise ValueError(f"model input channels must be 1, 3 or 4 (grayscale, RGB, RGBA) to "
+                         f"decode images; got {channels}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}; got {input_dtype!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1; got {top_k!r}")
+    classes = int(output_shape[1])
+    if class_names is not None:
+        if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+            raise TypeError("class_names must be a sequence of strings (one per class); got "
+                            f"{class_names!r}")
+        class_names = tuple(class_names)
+        if len(class_names) != classes:
+            raise ValueError(f"class_names has {len(class_names)} names but the model has "
+                             f"{classes} classes; give one name per class")
+    if image_size is not None:
+        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                           for s in image_size)):
+            raise ValueError(f"image_size must be (height, width) of positive ints; got "
+                             f"{image_size!r}")
+        if height not in (None, image_size[0]) or width not in (None, image_size[1]):
+            raise ValueError(f"image_size {tuple(image_size)} differs from the model's input "
+                             f"size {(height, width)}; leave it out or pass the model's size")
+        height, width = image_size
+    if height is None or width is None:
+        raise ValueError(f"model input size is {input_shape}: pass image_size=(height, width) "
+                         "so the serving graph knows what to resize to")
+    if not isinstance(resize, bool):
+        raise TypeError(f"resize must be True or False; got {resize!r}")
+    for argument, value in (("scale", scale), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{argument} must be a finite number; got {value!r}")
+    if logits is None:
+        logits = not _is_softmax_head(model)
+    elif not isinstance(logits, bool):
+        raise TypeError(f"logits must be True, False or None (detect); got {logits!r}")
+    return ServingSpec(height=int(height), width=int(width), channels=int(channels),
+                       classes=classes, input_dtype=input_dtype, top_k=min(top_k, classes),
+                       class_names=class_names, resize=resize, scale=float(scale),
+                       offset=float(offset), apply_softmax=logits)
+
+
+def _prepare(spec, images):
+    """Raw pixels (any real dtype) -> the float32 batch the Keras model takes."""
+    images = tf.cast(images, tf.float32)
+    if spec.resize:
+        images = tf.image.resize(images, (spec.height, spec.width), method="bilinear")
+    if spec.scale != 1.0 or spec.offset != 0.0:
+        images = images * spec.scale + spec.offset
+    return images
+
+
+def _decode(spec, image_bytes):
+    """Decodes one JPEG/PNG string and resizes it to the model's input size (float32 0..255)."""
+    image = tf.io.decode_image(image_bytes, channels=spec.channels, expand_animations=False)
+    image = tf.image.resize(image, (spec.height, spec.width), method="bilinear")
+    image.set_shape((spec.height, spec.width, spec.channels))
+    return image
+
+
+def _postprocess(spec, outputs, names=None):
+    """Model outputs -> the named float32/int64/string outputs of the signatures."""
+    probabilities = tf.cast(outputs, tf.float32)
+    if spec.apply_softmax:
+        probabilities = tf.nn.softmax(probabilities, axis=-1)
+    scores, indices = tf.math.top_k(probabilities, k=spec.top_k)
+    result = {"probabilities": probabilities, "scores": scores,
+              "classes": tf.cast(indices, tf.int64)}
+    if spec.class_names:
+        result["labels"] = tf.gather(tf.constant(list(spec.class_names)), indices)
+    return result
+
+
+def serving_functions(model, spec):
+    """Returns ``{signature name: (function, input_signature)}`` ready for an ExportArchive."""
+    size = (None, None) if spec.resize else (spec.height, spec.width)
+    dtype = tf.uint8 if spec.input_dtype == "uint8" else tf.float32
+
+    # One traced copy of the network, called by both signatures (halves saved_model.pb).
+    network = tf.function(lambda x: model(x, training=False), autograph=False)
+
+    def serve_images(images):
+        return _postprocess(spec, network(_prepare(spec, images)))
+
+    def serve_bytes(image_bytes):
+        decoded = tf.map_fn(lambda b: _decode(spec, b), image_bytes,
+                            fn_output_signature=tf.TensorSpec(
+                                (spec.height, spec.width, spec.channels), tf.float32))
+        resized = dataclasses.replace(spec, resize=False)
+        return _postprocess(spec, network(_prepare(resized, decoded)))
+
+    return {
+        IMAGES_SIGNATURE: (serve_images, [tf.TensorSpec((None, *size, spec.channels), dtype,
+                                                        name=IMAGES_INPUT)]),
+        BYTES_SIGNATURE: (serve_bytes, [tf.TensorSpec((None,), tf.string, name=BYTES_INPUT)]),
+    }
+
+
+def keras_reference(model, spec, signature, inputs):
+    """The expected outputs of ``signature`` on ``inputs``, computed eagerly with the Keras model.
+
+    Postprocessing is done in NumPy so the check does not reuse the serving graph's code.
+    """
+    if signature == BYTES_SIGNATURE:
+        images = np.stack([_decode(spec, tf.constant(b)).numpy() for b in inputs])
+        prepared = _prepare(dataclasses.replace(spec, resize=False), images)
+    else:
+        prepared = _prepare(spec, np.asarray(inputs))
+    raw = np.asarray(model(prepared, training=False)).astype(np.float32)
+    if spec.apply_softmax:
+        shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
+        raw = (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+    order = np.argsort(-raw, axis=-1, kind="stable")[:, :spec.top_k]
+    result = {"probabilities": raw, "scores": np.take_along_axis(raw, order, axis=-1),
+              "classes": order.astype(np.int64)}
+    if spec.class_names:
+        result["labels"] = np.asarray(spec.class_names, dtype=object)[order].astype(bytes)
+    return result
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_model_name(name, argument="name"):
+    """Returns ``name`` if TF Serving and a file system both take it, else raises ValueError."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(f"{argument} must be 1-128 letters, digits, '_', '-' or '.', starting "
+                         f"with a letter or digit and without '..'; got {name!r}")
+    return name

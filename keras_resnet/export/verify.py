@@ -1,0 +1,196 @@
+"""Checks an export the way TF Serving loads it: a fresh TensorFlow-only process, the C++ loader.
+
+`verify_export` starts ``python -I`` with Keras and keras_resnet made unimportable (TensorFlow
+imports Keras eagerly when it is installed, so merely not importing it proves nothing), loads the
+version with ``tf.compat.v1.saved_model.loader.load`` into a Session and runs every signature by
+its tensor names on the warmup requests and on the export's test inputs, comparing with the
+outputs the Keras model gave for the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from keras_resnet.export import bundle
+
+_MARKER = "VERIFY-RESULT "
+
+# Runs in the child. Blocks keras/keras_resnet before TensorFlow is imported.
+_CHILD = r'''
+import json, sys
+BLOCKED = ("keras", "keras_resnet", "tf_keras")
+for _name in BLOCKED:
+    sys.modules[_name] = None  # `import keras` now fails as if Keras were not installed
+import os
+import numpy as np
+import tensorflow as tf
+tf.get_logger().setLevel("ERROR")
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+path, reference_path, atol = sys.argv[1], sys.argv[2], float(sys.argv[3])
+info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.json")))
+reference = np.load(reference_path, allow_pickle=True)
+warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+          tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]
+lines, results = [], []
+with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+    meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+    lines.append("MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:")
+    for key in sorted(meta.signature_def):
+        signature = meta.signature_def[key]
+        lines.append("")
+        lines.append(f"signature_def['{key}']:")
+        for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
+            lines.append(f"  The given SavedModel SignatureDef contains the following {kind}(s):")
+            for tensor_key in sorted(tensors):
+                info_ = tensors[tensor_key]
+                dims = tuple(d.size for d in info_.tensor_shape.dim)
+                shape = "unknown_rank" if info_.tensor_shape.unknown_rank else str(dims)
+                lines.append(f"    {kind}s['{tensor_key}'] tensor_info:")
+                lines.append(f"        dtype: {types_pb2.DataType.Name(info_.dtype)}")
+                lines.append(f"        shape: {shape.replace('None', '-1')}")
+                lines.append(f"        name: {info_.name}")
+        lines.append(f"  Method name is: {signature.method_name}")
+
+    def run(signature_name, inputs):
+        signature = meta.signature_def[signature_name]
+        (input_key, input_info), = signature.inputs.items()
+        fetches = {k: v.name for k, v in signature.outputs.items()}
+        return session.run(fetches, feed_dict={input_info.name: inputs})
+
+    def compare(case, outputs, label):
+        worst = 0.0
+        for output, value in outputs.items():
+            expected = reference[f"{case['index']}/{output}"]
+            if output in ("probabilities", "scores"):
+                if value.dtype != np.float32:
+                    raise SystemExit(f"{label}: output {output} is {value.dtype}, not float32")
+                worst = max(worst, float(np.max(np.abs(value - expected))))
+            elif not np.array_equal(value, expected):
+                raise SystemExit(f"{label}: output {output} differs: {value} vs {expected}")
+        results.append({"case": label, "signature": case["signature"],
+                        "batch": case["batch"], "max_abs_diff": worst})
+        if worst > atol:
+            raise SystemExit(f"{label}: max |served - keras| = {worst:.3g} > {atol}")
+
+    warmup_cases = [c for c in info["cases"] if c["kind"] == "warmup"]
+    if len(warmup) != len(warmup_cases):
+        raise SystemExit(f"{len(warmup)} warmup records, expected {len(warmup_cases)}")
+    for number, (log, case) in enumerate(zip(warmup, warmup_cases)):
+        request = log.predict_log.request
+        if request.model_spec.signature_name != case["signature"]:
+            raise SystemExit(f"warmup record {number} is for {request.model_spec.signature_name}")
+        (tensor,) = request.inputs.values()
+        compare(case, run(case["signature"], tf.make_ndarray(tensor)), f"warmup {number}")
+    for case in info["cases"]:
+        if case["kind"] == "test":
+            inputs = reference[f"{case['index']}/input"]
+            compare(case, run(case["signature"], inputs), f"test {case['index']}")
+leaked = sorted(m for m, module in sys.modules.items()
+                if m.split(".")[0] in BLOCKED and module is not None)
+if leaked:
+    raise SystemExit(f"modules that must not load were imported: {leaked[:5]}")
+print("\n".join(lines))
+signatures = sorted(k for k in meta.signature_def if not k.startswith("__"))
+print("VERIFY-RESULT " + json.dumps({"cases": results, "tensorflow": tf.__version__,
+                                     "keras_imported": False, "signatures": signatures}))
+'''
+
+
+class ExportVerificationError(RuntimeError):
+    """The served outputs differ from the Keras model's, or the export does not load."""
+
+
+def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True):
+    """Loads an exported version like TF Serving does and checks it against the Keras model.
+
+    Args:
+        path: a version directory returned by `export_saved_model`.
+        model: optional Keras model to recompute the expected outputs with; by default the
+            outputs the exported model gave at export time (stored in the bundle) are used.
+        atol: tolerance on ``probabilities`` and ``scores`` (``classes``/``labels`` must match).
+        timeout: seconds the child process may take.
+        verbose: print the signature table (like ``saved_model_cli show --all``) and the result.
+
+    Returns:
+        A dict: ``cases`` (each with ``max_abs_diff``), ``max_abs_diff``, ``signatures``,
+        ``table`` (the text of the signature table), ``seconds``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not an exported version.
+        ExportVerificationError: loading failed or the outputs differ.
+    """
+    path = os.path.abspath(os.fspath(path))  # the child runs in a scratch directory
+    info_path = os.path.join(path, bundle.EXPORT_INFO)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isfile(info_path):
+        raise FileNotFoundError(f"path {path!r} is not a version directory written by "
+                                "export_saved_model (saved_model.pb and "
+                                f"{bundle.EXPORT_INFO} expected)")
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or atol < 0:
+        raise ValueError(f"atol must be a number >= 0; got {atol!r}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="keras-resnet-verify-") as scratch:
+        reference_path = os.path.join(path, bundle.REFERENCE)
+        if model is not None:
+            reference_path = _recompute_reference(path, model, scratch)
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        process = subprocess.run(
+            [sys.executable, "-I", "-c", _CHILD, path, reference_path, repr(float(atol))],
+            capture_output=True, text=True, timeout=timeout, env=environment, cwd=scratch)
+    output = process.stdout
+    if process.returncode != 0 or _MARKER not in output:
+        detail = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ExportVerificationError(f"verification of {path} failed in the TensorFlow-only "
+                                      f"process (exit {process.returncode}): {detail}")
+    table, _, result = output.rpartition(_MARKER)
+    report = json.loads(result)
+    report["table"] = table.strip()
+    report["max_abs_diff"] = max(c["max_abs_diff"] for c in report["cases"])
+    report["seconds"] = time.perf_counter() - started
+    if verbose:
+        print(report["table"])
+        print(f"\nverified {path}: {len(report['cases'])} runs over {report['signatures']} in a "
+              f"TensorFlow-only process (C++ loader, Session), max |served - keras| = "
+              f"{report['max_abs_diff']:.2g} (tolerance {atol:g}), {report['seconds']:.1f} s")
+    return report
+
+
+def _recompute_reference(path, model, scratch):
+    """Expected outputs from ``model`` for the export's recorded inputs, into a scratch npz."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from keras_resnet.export import signatures as sig
+
+    with open(os.path.join(path, bundle.EXPORT_INFO)) as handle:
+        info = json.load(handle)
+    spec_data = dict(info["spec"])
+    spec_data["class_names"] = tuple(spec_data["class_names"] or ()) or None
+    spec = sig.ServingSpec(**spec_data)
+    stored = np.load(os.path.join(path, bundle.REFERENCE), allow_pickle=True)
+    warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+              tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
+    warmup_inputs = [tf.make_ndarray(next(iter(log.predict_log.request.inputs.values())))
+                     for log in warmup]
+    arrays = {}
+    for case in info["cases"]:
+        index = case["index"]
+        inputs = (stored[f"{index}/input"] if case["kind"] == "test"
+                  else warmup_inputs[[c["index"] for c in info["cases"]
+                                      if c["kind"] == "warmup"].index(index)])
+        if case["kind"] == "test":
+            arrays[f"{index}/input"] = inputs
+        for output, value in sig.keras_reference(model, spec, case["signature"],
+                                                 inputs).items():
+            arrays[f"{index}/{output}"] = value
+    reference_path = os.path.join(scratch, "reference.npz")
+    np.savez(reference_path, **arrays)
+    return reference_path

@@ -1,0 +1,232 @@
+"""keras_resnet.data: every source through its real code path, splits, augmentation, bad input."""
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from keras_resnet import data
+from keras_resnet.data import load_dataset
+
+
+def _arrays(split):
+    images, labels = [], []
+    for x, y in split:
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_digits_split_shapes_and_raw_pixels():
+    ds = load_dataset("digits", batch_size=50, seed=0, augment=False)
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (1293, 144, 360)
+    assert ds.input_shape == (8, 8, 1) and ds.num_classes == 10
+    assert ds.class_names == tuple("0123456789")
+    assert ds.steps_per_epoch == 26
+    x_test, y_test = _arrays(ds.test)
+    assert x_test.shape == (360, 8, 8, 1) and x_test.dtype == np.float32
+    assert y_test.dtype == np.int32
+    # Raw pixels: sklearn's 0..16 scaled by 255/16, so the maximum is exactly 255.
+    assert x_test.min() == 0.0 and x_test.max() == 255.0
+    assert np.allclose(np.unique(x_test) * 16 / 255, np.round(np.unique(x_test) * 16 / 255))
+    # Stratified: every class has 35 or 36 or 37 test images.
+    assert set(np.bincount(y_test)) <= {35, 36, 37}
+    x_train, _ = _arrays(ds.train)
+    assert ds.mean[0] == pytest.approx(x_train.mean(), rel=1e-5)
+    assert ds.variance[0] == pytest.approx(x_train.var(), rel=1e-4)
+
+
+def test_digits_split_is_deterministic_per_seed_and_disjoint():
+    a = _arrays(load_dataset("digits", seed=0, augment=False).test)
+    b = _arrays(load_dataset("digits", seed=0, augment=False).test)
+    c = _arrays(load_dataset("digits", seed=1, augment=False).test)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    ds = load_dataset("digits", seed=0, augment=False)
+    train = {x.tobytes() for x in _arrays(ds.train)[0]}
+    test = [x.tobytes() for x in a[0]]
+    # The digits data has a few exact duplicates; the split itself shares no index.
+    assert sum(t in train for t in test) < 10
+
+
+def test_training_pipeline_reshuffles_and_augments_by_shift_without_flip():
+    ds = load_dataset("digits", batch_size=2000, seed=0)
+    assert ds.augmentation == {"padding": 1, "flip": False}
+    plain = load_dataset("digits", batch_size=2000, seed=0, augment=False)
+    first, second = next(iter(ds.train))[0].numpy(), next(iter(ds.train))[0].numpy()
+    assert first.shape == (1293, 8, 8, 1)
+    assert not np.array_equal(first, second)  # a new order and new crops every epoch
+    # Pad 1 + crop 8x8 is a shift by at most one pixel: every augmented image equals some
+    # original image shifted by (dy, dx) in {-1, 0, 1}^2 with zeros coming in.
+    originals = _arrays(plain.train)[0]
+    padded = np.pad(originals, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    candidates = {padded[i, dy:dy + 8, dx:dx + 8].tobytes() for i in range(len(originals))
+                  for dy in range(3) for dx in range(3)}
+    assert all(image.tobytes() in candidates for image in first[:200])
+    # Not all images are the unshifted original: the crop really moves.
+    centred = {o.tobytes() for o in originals}
+    assert sum(image.tobytes() not in centred for image in first) > 500
+
+
+def test_cifar_style_augmentation_flips():
+    augment = data.augmentation_layers((4, 4, 1), padding=0, flip=True, seed=0)
+    image = np.arange(16, dtype="float32").reshape(4, 4, 1)
+    outputs = {augment(image).numpy().tobytes() for _ in range(20)}
+    assert outputs == {image.tobytes(), image[:, ::-1].tobytes()}
+
+
+def test_synthetic():
+    ds = load_dataset("synthetic", image_size=(16, 16), num_classes=4, num_examples=100,
+                      batch_size=16)
+    assert ds.input_shape == (16, 16, 3) and ds.num_classes == 4
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (72, 8, 20)
+    assert ds.augmentation == {"padding": 2, "flip": True}
+    x, y = _arrays(ds.test)
+    assert x.shape == (20, 16, 16, 3) and 0 <= x.min() and x.max() <= 255
+    assert set(np.unique(y)) <= {0, 1, 2, 3}
+
+
+def _write_cifar_archive(cache_dir, per_batch=6, test=8):
+    """A CIFAR-10 archive in the official layout (pickled dicts with bytes keys) in Keras' cache.
+
+    Protocol 4: the official Python 2 pickles hold str, which protocol 2 from Python 3 would
+    write through `_codecs.encode`, a global Keras' restricted unpickler refuses.
+    """
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    expected = {}
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        for name in names:
+            n = test if name == "test_batch" else per_batch
+            pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+            labels = [int(v) for v in rng.integers(0, 10, size=n)]
+            expected[name] = (pixels, labels)
+            payload = pickle.dumps({b"batch_label": name.encode(), b"labels": labels,
+                                    b"data": pixels, b"filenames": [b"x.png"] * n}, protocol=4)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    os.makedirs(os.path.join(cache_dir, "datasets"))
+    path = os.path.join(cache_dir, "datasets", f"{data.CIFAR10_CACHE_NAME}_archive")
+    with open(path, "wb") as file:
+        file.write(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest(), expected
+
+
+def test_cifar10_from_an_archive_in_the_keras_cache(tmp_path, monkeypatch):
+    sha256, expected = _write_cifar_archive(str(tmp_path))
+    # The archive is ours, not the official one: accept its hash (get_file still checks it).
+    monkeypatch.setattr(data, "CIFAR10_SHA256", sha256)
+    monkeypatch.setattr(data, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
+    ds = load_dataset("cifar10", cache_dir=str(tmp_path), batch_size=4, validation_split=0.2,
+                      augment=False)
+    assert ds.class_names[0] == "airplane" and ds.num_classes == 10
+    assert ds.input_shape == (32, 32, 3)
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (24, 6, 8)
+    assert ds.augmentation is None
+    x, y = _arrays(ds.test)
+    pixels, labels = expected["test_batch"]
+    # CIFAR stores planes (3, 32, 32); the pipeline gives channels-last raw pixels.
+    np.testing.assert_array_equal(x, pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(y, labels)
+    assert os.path.isdir(tmp_path / "datasets" / data.CIFAR10_CACHE_NAME / "cifar-10-batches-py")
+    augmented = load_dataset("cifar10", cache_dir=str(tmp_path), batch_size=4)
+    assert augmented.augmentation == {"padding": 4, "flip": True}
+
+
+def test_cifar10_archive_with_a_wrong_hash_is_not_used(tmp_path, monkeypatch):
+    _write_cifar_archive(str(tmp_path))
+    monkeypatch.setattr(data, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
+    # The official hash does not match: get_file tries to download again (refused here).
+    with pytest.raises(Exception, match="URL fetch failure"):
+        load_dataset("cifar10", cache_dir=str(tmp_path))
+
+
+def _write_folder(root, classes=("cat", "dog"), per_class=10, size=(12, 10), mode="RGB"):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    step = 150 // max(len(classes) - 1, 1)  # class c has pixels 40 + step * c + 0..19
+    for c, name in enumerate(classes):
+        os.makedirs(root / name)
+        for i in range(per_class):
+            shape = (size[0], size[1], 3) if mode == "RGB" else size
+            pixels = np.full(shape, 40 + step * c, dtype=np.uint8) + rng.integers(
+                0, 20, size=shape, dtype=np.uint8)
+            Image.fromarray(pixels, mode).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folder(tmp_path):
+    root = _write_folder(tmp_path / "pets")
+    ds = load_dataset(str(root), batch_size=4, seed=0)
+    assert ds.class_names == ("cat", "dog") and ds.num_classes == 2
+    assert ds.input_shape == (12, 10, 3)  # the first image's size, rgb
+    # Keras holds out int(20 * (0.2 + 0.1 * 0.8)) = 5 images: 2 for validation, 3 for test.
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (15, 2, 3)
+    assert ds.augmentation == {"padding": 1, "flip": True}
+    x, y = _arrays(ds.test)
+    assert x.shape == (3, 12, 10, 3) and x.dtype == np.float32
+    # The pixels stay raw and match the class: cats are 40..59, dogs 190..209.
+    for image, label in zip(x, y):
+        assert (40 + 150 * label) <= image.min() and image.max() < 60 + 150 * label
+    train_x, _ = _arrays(ds.train)
+    assert train_x.shape == (15, 12, 10, 3)
+    assert 40 < ds.mean[0] < 210
+    same = load_dataset(str(root), batch_size=4, seed=0)
+    np.testing.assert_array_equal(_arrays(same.test)[0], x)
+
+
+def test_image_folder_grayscale_and_resize(tmp_path):
+    root = _write_folder(tmp_path / "gray", classes=("a", "b", "c"), per_class=5, size=(9, 9),
+                         mode="L")
+    ds = load_dataset(root, batch_size=8, image_size=(6, 6), test_split=0.4)
+    assert ds.input_shape == (6, 6, 1) and ds.class_names == ("a", "b", "c")
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (9, 1, 5)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"data folder .*empty' has no images.*\['cats'\]"):
+        load_dataset(str(tmp_path / "empty"))
+
+
+def test_corrupt_image_is_named(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=3)
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match=r"corrupt or unreadable image .*dog/broken\.png"):
+        load_dataset(str(root))
+
+
+def test_single_class_folder(tmp_path):
+    root = _write_folder(tmp_path / "one", classes=("only",), per_class=3)
+    with pytest.raises(ValueError, match="at least 2 class sub-folders"):
+        load_dataset(str(root))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name_or_path": "imagenet"}, "unknown data set 'imagenet': not one of digits, cifar10"),
+    ({"batch_size": 0}, "batch_size must be a positive int; got 0"),
+    ({"batch_size": -3}, "batch_size must be a positive int; got -3"),
+    ({"validation_split": 1.5}, r"validation_split must be a fraction in \[0, 1\); got 1.5"),
+    ({"test_split": 0}, "test_split must be > 0"),
+    ({"seed": -1}, "seed must be an int >= 0; got -1"),
+    ({"padding": -1}, "padding must be an int >= 0"),
+    ({"image_size": (0, 4)}, "image_size must be"),
+    ({"color_mode": "cmyk"}, "color_mode must be one of"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset(**kwargs)
+
+
+def test_a_file_is_not_a_data_set(tmp_path):
+    path = tmp_path / "images.zip"
+    path.write_bytes(b"zip")
+    with pytest.raises(ValueError, match="is a file"):
+        load_dataset(str(path))

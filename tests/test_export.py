@@ -1,0 +1,275 @@
+"""SavedModel export for TF Serving: versions, atomic publish, signatures, configs, warmup,
+verification."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from PIL import Image
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from keras_resnet import ResNet, export_saved_model, verify_export
+from keras_resnet.cli import main
+from keras_resnet.export import bundle, find_xla_attributes, versions
+
+NAMES = ["cat", "dog", "bird"]
+
+
+def small_model(name="tiny"):
+    """Raw 0..255 pixels in (normalization inside, as trained models have), 3 classes out."""
+    body = ResNet(stage_depths=(1, 1), widths=(8, 16), stem="cifar", input_shape=(8, 8, 1),
+                  classes=3)
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255.0), body],
+                            name=name)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    base = tmp_path_factory.mktemp("saved_models")
+    started = time.perf_counter()
+    path = export_saved_model(model, base, class_names=NAMES, top_k=2)
+    print(f"export: {time.perf_counter() - started:.2f} s")
+    return model, str(base), path
+
+
+def signature_defs(path):
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    return proto.meta_graphs[0].signature_def
+
+
+def test_layout_and_no_overwrite(exported, tmp_path):
+    model, base, path = exported
+    assert path == os.path.join(base, "tiny", "1")
+    assert sorted(os.listdir(path)) == ["assets", "assets.extra", "fingerprint.pb",
+                                        "saved_model.pb", "variables"]
+    assert os.listdir(os.path.join(base, bundle.STAGING)) == []
+    for name in ("models.config", "batching_parameters.txt", "docker-run.sh",
+                 "tiny.inferenceservice.yaml"):
+        assert os.path.isfile(os.path.join(base, name))
+    with pytest.raises(FileExistsError, match="version 1 of model 'tiny' already exists"):
+        export_saved_model(model, base, version=1)
+    # The next free version, and an explicit one; neither touches version 1.
+    before = os.path.getmtime(os.path.join(path, "saved_model.pb"))
+    second = export_saved_model(model, tmp_path, name="tiny", version=7)
+    assert second == os.path.join(str(tmp_path), "tiny", "7")
+    third = export_saved_model(model, tmp_path, name="tiny")
+    assert third.endswith(os.path.join("tiny", "8")) and versions(tmp_path / "tiny") == [7, 8]
+    assert os.path.getmtime(os.path.join(path, "saved_model.pb")) == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "../evil"}, "name must be"),
+    ({"version": 0}, "version must be an int >= 1"),
+    ({"input_dtype": "int8"}, "input_dtype must be one of"),
+    ({"class_names": ["a", "b"]}, "class_names has 2 names but the model has 3 classes"),
+    ({"top_k": 0}, "top_k must be an int >= 1"),
+    ({"warmup_batch_sizes": ()}, "warmup_batch_sizes must be"),
+])
+def test_bad_options_fail_before_writing(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        export_saved_model(small_model(), tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_signatures_dtypes_and_no_xla(exported):
+    _, _, path = exported
+    defs = signature_defs(path)
+    assert sorted(k for k in defs if not k.startswith("__")) == ["serving_bytes",
+                                                                 "serving_default"]
+    images = defs["serving_default"].inputs["images"]
+    assert tf.dtypes.as_dtype(images.dtype) == tf.uint8
+    assert [d.size for d in images.tensor_shape.dim] == [-1, 8, 8, 1]
+    assert tf.dtypes.as_dtype(defs["serving_bytes"].inputs["image_bytes"].dtype) == tf.string
+    for key in ("serving_default", "serving_bytes"):
+        outputs = defs[key].outputs
+        assert {k: tf.dtypes.as_dtype(v.dtype).name for k, v in outputs.items()} == {
+            "probabilities": "float32", "scores": "float32", "classes": "int64",
+            "labels": "string"}
+        assert [d.size for d in outputs["scores"].tensor_shape.dim] == [-1, 2]
+        assert defs[key].method_name == "tensorflow/serving/predict"
+    assert find_xla_attributes(path) == []
+
+
+def test_xla_scan_finds_jit_compiled_functions(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda x: x * 2.0, jit_compile=True,
+                           input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
+    assert any("_XlaMustCompile" in found for found in find_xla_attributes(str(tmp_path)))
+
+
+def test_models_config_batching_and_deployment_files(exported):
+    _, base, _ = exported
+    with open(os.path.join(base, "models.config")) as handle:
+        config = text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig())
+    (entry,) = config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == ("tiny", "/models/tiny",
+                                                                   "tensorflow")
+    assert entry.model_version_policy.latest.num_versions == 1
+    with open(os.path.join(base, "batching_parameters.txt")) as handle:
+        batching = handle.read()
+    assert "max_batch_size { value: 64 }" in batching
+    assert [int(line.split(":")[1]) for line in batching.splitlines()
+            if line.startswith("allowed_batch_sizes")] == [8, 16, 32, 64]
+    for field in ("batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+        assert f"{field} {{ value: " in batching
+    with open(os.path.join(base, "docker-run.sh")) as handle:
+        docker = handle.read()
+    for part in ("docker run --gpus all", "tensorflow/serving:latest-gpu",
+                 "--model_config_file=/models/models.config", "--enable_batching=true",
+                 "--batching_parameters_file=/models/batching_parameters.txt",
+                 f"{os.path.abspath(base)}:/models"):
+        assert part in docker
+    with open(os.path.join(base, "tiny.inferenceservice.yaml")) as handle:
+        manifest = handle.read()
+    assert "kind: InferenceService" in manifest and 'nvidia.com/gpu: "1"' in manifest
+
+
+def test_warmup_records_parse_as_prediction_logs(exported):
+    _, _, path = exported
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+               tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
+    seen = []
+    for log in records:
+        request = log.predict_log.request
+        assert request.model_spec.name == "tiny"
+        (name, tensor), = request.inputs.items()
+        seen.append((request.model_spec.signature_name, name, tensor.tensor_shape.dim[0].size))
+    assert seen == [("serving_default", "images", 1), ("serving_default", "images", 8),
+                    ("serving_default", "images", 32), ("serving_bytes", "image_bytes", 1),
+                    ("serving_bytes", "image_bytes", 8)]
+
+
+def test_verify_in_tensorflow_only_process(exported, capsys):
+    _, _, path = exported
+    report = verify_export(path)
+    assert report["keras_imported"] is False
+    assert report["signatures"] == ["serving_bytes", "serving_default"]
+    assert len(report["cases"]) == 8 and report["max_abs_diff"] <= 1e-5
+    table = capsys.readouterr().out
+    assert "signature_def['serving_default']:" in table
+    assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 8, 1)" \
+        in table
+    assert "Method name is: tensorflow/serving/predict" in table
+    print(f"verify: {report['seconds']:.2f} s")
+
+
+def test_verify_catches_a_different_model(exported):
+    _, _, path = exported
+    keras.utils.set_random_seed(1)
+    with pytest.raises(Exception, match="differs|max \\|served - keras\\|"):
+        verify_export(path, model=small_model(), verbose=False)
+
+
+def test_bytes_signature_png_and_jpeg(exported):
+    model, _, path = exported
+    loaded = tf.saved_model.load(path)
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    encoded = {}
+    for fmt in ("PNG", "JPEG"):
+        files = []
+        for image in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(image, mode="L").save(buffer, format=fmt)
+            files.append(buffer.getvalue())
+        encoded[fmt] = files
+    png = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded["PNG"]))
+    expected = model(pixels[..., None].astype("float32")).numpy()
+    np.testing.assert_allclose(png["probabilities"].numpy(), expected, atol=1e-5)
+    assert png["probabilities"].dtype == tf.float32
+    assert [[b.decode() for b in row] for row in png["labels"].numpy()] == [
+        [NAMES[i] for i in np.argsort(-row)[:2]] for row in expected]
+    jpeg = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded["JPEG"]))
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in encoded["JPEG"]])
+    np.testing.assert_allclose(jpeg["probabilities"].numpy(),
+                               model(decoded[..., None].astype("float32")).numpy(), atol=1e-3)
+
+
+def test_float32_outputs_under_mixed_bfloat16_with_resize(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = small_model("bf16")
+    path = export_saved_model(model, tmp_path, input_dtype="float32", resize=True,
+                              warmup_batch_sizes=(1,))
+    defs = signature_defs(path)
+    images_info = defs["serving_default"].inputs["images"]
+    assert tf.dtypes.as_dtype(images_info.dtype) == tf.float32
+    assert [d.size for d in images_info.tensor_shape.dim] == [-1, -1, -1, 1]
+    assert {k: tf.dtypes.as_dtype(v.dtype).name for k, v in defs["serving_default"].outputs.items()
+            } == {"probabilities": "float32", "scores": "float32", "classes": "int64"}
+    images = np.random.default_rng(0).integers(0, 256, (4, 10, 12, 1)).astype("float32")
+    served = tf.saved_model.load(path).signatures["serving_default"](images=images)
+    assert served["probabilities"].dtype == tf.float32
+    resized = tf.image.resize(images, (8, 8))
+    np.testing.assert_allclose(served["probabilities"].numpy(),
+                               np.asarray(model(resized), dtype="float32"), atol=1e-5)
+    assert served["scores"].numpy().max() > 0.34  # softmax output, not a uniform 1/3
+
+
+SIGKILL_CHILD = textwrap.dedent("""
+    import sys
+    import keras
+    from keras_resnet import ResNet, export_saved_model
+    model = ResNet(stage_depths=(1, 1), widths=(8, 16), stem="cifar", input_shape=(8, 8, 1),
+                   classes=3, name="victim")
+    print("ready", flush=True)
+    export_saved_model(model, sys.argv[1])
+""")
+
+
+def test_sigkill_mid_export_leaves_nothing_loadable(tmp_path):
+    base = tmp_path / "saved_models"
+    child = subprocess.Popen([sys.executable, "-c", SIGKILL_CHILD, str(base)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        staging = base / bundle.STAGING
+        deadline = time.monotonic() + 120
+        # Kill as soon as the version is being written (its variables exist in staging).
+        while time.monotonic() < deadline:
+            if staging.is_dir() and any((d / "variables").is_dir() for d in staging.iterdir()):
+                break
+            time.sleep(0.002)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    leftovers = list(staging.iterdir())
+    assert len(leftovers) == 1  # the half-written version, outside any model's base path
+    assert not (base / "victim").exists() or versions(base / "victim") == []
+    assert bundle.model_names(base) == [] and not (base / "models.config").exists()
+    bundle._clean_stale_staging(str(base))  # the next export sweeps it up
+    assert list(staging.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_export_with_labels_and_verify(tmp_path, capsys):
+    model = small_model("clinet")
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("\n".join(NAMES) + "\n")
+    status = main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"),
+                   "--labels", str(tmp_path / "labels.txt"), "--top-k", "3", "--verify"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.strip().splitlines()[-1] == str(tmp_path / "out" / "clinet" / "1")
+    assert "max |served - keras| = " in out and "labels" in out
+    assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"),
+                 "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,292 @@
+"""keras_resnet.training and `keras-resnet train`: schedule, warm-up, recipe, runs, resume, CLI."""
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import presets
+from keras_resnet.cli import main
+from keras_resnet.cli import train as cli_train
+from keras_resnet.data import load_dataset
+from keras_resnet.training import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_EPOCHS,
+                                   DEFAULT_MODEL, PRECISIONS, SCHEDULES, PaperSchedule,
+                                   PaperWarmup, SparseCategoricalCrossentropy, build_model,
+                                   compile_model, read_history, train)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERAS_RESNET = os.path.join(os.path.dirname(sys.executable), "keras-resnet")
+
+
+def _rates(schedule, steps):
+    return [float(schedule(step)) for step in steps]
+
+
+def test_step_schedule_exact_values_at_the_boundaries():
+    # The paper: 0.1, /10 at 32k and 48k of 64k iterations.
+    schedule = PaperSchedule(0.1, 64000)
+    assert schedule.boundary_steps == (32000, 48000)
+    rates = _rates(schedule, [0, 31999, 32000, 47999, 48000, 63999, 64000])
+    assert rates == [np.float32(0.1)] * 2 + [np.float32(0.1 * 0.1)] * 2 + \
+        [np.float32(0.1 * 0.1 * 0.1)] * 3
+    assert rates[2] == np.float32(0.01) and rates[4] == np.float32(0.001)
+    # Boundaries are int(fraction * total): 50% and 75% of 30 epochs x 41 steps.
+    odd = PaperSchedule(0.2, 1230)
+    assert odd.boundary_steps == (615, 922)
+    assert _rates(odd, [614, 615, 921, 922]) == [np.float32(v) for v in
+                                                 (0.2, 0.2 * 0.1, 0.2 * 0.1, 0.2 * 0.01)]
+
+
+def test_cosine_and_constant_schedules():
+    cosine = PaperSchedule(0.1, 1000, "cosine")
+    assert _rates(cosine, [0, 500, 1000, 2000]) == pytest.approx([0.1, 0.05, 0.0, 0.0],
+                                                                abs=1e-8)
+    assert float(cosine(250)) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)), rel=1e-6)
+    assert _rates(PaperSchedule(0.3, 10, "constant"), [0, 9, 50]) == [np.float32(0.3)] * 3
+
+
+def test_schedule_round_trips_through_its_config():
+    schedule = PaperSchedule(0.1, 500, "cosine", warmup_learning_rate=0.01)
+    again = PaperSchedule.from_config(schedule.get_config())
+    assert again.get_config() == schedule.get_config()
+
+
+def test_warmup_holds_001_until_training_error_below_80_percent():
+    schedule = PaperSchedule(0.1, 1000, warmup_learning_rate=0.01)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    compile_model(model, learning_rate=schedule)
+    warmup = PaperWarmup(schedule)
+    warmup.set_model(model)
+    assert _rates(schedule, [0, 600, 800]) == [np.float32(0.01)] * 3
+    warmup.on_train_batch_end(0, {"accuracy": 0.19, "loss": 2.0})  # error 81%: keep warming
+    assert float(schedule(0)) == np.float32(0.01) and warmup.ended_at_step is None
+    warmup.on_train_batch_end(1, {"accuracy": 0.21, "loss": 2.0})  # error 79%: back to 0.1
+    assert warmup.ended_at_step == 0
+    assert _rates(schedule, [0, 600, 800]) == [np.float32(v) for v in (0.1, 0.01, 0.001)]
+
+
+def test_compile_model_adds_l2_on_kernels_only_and_sgd_momentum():
+    model = build_model("cifar-resnet20", load_dataset("digits", augment=False))
+    compile_model(model, weight_decay=1e-4)
+    kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+    assert len(kernels) == 20  # 19 convolutions + the Dense head (option A: no 1x1 convs)
+    assert all(v.regularizer is not None for v in kernels)
+    assert all(v.regularizer is None for v in model.trainable_variables if v.name != "kernel")
+    expected = sum(1e-4 / 2 * float(np.sum(np.square(v.numpy()))) for v in kernels)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.momentum == 0.9
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
+
+
+def test_label_smoothing_loss_matches_categorical_crossentropy():
+    labels = np.array([0, 2])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype="float32")
+    smoothed = SparseCategoricalCrossentropy(label_smoothing=0.1)(labels, probabilities)
+    one_hot = np.eye(3)[labels]
+    reference = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(one_hot, probabilities)
+    assert float(smoothed) == pytest.approx(float(reference), rel=1e-6)
+    # Smoothed targets: 0.1/3 on the wrong classes, 1 - 0.1 + 0.1/3 on the right one.
+    targets = one_hot * 0.9 + 0.1 / 3
+    manual = -np.mean(np.sum(targets * np.log(probabilities), axis=1))
+    assert float(smoothed) == pytest.approx(manual, rel=1e-5)
+
+
+def test_build_model_normalizes_raw_pixels_inside_the_model():
+    data = load_dataset("digits", augment=False)
+    model = build_model("cifar-resnet20", data)
+    assert model.layers[0].name == "images" and model.layers[1].name == "normalization"
+    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+    # Trainable parameters: the paper's 269,722 with a 1-channel stem (3x3x1x16, not x3).
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == 269_722 - 3 * 3 * 2 * 16
+    normalized = model.layers[1](np.full((1, 8, 8, 1), data.mean[0], dtype="float32"))
+    assert np.allclose(normalized, 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be a positive int; got 0"),
+    ({"epochs": -2}, "epochs must be a positive int; got -2"),
+    ({"batch_size": 0}, "batch_size must be a positive int; got 0"),
+    ({"learning_rate": 0.0}, r"learning_rate must be a number > 0 \(e.g. 0.1\); got 0.0"),
+    ({"model": "resnet7"}, "unknown model 'resnet7'; valid names: resnet18, resnet34,.*"
+                           "cifar-resnet20"),
+    ({"data": "mnist"}, "unknown data set 'mnist': not one of digits, cifar10, synthetic"),
+    ({"precision": "float16"}, "precision must be one of .*'mixed_float16'.*; got 'float16'"),
+    ({"schedule": "linear"}, "schedule must be one of .*'cosine'.*; got 'linear'"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be a float in \[0, 1\); got 1.0"),
+    ({"initializer": "he_nrmal"}, "initializer 'he_nrmal' is not a Keras initializer"),
+    ({"name": "../escape"}, "name must be letters, digits"),
+    ({"seed": -1}, "seed must be an int >= 0; got -1"),
+    ({"model_options": {"classes": 5}}, "model head has classes=5 but data 'digits' has 10"),
+    ({"model": "resnet50"}, r"height 8 is too small; this network downsamples by 32"),
+])
+def test_bad_input_fails_before_training(tmp_path, kwargs, message):
+    arguments = {"out_dir": str(tmp_path / "runs"), "export_dir": None, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        train(**arguments)
+    assert not os.path.exists(tmp_path / "runs" / "cifar-resnet20-digits" / "history.csv")
+
+
+def test_output_directory_that_is_a_file(tmp_path):
+    (tmp_path / "runs").write_text("not a directory")
+    with pytest.raises(ValueError, match=r"out_dir '.*runs' is a file; pass a directory"):
+        train(out_dir=str(tmp_path / "runs"), export_dir=None)
+    (tmp_path / "models").write_text("")
+    with pytest.raises(ValueError, match=r"export_dir '.*models' is a file"):
+        train(out_dir=str(tmp_path / "ok"), export_dir=str(tmp_path / "models"))
+
+
+def test_a_keras_model_whose_head_disagrees_with_the_data():
+    data = load_dataset("digits", augment=False)
+    net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(7, activation="softmax")])
+    with pytest.raises(ValueError, match="model head has classes=7 but data 'digits' has 10"):
+        build_model(net, data)
+    wrong_input = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                    keras.layers.Dense(10, activation="softmax")])
+    with pytest.raises(ValueError, match=r"takes input shape \(32, 32, 3\) but data"):
+        build_model(wrong_input, data)
+
+
+def test_cli_defaults_match_the_library():
+    assert (cli_train.DEFAULT_MODEL, cli_train.DEFAULT_DATA, cli_train.DEFAULT_EPOCHS,
+            cli_train.DEFAULT_BATCH_SIZE) == (DEFAULT_MODEL, DEFAULT_DATA, DEFAULT_EPOCHS,
+                                              DEFAULT_BATCH_SIZE)
+    assert cli_train.PRECISIONS == PRECISIONS and cli_train.SCHEDULES == SCHEDULES
+    assert DEFAULT_MODEL in presets.MODEL_PRESETS
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "epochs must be a positive int; got 0"),
+    (["--batch-size", "-1"], "batch_size must be a positive int; got -1"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; valid names: resnet18"),
+    (["--data", "no/such/folder"], "unknown data set 'no/such/folder'"),
+    (["--classes", "3"], "model head has classes=3 but data 'digits' has 10 classes"),
+])
+def test_cli_bad_input(tmp_path, capsys, argv, message):
+    status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *argv])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("keras-resnet train: error: ")
+    assert message in error
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_small_synthetic_set(tmp_path):
+    data = load_dataset("synthetic", image_size=(8, 8), num_classes=3, num_examples=60,
+                        batch_size=16, seed=0)
+    result = train("cifar-resnet20", data, epochs=2, out_dir=str(tmp_path / "runs"),
+                   export_dir=None, name="smoke", verbose=0, schedule="cosine", warmup=True,
+                   label_smoothing=0.1, early_stopping=5)
+    run = tmp_path / "runs" / "smoke"
+    assert result.run_dir == str(run)
+    for file in ("model.keras", "best.keras", "history.csv", "curves.png", "metrics.json"):
+        assert (run / file).is_file(), file
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(run / "logs")
+               for name in files)
+    assert not (run / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    assert not [f for f in os.listdir(run) if f.startswith(".tmp")]
+    history = read_history(str(run / "history.csv"))
+    assert history["epoch"] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history)
+    # Cosine over 2 epochs of 3 steps (45 training images / 16): step 2 is the middle.
+    steps = data.steps_per_epoch
+    assert steps == 3
+    expected_last = 0.5 * 0.1 * (1 + np.cos(np.pi * (2 * steps - 1) / (2 * steps)))
+    assert history["learning_rate"][1] == pytest.approx(expected_last, rel=1e-5)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == result.metrics
+    assert metrics["epochs"] == 2 and metrics["parameters"] == result.model.count_params()
+    assert metrics["test_size"] == 12 and metrics["schedule"] == "cosine"
+    for key in ("test_accuracy", "test_loss", "wall_time_seconds"):
+        assert isinstance(metrics[key], float)
+    test = result.model.evaluate(data.test, verbose=0, return_dict=True)
+    assert metrics["test_accuracy"] == pytest.approx(test["accuracy"])
+    assert metrics["test_loss"] == pytest.approx(test["loss"], rel=1e-5)
+    # model.keras is the trained model: same predictions on raw pixels after loading.
+    images = next(iter(data.test))[0]
+    loaded = keras.saving.load_model(str(run / "model.keras"))
+    np.testing.assert_allclose(loaded.predict(images, verbose=0),
+                               result.model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_divergence_saves_nothing(tmp_path):
+    data = load_dataset("synthetic", image_size=(8, 8), num_classes=3, num_examples=40,
+                        batch_size=8)
+    small = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")], name="small")
+    with pytest.raises(ValueError, match="training diverged.*Nothing was saved"):
+        train(small, data, epochs=3, learning_rate=1e12, schedule="constant",
+              out_dir=str(tmp_path), export_dir=None, name="nan", verbose=0)
+    assert not (tmp_path / "nan" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train_digits.py", "--epochs", "1", "--out",
+                                      str(tmp_path)])
+    runpy.run_path(os.path.join(ROOT, "examples", "train_digits.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "digits: 1293 train / 144 validation / 360 test images of 8x8x1" in out
+    assert "test accuracy" in out and "predicted [" in out
+    assert (tmp_path / "example-digits" / "metrics.json").is_file()
+
+
+def _command(tmp_path, *extra):
+    return [KERAS_RESNET, "train", "--epochs", "3", "--batch-size", "256", "--out",
+            str(tmp_path / "runs"), "--export", str(tmp_path / "saved_models"), "--name", "r",
+            "--verbose", "2", *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    """Kill a real `keras-resnet train` after an epoch finished; the same command resumes."""
+    run = tmp_path / "runs" / "r"
+    metadata = run / "backup" / "training_metadata.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    finished = 0
+    deadline = time.time() + 150
+    while time.time() < deadline and process.poll() is None:
+        if metadata.exists():
+            try:
+                finished = json.loads(metadata.read_text())["epoch"]
+            except (ValueError, KeyError):  # being written
+                finished = 0
+            if finished >= 1:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stdout.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 1 <= finished < 3
+    # Killed mid-run: no model.keras or export that looks finished.
+    assert not (run / "model.keras").exists() and not (run / "metrics.json").exists()
+    assert not (tmp_path / "saved_models").exists()
+    finished = json.loads(metadata.read_text())["epoch"]  # the last one written before the kill
+
+    again = subprocess.run(_command(tmp_path), capture_output=True, text=True, env=env,
+                           cwd=str(tmp_path), timeout=170)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Resuming {run} from epoch {finished + 1} of 3" in again.stdout
+    assert f"Epoch {finished + 1}/3" in again.stdout and "Epoch 1/3" not in again.stdout
+    history = read_history(str(run / "history.csv"))
+    assert history["epoch"] == [0, 1, 2]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["resumed_from_epoch"] == finished
+    # The schedule continued from the restored optimizer step: 3 epochs x 6 steps, /10 from
+    # step 9 and /100 from step 13; the epochs end at steps 5, 11 and 17.
+    assert history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001])
+    assert (run / "model.keras").is_file() and not (run / "backup").exists()
+    assert "SavedModel" in again.stdout and "test accuracy" in again.stdout
+    assert metrics["export_path"] and os.path.isdir(metrics["export_path"])

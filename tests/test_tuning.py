@@ -1,0 +1,261 @@
+"""Tests for keras_resnet.tuning: the space, a search on digits, resume, distributed, bad input."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras_tuner
+import pytest
+
+from keras_resnet.tuning import INITIALIZERS, HyperResNet, tune
+from keras_resnet.tuning.results import read_csv, read_trial_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The smallest, fastest trial: ResNet-8 at half width, one epoch of a few batches.
+TINY = dict(epochs=1, steps_per_epoch=3, depth=8, width_multiplier=0.5, batch_size=32)
+TINY_CLI = ["--epochs", "1", "--steps-per-epoch", "3", "--set", "depth=8",
+            "--set", "width_multiplier=0.5", "--set", "batch_size=32", "--no-export"]
+
+
+def _declared(hypermodel, values=None):
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_architecture(hp)
+    if values:  # a second pass with chosen values, as KerasTuner's trials do
+        hp.values.update(values)
+        hypermodel.declare_architecture(hp)
+    return hp
+
+
+def _entries(hp, name):
+    return [h for h in hp.space if h.name == name]
+
+
+# ----------------------------------------------------------------------------- space
+
+
+def test_cifar_space_for_digits():
+    hp = _declared(HyperResNet((8, 8, 1), 10))
+    names = [h.name for h in hp.space]
+    assert names == ["depth", "initializer", "zero_init_residual", "bottleneck", "preact",
+                     "shortcut", "width_multiplier", "activation"]
+    assert _entries(hp, "depth")[0].values == [8, 14, 20]
+    assert _entries(hp, "initializer")[0].values == list(INITIALIZERS) == [
+        "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal",
+        "orthogonal", "truncated_normal"]
+    assert type(_entries(hp, "bottleneck")[0]).__name__ == "Fixed"  # digits: basic blocks
+    assert _entries(hp, "shortcut")[0].values == ["A", "B"]
+    assert _entries(hp, "shortcut")[0].conditions == []  # one block kind: not conditional
+
+
+def test_cifar_space_full_size_and_conditional_shortcut():
+    hypermodel = HyperResNet((32, 32, 3), 10)
+    hp = _declared(hypermodel)
+    assert _entries(hp, "depth")[0].values == [20, 32, 44, 56, 110]
+    shortcuts = _entries(hp, "shortcut")
+    assert [s.values for s in shortcuts] == [["A", "B"], ["B", "C", "D"]]
+    assert [s.conditions[0].values for s in shortcuts] == [[False], [True]]
+    assert hp.is_active(shortcuts[0]) and not hp.is_active(shortcuts[1])
+    hp = _declared(hypermodel, {"bottleneck": True, "shortcut": "C"})
+    assert not hp.is_active(shortcuts[0]) and hp.is_active(_entries(hp, "shortcut")[1])
+    constructor, options = hypermodel.declare_architecture(hp)
+    assert constructor.__name__ == "CifarResNet"
+    assert (options["depth"], options["bottleneck"], options["shortcut"]) == (29, True, "C")
+
+
+def test_imagenet_stage_depths_are_conditional():
+    hypermodel = HyperResNet((8, 8, 1), 10, "imagenet")
+    hp = _declared(hypermodel, {"stages": 2})
+    stage3 = _entries(hp, "stage3_depth")[0]
+    assert stage3.conditions[0].values == [3]
+    assert not hp.is_active(stage3) and "stage4_depth" not in hp
+    assert [h.name for h in hp.space if not h.conditions][:4] == [
+        "stem", "stages", "stage1_depth", "stage2_depth"]
+    constructor, options = hypermodel.declare_architecture(hp)
+    assert constructor.__name__ == "ResNet" and len(options["stage_depths"]) == 2
+    # Fixing stages=2 leaves no phantom stage3_depth at all.
+    hp = _declared(HyperResNet((8, 8, 1), 10, "imagenet", stages=2))
+    assert "stage3_depth" not in [h.name for h in hp.space]
+
+
+def test_fix_and_narrow_by_keyword():
+    hypermodel = HyperResNet((8, 8, 1), 10, depth=14, initializer=["orthogonal", "he_uniform"],
+                             learning_rate=[0.05, 0.1], zero_init_residual=True)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert hp.values["depth"] == 14 and type(_entries(hp, "depth")[0]).__name__ == "Fixed"
+    assert _entries(hp, "initializer")[0].values == ["orthogonal", "he_uniform"]
+    assert _entries(hp, "learning_rate")[0].values == [0.05, 0.1]
+    assert hp.values["zero_init_residual"] is True
+    assert model.count_params() == 173_146  # CifarResNet(14, input_shape=(8, 8, 1)), option A
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"initializer": ["he_normal", "kaiming"]}, "initializer 'kaiming' is not searchable"),
+    ({"depth": []}, "depth must be a value or a non-empty list"),
+    ({"depth": [20, 21]}, "depth 21 is outside the CIFAR family"),
+    ({"depth": 2}, "depth 2 is outside the CIFAR family"),
+    ({"dropout": 0.5}, "unknown hyperparameter(s) 'dropout'"),
+    ({"family": "imagenet", "stem": "imagenet", "stages": [2, 3]}, "downsamples by 16"),
+])
+def test_bad_space(kwargs, message):
+    family = kwargs.pop("family", "cifar")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        HyperResNet((8, 8, 1), 10, family, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_trials": 0}, "max_trials must be an int >= 1; got 0"),
+    ({"objective": "val_auc"}, "objective 'val_auc' is not a metric"),
+    ({"tuner": "evolution"}, "tuner must be one of"),
+    ({"initializer": ["he_normal", "kaiming"]}, "initializer 'kaiming'"),
+    ({"depth": []}, "non-empty list"),
+    ({"depth": 21}, "outside the CIFAR family"),
+    ({"hyperparameters": "depth"}, "hyperparameters must be a keras_tuner.HyperParameters"),
+])
+def test_bad_search_input_before_the_first_trial(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tune("digits", directory=str(tmp_path / "search"), **kwargs)
+    assert not (tmp_path / "search").exists()  # nothing ran, nothing was written
+
+
+# ----------------------------------------------------------------------------- search
+
+
+@pytest.mark.slow
+def test_search_on_digits_writes_report_and_export_and_is_reproducible(tmp_path):
+    first = tune("digits", max_trials=2, seed=3, directory=str(tmp_path / "a"),
+                 export_dir=str(tmp_path / "saved"), **TINY)
+    rows = read_csv(first.results_csv)
+    assert [r["trial_id"] for r in rows] == ["0", "1"]
+    assert {"depth", "initializer", "score", "params", "seconds", "status", "reason"} <= \
+        set(rows[0])
+    assert all(r["status"] == "completed" and r["depth"] == "8" for r in rows)
+    assert all(r["initializer"] in INITIALIZERS and 0 <= float(r["score"]) <= 1 for r in rows)
+    assert all(int(r["params"]) > 10_000 and float(r["seconds"]) > 0 for r in rows)
+    with open(first.results_png, "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert first.export_path == str(tmp_path / "saved" / "cifar-digits-random" / "1")
+    assert os.path.exists(os.path.join(first.export_path, "saved_model.pb"))
+    assert first.best["score"] == max(float(r["score"]) for r in rows)
+
+    # Same seed: the same hyperparameter sequence and the same first-trial score.
+    second = tune("digits", max_trials=2, seed=3, directory=str(tmp_path / "b"),
+                  export_dir=None, **TINY)
+    hp_columns = [c for c in first.columns if c not in
+                  ("trial_id", "status", "score", "params", "seconds", "tuner_id", "reason")]
+    for a, b in zip(first.rows, second.rows):
+        assert {c: a[c] for c in hp_columns} == {c: b[c] for c in hp_columns}
+    assert second.rows[0]["score"] == pytest.approx(first.rows[0]["score"], abs=0.03)
+
+    # A finished search run again re-runs nothing and does not export again.
+    again = tune("digits", max_trials=2, seed=3, directory=str(tmp_path / "a"),
+                 export_dir=str(tmp_path / "saved"), **TINY)
+    assert again.already_finished and again.ran == [] and len(again.rows) == 2
+    assert again.export_path == first.export_path
+
+
+@pytest.mark.slow
+def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    result = tune("digits", tuner="grid", max_trials=2, directory=str(tmp_path),
+                  export_dir=None, initializer="he_normal", zero_init_residual=False,
+                  preact=False, shortcut="A", activation="relu", weight_decay=1e-4,
+                  learning_rate=[1e8, 0.05], **TINY)
+    failed, completed = result.rows
+    assert (failed["status"], failed["score"], failed["learning_rate"]) == ("failed", None, 1e8)
+    assert failed["reason"].startswith("FailedTrialError: loss became nan at epoch 1")
+    assert completed["status"] == "completed" and completed["learning_rate"] == 0.05
+    assert result.best["trial_id"] == completed["trial_id"]
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "keras_resnet", "tune", *args]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    command = _cli("--max-trials", "2", "--directory", str(tmp_path), "--project", "p",
+                   *TINY_CLI)
+    project = tmp_path / "p"
+    process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 150
+    while not (project / "trial_1" / "trial.json").exists():  # trial 0 done, trial 1 running
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert [r["trial_id"] for r in read_trial_runs(project)] == ["0"]
+
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming" in done.stdout
+    runs = read_trial_runs(project)
+    assert [r["trial_id"] for r in runs] == ["0", "1"]  # 1 ran again, 0 was kept
+    assert runs[0]["pid"] != runs[1]["pid"]
+    assert [r["trial_id"] for r in read_csv(project / "results.csv")] == ["0", "1"]
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
+    port = str(_free_port())
+    command = _cli("--max-trials", "4", "--directory", str(tmp_path), "--project", "shared",
+                   "--worker-timeout", "60", *TINY_CLI)
+    processes = {
+        tuner_id: subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                     KERASTUNER_ORACLE_PORT=port))
+        for tuner_id in ("chief", "tuner0", "tuner1")}
+    outputs = {k: p.communicate(timeout=200)[0] for k, p in processes.items()}
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"
+    project = tmp_path / "shared"
+    runs = read_trial_runs(project)
+    assert sorted(r["trial_id"] for r in runs) == ["0", "1", "2", "3"]  # none lost or repeated
+    assert {r["tuner_id"] for r in runs} == {"tuner0", "tuner1"}
+    assert [r["trial_id"] for r in read_csv(project / "results.csv")] == sorted(
+        r["trial_id"] for r in runs)
+    assert "4 trials in" in outputs["chief"]
+
+    # Re-running the finished search: the chief says so, runs nothing and exits.
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=_env(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1",
+                                    KERASTUNER_ORACLE_PORT=port))
+    assert again.returncode == 0 and "already finished its 4 trials" in again.stdout
+    assert len(read_trial_runs(project)) == 4
+
+
+@pytest.mark.slow
+def test_chief_without_workers_stops_with_a_message(tmp_path):
+    started = time.time()
+    done = subprocess.run(
+        _cli("--max-trials", "2", "--directory", str(tmp_path), "--worker-timeout", "3",
+             *TINY_CLI),
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=_env(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1",
+                 KERASTUNER_ORACLE_PORT=str(_free_port())))
+    assert done.returncode == 1
+    assert "no live worker for 3 s and 2 of 2 trials left" in done.stderr
+    assert time.time() - started < 90
+    state = json.loads((tmp_path / "cifar-digits-random" / "oracle.json").read_text())
+    assert state["end_order"] == []
