@@ -30,9 +30,7 @@ def zero_block(kind, shape=(8, 8, 16)):
     """One block whose branch kernels are all zero."""
     inputs = keras.Input(shape)
     builder = residual_block if kind == "residual" else plain_block
-    model = keras.Model(inputs, builder(inputs, shape[-1], kernel_initializer="zeros",
-                                        name=f"{kind}"))
-    return model
+    return keras.Model(inputs, builder(inputs, shape[-1], kernel_initializer="zeros", name=kind))
 
 
 def main(argv=None):

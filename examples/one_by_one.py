@@ -37,7 +37,8 @@ def main(argv=None):
 
     # On one channel a 1x1 convolution with weight 2 is "just a scaled version" of the image.
     image = np.arange(1, 17, dtype="float32").reshape(1, 4, 4, 1)
-    scale = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(2.0))
+    scale = keras.layers.Conv2D(1, 1, use_bias=False,
+                                kernel_initializer=keras.initializers.Constant(2.0))
     print("4x4 image * [2] (1x1 convolution, one channel):")
     print(np.asarray(scale(image))[0, :, :, 0].astype(int))
 

@@ -259,3 +259,18 @@ def test_chief_without_workers_stops_with_a_message(tmp_path):
     assert time.time() - started < 90
     state = json.loads((tmp_path / "cifar-digits-random" / "oracle.json").read_text())
     assert state["end_order"] == []
+
+
+def test_cli_settings_and_defaults_match_the_library():
+    from keras_resnet.cli import tune as cli
+    from keras_resnet.tuning import DEFAULT_EPOCHS, DEFAULT_MAX_TRIALS, FAMILIES, TUNERS
+
+    assert (cli.TUNERS, cli.FAMILIES) == (TUNERS, FAMILIES)
+    assert (cli.DEFAULT_MAX_TRIALS, cli.DEFAULT_EPOCHS) == (DEFAULT_MAX_TRIALS, DEFAULT_EPOCHS)
+    assert cli.parse_settings(["depth=8,14", "initializer=orthogonal", "preact=true",
+                               "learning_rate=0.05"]) == {
+        "depth": [8, 14], "initializer": "orthogonal", "preact": True, "learning_rate": 0.05}
+    with pytest.raises(ValueError, match="empty choice list"):
+        cli.parse_settings(["depth="])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        cli.parse_settings(["depth"])
