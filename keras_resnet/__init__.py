@@ -1,35 +1,45 @@
-"""keras_resnet: residual networks for Keras 3 — blocks, models, training, tuning and export."""
+"""keras_resnet: residual networks for Keras 3 — blocks, models, training, tuning and export.
 
+The public names below are imported on first use (PEP 562), so ``import keras_resnet`` and the
+command line start without loading TensorFlow until a command needs it.
+"""
+
+import importlib as _importlib
 import os as _os
 
 # Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) out of the user's way.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_resnet.blocks import dense_residual_block, plain_block, residual_block  # noqa: E402
-from keras_resnet.models import (CifarResNet, ResNet, ResNet18, ResNet34, ResNet50,  # noqa: E402
-                                 ResNet101, ResNet152, build)
-from keras_resnet.stats import model_stats, multiply_adds  # noqa: E402
-from keras_resnet.diagnostics import (GradientFlowLogger, TrainingError,  # noqa: E402
-                                      block_identity_errors, branch_ratios, gradient_flow,
-                                      gradient_norms, plot_by_depth)
-from keras_resnet.export import (ExportVerificationError, export_saved_model,  # noqa: E402
-                                 verify_export)
-from keras_resnet.fold import fold_batch_norm  # noqa: E402
-from keras_resnet.data import Dataset, load_dataset  # noqa: E402
-from keras_resnet.training import (PaperSchedule, PaperWarmup, TrainResult,  # noqa: E402
-                                   build_model, compile_model, train)
-from keras_resnet.tuning import HyperResNet, tune  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
-    "build", "dense_residual_block", "fold_batch_norm", "model_stats", "multiply_adds", "plain_block",
-    "residual_block",
-    "Dataset", "PaperSchedule", "PaperWarmup", "TrainResult", "build_model", "compile_model",
-    "load_dataset", "train",
-    "ExportVerificationError", "export_saved_model", "verify_export",
-    "HyperResNet", "tune",
-    "GradientFlowLogger", "TrainingError", "block_identity_errors", "branch_ratios",
-    "gradient_flow", "gradient_norms", "plot_by_depth",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "keras_resnet.blocks": ("dense_residual_block", "plain_block", "residual_block"),
+    "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
+                            "ResNet101", "ResNet152", "build"),
+    "keras_resnet.stats": ("model_stats", "multiply_adds"),
+    "keras_resnet.fold": ("fold_batch_norm",),
+    "keras_resnet.data": ("Dataset", "load_dataset"),
+    "keras_resnet.training": ("PaperSchedule", "PaperWarmup", "TrainResult", "build_model",
+                              "compile_model", "train"),
+    "keras_resnet.export": ("ExportVerificationError", "export_saved_model", "verify_export"),
+    "keras_resnet.tuning": ("HyperResNet", "tune"),
+    "keras_resnet.diagnostics": ("GradientFlowLogger", "TrainingError", "block_identity_errors",
+                                 "branch_ratios", "gradient_flow", "gradient_norms",
+                                 "plot_by_depth"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
