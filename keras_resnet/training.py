@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -320,11 +319,6 @@ def _save_atomically(model, path):
 
 
 def _export(model, export_dir, name, class_names):
-    if importlib.util.find_spec("keras_resnet.export") is None:
-        # TEMPORARY until the exporter (issue 4) lands.
-        print("Note: keras_resnet.export is not available yet; skipped the SavedModel export "
-              f"(the model is in model.keras).", flush=True)
-        return None
     from keras_resnet.export import export_saved_model
 
     return os.fspath(export_saved_model(model, base_dir=export_dir, name=name,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -20,9 +19,6 @@ def build_parser():
         description="Residual networks for Keras 3: build, train, tune, export and serve.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        # TEMPORARY while the subcommands are being written in parallel: skip absent modules.
-        if importlib.util.find_spec(f"keras_resnet.cli.{command}") is None:
-            continue
         importlib.import_module(f"keras_resnet.cli.{command}").register(subparsers)
     return parser
 
