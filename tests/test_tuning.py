@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -166,7 +167,9 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
                   learning_rate=[1e8, 0.05], **TINY)
     failed, completed = result.rows
     assert (failed["status"], failed["score"], failed["learning_rate"]) == ("failed", None, 1e8)
-    assert failed["reason"].startswith("FailedTrialError: loss became nan at epoch 1")
+    # lr = 1e8 diverges in the first epoch; whether the loss is first seen as inf or nan depends
+    # on thread scheduling.
+    assert re.match(r"FailedTrialError: loss became (nan|inf) at epoch 1", failed["reason"])
     assert completed["status"] == "completed" and completed["learning_rate"] == 0.05
     assert result.best["trial_id"] == completed["trial_id"]
 
