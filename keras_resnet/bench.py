@@ -50,8 +50,8 @@ class Config:
     """Sizes of one run: ``quick`` keeps every benchmark, small."""
 
     quick: bool = False
-    repeats: int = 7
-    warmup: int = 2
+    repeats: int = 5
+    warmup: int = 1
 
     @classmethod
     def make(cls, quick):

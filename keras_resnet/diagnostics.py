@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet.stats import leaf_layers
+
 # The rest of a block member's name after "{block}_": "1_conv", "0_pad", "preact_bn", "add", ...
 _MEMBER = re.compile(r"^(\d+_|preact_|add$|out$)")
 _BLOCK_START = re.compile(r"^(?P<block>.+)_1_(conv|dense)$")
@@ -33,19 +35,11 @@ UNITS = ("blocks", "layers")
 # ----------------------------------------------------------------------------- model walking
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def _units(model, units="blocks"):
     """Returns the model's units, in depth order, as dicts of name, kernels and Add layer."""
     if units not in UNITS:
         raise ValueError(f"units must be one of {UNITS}; got {units!r}")
-    leaves = list(_leaf_layers(model))
+    leaves = list(leaf_layers(model))
     starts = [m.group("block") for m in map(_BLOCK_START.match, (l.name for l in leaves)) if m]
     if starts and units == "blocks":
         blocks = {name: {"name": name, "kernels": [], "add": None} for name in starts}
@@ -276,7 +270,7 @@ def block_identity_errors(model, x, *, training=False):
         raise ValueError(f"model {model.name!r} has no residual blocks (no {{block}}_add layer "
                          "with two inputs); a plain network has nothing to check")
     out_layer = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         out_layer[layer.name] = layer
     wanted = set()
     for unit in units:

@@ -7,10 +7,11 @@ import math
 import keras
 
 
-def _leaf_layers(model):
+def leaf_layers(model):
+    """Yields the model's layers, looking into nested sub-models (the stages of deep nets)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 
@@ -32,7 +33,7 @@ def multiply_adds(model):
         ValueError: when the model's spatial input size is unknown (None).
     """
     total = 0
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, keras.layers.Conv2D) and not isinstance(
                 layer, keras.layers.Conv2DTranspose):
             out_shape = layer.output.shape
@@ -48,13 +49,13 @@ def multiply_adds(model):
 
 def layer_count(model):
     """Counts the leaf layers (sub-models are looked into; the input layers are not counted)."""
-    return sum(1 for layer in _leaf_layers(model)
+    return sum(1 for layer in leaf_layers(model)
                if not isinstance(layer, keras.layers.InputLayer))
 
 
 def weighted_layer_count(model):
     """Counts the convolution and Dense layers off the shortcuts: the "depth" of the papers."""
-    return sum(1 for layer in _leaf_layers(model)
+    return sum(1 for layer in leaf_layers(model)
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
                and not layer.name.endswith(("_0_conv", "_0_dense")))
 
