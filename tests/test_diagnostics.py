@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 from keras_resnet import CifarResNet, dense_residual_block, residual_block  # noqa: E402
 from keras_resnet import diagnostics  # noqa: E402
+from keras_resnet.stats import leaf_layers  # noqa: E402
 
 SHAPE = (8, 8, 1)
 
@@ -94,9 +95,9 @@ def test_nested_stage_models_give_the_same_numbers_as_flat_ones():
     flat = _small()
     nested = _small(stage_models=True)
     assert any(isinstance(layer, keras.Model) for layer in nested.layers)
-    for layer in diagnostics._leaf_layers(flat):
+    for layer in leaf_layers(flat):
         if layer.weights:
-            nested_layer = next(l for l in diagnostics._leaf_layers(nested) if l.name == layer.name)
+            nested_layer = next(l for l in leaf_layers(nested) if l.name == layer.name)
             nested_layer.set_weights(layer.get_weights())
     x, y = _batch()
     for a, b in zip(diagnostics.gradient_flow(flat, x, y), diagnostics.gradient_flow(nested, x, y)):
