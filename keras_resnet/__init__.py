@@ -1,7 +1,9 @@
 """keras_resnet: residual networks for Keras 3 — blocks, models, training, tuning and export.
 
-The public names below are imported on first use (PEP 562), so ``import keras_resnet`` and the
-command line start without loading TensorFlow until a command needs it.
+The modules that register Keras serializables (the custom layers, the learning-rate schedule
+and the loss) are imported eagerly, so ``keras.models.load_model`` reads any keras_resnet
+``.keras`` file after a plain ``import keras_resnet``; the other public names are imported on
+first use (PEP 562).
 """
 
 import importlib as _importlib
@@ -11,6 +13,9 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+# Registers ZeroPadShortcut, FoldedBatchNorm, PaperSchedule and the loss with Keras.
+from keras_resnet import blocks, fold, recipe  # noqa: E402,F401
 
 # public name -> the module that defines it
 _EXPORTS = {

@@ -12,13 +12,23 @@ def test_every_public_name_resolves():
     assert "residual_block" in dir(keras_resnet)
 
 
-def test_import_and_help_do_not_load_tensorflow():
-    code = ("import sys, keras_resnet; from keras_resnet.cli import build_parser; build_parser(); "
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+def test_a_saved_model_loads_after_a_plain_import(tmp_path):
+    # The custom layer (option-A shortcut) and the schedule must be registered by the import
+    # alone, without touching keras_resnet.models or keras_resnet.training first.
+    from keras_resnet import CifarResNet, PaperSchedule, compile_model
+
+    model = CifarResNet(8, input_shape=(8, 8, 1))
+    compile_model(model, learning_rate=PaperSchedule(0.1, total_steps=10))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    code = ("import keras, keras_resnet, sys; "
+            f"m = keras.models.load_model({str(path)!r}); "
+            "print(m.get_layer('conv3_block1_0_pad').__class__.__name__, "
+            "'keras_resnet.training' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ZeroPadShortcut", "False"]
 
 
 def test_unknown_attribute_is_an_attribute_error():
