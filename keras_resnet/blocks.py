@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_resnet.batch_norm import FusedBatchNormalization
+
 SHORTCUTS = ("auto", "identity", "A", "B", "C", "D")
 STRIDE_ON = ("3x3", "1x1")
 INITIALIZER_NAMES = (
@@ -170,9 +172,9 @@ def _conv(x, filters, kernel_size, stride, name, opts, kernel_initializer=None):
 
 
 def _bn(x, name, opts, zero_gamma=False):
-    return layers.BatchNormalization(axis=-1, momentum=opts["momentum"], epsilon=opts["epsilon"],
-                                     gamma_initializer="zeros" if zero_gamma else "ones",
-                                     name=name)(x)
+    return FusedBatchNormalization(axis=-1, momentum=opts["momentum"], epsilon=opts["epsilon"],
+                                   gamma_initializer="zeros" if zero_gamma else "ones",
+                                   name=name)(x)
 
 
 def _act(x, name, opts):

@@ -14,6 +14,7 @@ import keras
 from keras import layers
 
 from keras_resnet import presets
+from keras_resnet.batch_norm import FusedBatchNormalization
 from keras_resnet.blocks import (SHORTCUTS, STRIDE_ON, _options, _positive_int, plain_block,
                                  residual_block)
 
@@ -75,8 +76,8 @@ def _stem(x, stem, width, preact, opts, use_bias):
                 kernel_regularizer=opts["regularizer"])
 
     def bn_act(t, prefix):
-        t = layers.BatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
-                                      name=f"{prefix}_bn")(t)
+        t = FusedBatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
+                                    name=f"{prefix}_bn")(t)
         return layers.Activation(opts["activation"], name=f"{prefix}_relu")(t)
 
     if stem == "cifar":
@@ -249,8 +250,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, block_options, plain,
                    stage_models)
     if preact:
-        x = layers.BatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
-                                      name="post_bn")(x)
+        x = FusedBatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
+                                    name="post_bn")(x)
         x = layers.Activation(opts["activation"], name="post_relu")(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
