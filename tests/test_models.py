@@ -34,7 +34,7 @@ CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_9
                 1202: 19_421_274}
 
 
-@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110, pytest.param(1202, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])  # 1202: the plain-process test below
 def test_cifar_parameters_match_the_paper(depth):
     model = CifarResNet(depth)
     assert trainable(model) == CIFAR_PARAMS[depth]
@@ -175,16 +175,21 @@ def test_resnet1202_builds_and_runs_in_a_plain_process():
         import sys, numpy as np
         from keras_resnet import CifarResNet
         limit = sys.getrecursionlimit()
+        from keras_resnet import model_stats
         model = CifarResNet(1202, zero_init_residual=True)
         y = model(np.ones((2, 32, 32, 3), "float32"), training=False)
         assert y.shape == (2, 10) and sys.getrecursionlimit() == limit
+        print(model_stats(model)["depth"], sum(int(np.prod(w.shape)) for w in model.trainable_weights))
         print(len(model.layers), sum(len(m.layers) for m in model.layers if hasattr(m, "layers")))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
-    top, inner = map(int, result.stdout.split()[-2:])
+    depth, params, top, inner = map(int, result.stdout.split()[-4:])
     assert top < 20 and inner > 4000
+    # One build of the biggest net, so the parameter count of Table 6 is checked here too.
+    assert depth == 1202 and params == CIFAR_PARAMS[1202]
+    assert round(params / 1e6, 1) == presets.PAPER_CIFAR_MEGA_PARAMS[1202]
 
 
 @pytest.mark.parametrize("call,error,message", [

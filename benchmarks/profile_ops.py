@@ -1,0 +1,76 @@
+"""Op-type profiles behind the benchmark ratios, from the TensorFlow profiler.
+
+Prints, per comparison, milliseconds per call by TensorFlow op type, side by side:
+ResNet-50 inference and training (ours against keras.applications.ResNet50) and
+float32 against mixed_bfloat16 (ours). It explains the `keras-resnet bench` rows: where ours
+wins (fused BatchNorm: `_FusedConv2D` absorbs the BN and ReLU) and where bfloat16 loses.
+
+    .venv/bin/python benchmarks/profile_ops.py            # 224x224, batch 32 (a few minutes)
+    .venv/bin/python benchmarks/profile_ops.py --quick    # 64x64, batch 4
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_resnet import ResNet50  # noqa: E402
+from keras_resnet.profiling import compare  # noqa: E402
+
+
+def _inference(model, images):
+    call = tf.function(lambda x: model(x, training=False))
+    tensor = tf.constant(images)
+    return lambda: call(tensor).numpy()
+
+
+def _training(model, images, labels):
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss="sparse_categorical_crossentropy")
+    return lambda: model.train_on_batch(images, labels)
+
+
+def _resnet50(policy, shape):
+    keras.config.set_dtype_policy(policy)
+    try:
+        return ResNet50(stride_on="1x1", input_shape=shape)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64x64 images, batch 4")
+    parser.add_argument("--repeats", type=int, default=2, help="profiled calls per function")
+    args = parser.parse_args(argv)
+    size, batch = (64, 4) if args.quick else (224, 32)
+    shape = (size, size, 3)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (batch,) + shape).astype("float32")
+    labels = np.arange(batch) % 1000
+    ours = _resnet50("float32", shape)
+    reference = keras.applications.ResNet50(weights=None, input_shape=shape)
+    bf16 = _resnet50("mixed_bfloat16", shape)
+    sections = [
+        (f"ResNet-50 inference, batch {batch}, {size}x{size}",
+         {"ours": _inference(ours, images), "keras.applications": _inference(reference, images)}),
+        (f"ResNet-50 training step, batch {batch}, {size}x{size}",
+         {"ours": _training(ours, images, labels),
+          "keras.applications": _training(reference, images, labels)}),
+        (f"ResNet-50 (ours) inference, batch {batch}: float32 against mixed_bfloat16",
+         {"float32": _inference(ours, images), "mixed_bfloat16": _inference(bf16, images)}),
+        (f"ResNet-50 (ours) training step, batch {batch}: float32 against mixed_bfloat16",
+         {"float32": _training(ours, images, labels),
+          "mixed_bfloat16": _training(bf16, images, labels)}),
+    ]
+    for title, functions in sections:
+        print(f"\n### {title}\n")
+        print(compare(functions, repeats=args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
