@@ -50,25 +50,40 @@ class Config:
     """Sizes of one run: ``quick`` keeps every benchmark, small."""
 
     quick: bool = False
-    repeats: int = 5
+    repeats: int = 7
     warmup: int = 1
+    min_sample: float = 0.5  # seconds: fast calls are repeated within one sample
 
     @classmethod
     def make(cls, quick):
-        return cls(quick=True, repeats=2, warmup=1) if quick else cls()
+        return cls(quick=True, repeats=3, warmup=1, min_sample=0.1) if quick else cls()
 
 
 def _interleaved(functions, config):
-    """Median seconds of each function, warmed up and run alternately."""
-    for fn in functions.values():
+    """Median seconds per call of each function, warmed up and run alternately.
+
+    A sample repeats a fast call until it lasts ``config.min_sample``; the order of the
+    functions reverses every round (A B, B A, ...), so a drift in the machine's speed hits
+    every side alike.
+    """
+    calls = {}
+    for name, fn in functions.items():
         for _ in range(config.warmup):
-            fn()
+            fn()  # the first call also traces
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        calls[name] = max(1, min(50, round(config.min_sample / max(once, 1e-6))))
     times = {name: [] for name in functions}
+    order = list(functions)
     for _ in range(config.repeats):
-        for name, fn in functions.items():
+        for name in order:
+            fn = functions[name]
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
+        order.reverse()
     return {name: statistics.median(values) for name, values in times.items()}
 
 

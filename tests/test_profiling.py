@@ -65,3 +65,19 @@ def test_profile_ops_script_quick():
     assert out.count("**total op time**") == 4
     assert "| op type | ours (ms) | keras.applications (ms) |" in out
     assert "| op type | float32 (ms) | mixed_bfloat16 (ms) |" in out
+
+
+def test_profile_build_script_splits_the_build_time():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_build.py"),
+                             "--depth", "20"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    # 19 convolutions and 19 BN (4 variables each) plus the Dense kernel and bias.
+    assert out.startswith("CIFAR ResNet-20: 97 variables, build ")
+    rows = {line.split(" | ")[0].strip("| ").strip(): line for line in out.splitlines()
+            if line.startswith("| ")}
+    assert "TensorFlow resource variables (all)" in rows
+    share = int(rows["TensorFlow resource variables (all)"].split("|")[-2].strip(" %"))
+    assert 5 <= share <= 95
+    assert "| tf.Variable(tf.zeros([64])) |" in out
