@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,3 +42,25 @@ def test_ratio_direction_and_table():
 def test_unknown_benchmark_is_rejected_before_running():
     with pytest.raises(ValueError, match="unknown benchmark 'gpu'; valid names: roofline"):
         bench.run(["gpu"])
+
+
+def test_interleaving_calibrates_samples_and_alternates_the_order():
+    log = []
+
+    def make(name, seconds):
+        def fn():
+            log.append(name)
+            time.sleep(seconds)
+        return fn
+
+    config = bench.Config(repeats=4, warmup=1, min_sample=0.02)
+    medians = bench._interleaved({"slow": make("slow", 0.02), "fast": make("fast", 0.002)},
+                                 config)
+    # Per call, not per sample: the fast side ran ~10 calls per sample.
+    assert 0.015 < medians["slow"] < 0.05 and 0.0015 < medians["fast"] < 0.008
+    measured = log[4:]  # after warm-up and calibration (two calls each)
+    runs = [name for i, name in enumerate(measured) if i == 0 or measured[i - 1] != name]
+    # slow | fast x10 || fast x10 | slow || slow | ...: the order reverses every round, so
+    # the runs merge; without the reversal there would be 8 alternating runs.
+    assert runs == ["slow", "fast", "slow", "fast", "slow"]
+    assert 6 <= measured.count("fast") / 4 <= 14
