@@ -1,7 +1,8 @@
 """Benchmarks measured side by side: ours against the reference in the same process.
 
-Each benchmark warms both sides up, then alternates them (ours, reference, ours, ...) and takes
-the median of the repeats, so a noisy machine slows both equally. A row's ratio is
+Each benchmark warms both sides up, then alternates them and takes the median of the samples;
+a sample repeats a fast call until it lasts ``Config.min_sample`` and the order reverses every
+round, so a noisy machine slows both sides equally. A row's ratio is
 ours / reference for throughputs and reference / ours for times: higher is better either way.
 """
 
