@@ -16,22 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from keras_resnet import ResNet50  # noqa: E402
+from keras_resnet.bench import inference_step, train_step  # noqa: E402
 from keras_resnet.profiling import compare  # noqa: E402
-
-
-def _inference(model, images):
-    call = tf.function(lambda x: model(x, training=False))
-    tensor = tf.constant(images)
-    return lambda: call(tensor).numpy()
-
-
-def _training(model, images, labels):
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss="sparse_categorical_crossentropy")
-    return lambda: model.train_on_batch(images, labels)
 
 
 def _resnet50(policy, shape):
@@ -57,15 +45,15 @@ def main(argv=None):
     bf16 = _resnet50("mixed_bfloat16", shape)
     sections = [
         (f"ResNet-50 inference, batch {batch}, {size}x{size}",
-         {"ours": _inference(ours, images), "keras.applications": _inference(reference, images)}),
+         {"ours": inference_step(ours, images), "keras.applications": inference_step(reference, images)}),
         (f"ResNet-50 training step, batch {batch}, {size}x{size}",
-         {"ours": _training(ours, images, labels),
-          "keras.applications": _training(reference, images, labels)}),
+         {"ours": train_step(ours, images, labels),
+          "keras.applications": train_step(reference, images, labels)}),
         (f"ResNet-50 (ours) inference, batch {batch}: float32 against mixed_bfloat16",
-         {"float32": _inference(ours, images), "mixed_bfloat16": _inference(bf16, images)}),
+         {"float32": inference_step(ours, images), "mixed_bfloat16": inference_step(bf16, images)}),
         (f"ResNet-50 (ours) training step, batch {batch}: float32 against mixed_bfloat16",
-         {"float32": _training(ours, images, labels),
-          "mixed_bfloat16": _training(bf16, images, labels)}),
+         {"float32": train_step(ours, images, labels),
+          "mixed_bfloat16": train_step(bf16, images, labels)}),
     ]
     for title, functions in sections:
         print(f"\n### {title}\n")

@@ -88,7 +88,8 @@ def _interleaved(functions, config):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _inference_fn(model, images):
+def inference_step(model, images):
+    """A function of no arguments: one compiled inference call of ``model`` on ``images``."""
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -96,7 +97,8 @@ def _inference_fn(model, images):
     return lambda: call(tensor).numpy()
 
 
-def _train_fn(model, images, labels):
+def train_step(model, images, labels):
+    """A function of no arguments: one SGD training step of ``model`` (compiled here)."""
     import keras
 
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -174,8 +176,8 @@ def bench_resnet50(config, state):
     for batch in ((1, 4) if config.quick else (1, 32)):
         images = _images(batch, size)
         # The GEMM runs interleaved too, so the roofline sees the same machine state.
-        seconds = _interleaved({"ours": _inference_fn(ours, images),
-                                "reference": _inference_fn(reference, images),
+        seconds = _interleaved({"ours": inference_step(ours, images),
+                                "reference": inference_step(reference, images),
                                 "gemm": gemm}, config)
         state["gemm_flops"] = max(state.get("gemm_flops", 0.0), gemm_ops / seconds["gemm"])
         rows.append(Row("resnet50", f"inference batch {batch}", batch / seconds["ours"],
@@ -184,16 +186,16 @@ def bench_resnet50(config, state):
     # BN folding: the same outputs with the BN statistics frozen into the kernels.
     folded = fold_batch_norm(ours)
     images = _images(4 if config.quick else 32, size)
-    seconds = _interleaved({"ours": _inference_fn(folded, images),
-                            "reference": _inference_fn(ours, images)}, config)
+    seconds = _interleaved({"ours": inference_step(folded, images),
+                            "reference": inference_step(ours, images)}, config)
     rows.append(Row("resnet50", f"inference batch {len(images)}, BN folded",
                     len(images) / seconds["ours"], len(images) / seconds["reference"], "img/s",
                     reference_name="ours, BN not folded"))
     best = max(best, len(images) / seconds["ours"])
     batch = 4 if config.quick else 32
     images, labels = _images(batch, size), np.arange(batch) % 1000
-    seconds = _interleaved({"ours": _train_fn(ours, images, labels),
-                            "reference": _train_fn(reference, images, labels)}, config)
+    seconds = _interleaved({"ours": train_step(ours, images, labels),
+                            "reference": train_step(reference, images, labels)}, config)
     rows.append(Row("resnet50", f"training batch {batch}", batch / seconds["ours"],
                     batch / seconds["reference"], "img/s", reference_name=reference_name))
     if "gemm_flops" in state:
@@ -221,11 +223,11 @@ def bench_precision(config, state):
         keras.config.set_dtype_policy("float32")
     bf16.set_weights(fp32.get_weights())
     images = _images(batch, size)
-    infer = _interleaved({"ours": _inference_fn(bf16, images),
-                          "reference": _inference_fn(fp32, images)}, config)
+    infer = _interleaved({"ours": inference_step(bf16, images),
+                          "reference": inference_step(fp32, images)}, config)
     images, labels = _images(train_batch, size), np.arange(train_batch) % 1000
-    train = _interleaved({"ours": _train_fn(bf16, images, labels),
-                          "reference": _train_fn(fp32, images, labels)},
+    train = _interleaved({"ours": train_step(bf16, images, labels),
+                          "reference": train_step(fp32, images, labels)},
                          Config(repeats=min(config.repeats, 3), warmup=1))
     return [
         Row("precision", f"ResNet-50 inference batch {batch}", batch / infer["ours"],
@@ -252,8 +254,8 @@ def bench_cifar56(config, state):
     finally:
         keras.config.set_dtype_policy("float32")
     images, labels = _images(batch, 32), np.arange(batch) % 10
-    train = _interleaved({"ours": _train_fn(bf16, images, labels),
-                          "reference": _train_fn(fp32, images, labels)}, config)
+    train = _interleaved({"ours": train_step(bf16, images, labels),
+                          "reference": train_step(fp32, images, labels)}, config)
     return [Row("cifar56", f"ResNet-{depth} training batch {batch}", batch / train["ours"],
                 batch / train["reference"], "img/s", reference_name="float32",
                 note="ours = mixed_bfloat16")]
@@ -325,7 +327,7 @@ def bench_serving(config, state):
             pixels = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3))
             as_uint8 = tf.constant(pixels.astype("uint8"))
             as_float = tf.constant(pixels.astype("float32"))
-            keras_call = _inference_fn(model, pixels.astype("float32"))
+            keras_call = inference_step(model, pixels.astype("float32"))
             calls = {
                 "saved uint8": lambda: loaded["uint8"](images=as_uint8)["probabilities"].numpy(),
                 "saved float32": lambda: loaded["float32"](images=as_float)["probabilities"]
