@@ -22,11 +22,22 @@ def _inference(model):
     return lambda: call(images).numpy()
 
 
+def _is_fused_convolution(op_type):
+    # TensorFlow's remapper names the op `_FusedConv2D`; oneDNN builds on AVX-512 CPUs name the
+    # same fusion `_MklNativeFusedConv2D` (and `_MklNativePadWithFusedConv2D` when it also
+    # absorbs the explicit padding). The behaviour is what counts, not one build's names.
+    return "Conv2D" in op_type and "Fused" in op_type
+
+
 def test_fused_batch_norm_disappears_into_the_convolutions_at_inference():
     times = op_times(_inference(CifarResNet(8)), repeats=2)
-    assert times["_FusedConv2D"] > 0
-    # Every BN and ReLU was folded into a convolution by TensorFlow's remapper.
-    assert not {"FusedBatchNormV3", "Conv2D", "Rsqrt"} & set(times)
+    convolutions = {op for op in times if "Conv2D" in op}
+    # Every convolution ran as a fused one, and no BN arithmetic ran on its own: the remapper
+    # folded each Conv2D + BN (+ ReLU) into one op. (ReLUs after a residual addition stay.)
+    assert convolutions and all(_is_fused_convolution(op) for op in convolutions), sorted(times)
+    assert not {"FusedBatchNormV3", "FusedBatchNormV2", "FusedBatchNorm", "Rsqrt",
+                "_MklFusedBatchNormV3"} & set(times), sorted(times)
+    assert sum(times[op] for op in convolutions) > 0
     assert all(seconds >= 0 for seconds in times.values())
 
 
@@ -45,7 +56,9 @@ def test_compare_prints_one_column_per_function():
     table = compare({"first": _inference(model), "second": _inference(model)}, repeats=1, top=3)
     lines = table.splitlines()
     assert lines[0] == "| op type | first (ms) | second (ms) |"
-    assert lines[2].startswith("| _FusedConv2D |")
+    # the slowest op is a fused convolution, whatever this build calls it
+    first_op = lines[2].split("|")[1].strip()
+    assert _is_fused_convolution(first_op), table
     assert lines[-1].startswith("| **total op time** |")
 
 
