@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_resnet import CifarResNet, plain_block, residual_block  # noqa: E402
+from keras_resnet import CifarResNet, plain_block, presets, residual_block  # noqa: E402
 from keras_resnet.diagnostics import block_identity_errors  # noqa: E402
 
 
@@ -41,8 +41,10 @@ def main(argv=None):
                         help="fewer test images (the network is still the full ResNet-1202)")
     parser.add_argument("--out", default=None, help="directory for identity.json")
     args = parser.parse_args(argv)
-    if args.depth < 8 or (args.depth - 2) % 6:
-        parser.error(f"--depth must be 6n+2 (8, 14, 20, ..., 1202); got {args.depth}")
+    try:
+        presets.cifar_blocks_per_stage(args.depth)
+    except ValueError as error:
+        parser.error(f"--{error}")
     rng = np.random.default_rng(0)
     result = {}
 

@@ -7,19 +7,16 @@ first use (PEP 562).
 """
 
 import importlib as _importlib
-import os as _os
-
-# Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) out of the user's way.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
 # Registers ZeroPadShortcut, FoldedBatchNorm, PaperSchedule and the loss with Keras.
-from keras_resnet import blocks, fold, recipe  # noqa: E402,F401
+from keras_resnet import blocks, fold, recipe  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
     "keras_resnet.blocks": ("dense_residual_block", "plain_block", "residual_block"),
+    "keras_resnet.options": ("BlockOptions",),
     "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
                             "ResNet101", "ResNet152", "build"),
     "keras_resnet.stats": ("model_stats", "multiply_adds"),

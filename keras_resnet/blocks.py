@@ -16,15 +16,13 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_resnet import checks, constants
 from keras_resnet.batch_norm import FusedBatchNormalization
+from keras_resnet.options import BlockOptions, options_from, resolve_initializer
 
-SHORTCUTS = ("auto", "identity", "A", "B", "C", "D")
-STRIDE_ON = ("3x3", "1x1")
-INITIALIZER_NAMES = (
-    "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "identity", "lecun_normal",
-    "lecun_uniform", "ones", "orthogonal", "random_normal", "random_uniform", "truncated_normal",
-    "variance_scaling", "zeros",
-)
+# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
+SHORTCUTS = constants.SHORTCUTS
+STRIDE_ON = constants.STRIDE_ON
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
@@ -53,88 +51,7 @@ class ZeroPadShortcut(layers.Layer):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride}
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _positive_int(value, argument):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be a positive int; got {value!r} ({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{argument} must be a positive int (1, 2, 64, ...); got {value}")
-    return value
-
-
-def _initializer(value, argument="kernel_initializer"):
-    if isinstance(value, str):
-        if value not in INITIALIZER_NAMES:
-            raise ValueError(
-                f"{argument} {value!r} is not a Keras initializer; valid names: "
-                f"{', '.join(INITIALIZER_NAMES)} (or pass a keras.initializers.Initializer)")
-        return keras.initializers.get(value)
-    if isinstance(value, dict):
-        return keras.initializers.deserialize(value)
-    if isinstance(value, keras.initializers.Initializer) or callable(value):
-        return value
-    raise TypeError(f"{argument} must be an initializer name or object; got {value!r}")
-
-
-def _activation(value):
-    if callable(value) and not isinstance(value, str):
-        return value
-    if isinstance(value, str):
-        try:
-            keras.activations.get(value)
-        except (ValueError, TypeError):
-            names = sorted(n for n in dir(keras.activations)
-                           if n.islower() and not n.startswith("_")
-                           and n not in ("get", "serialize", "deserialize"))
-            raise ValueError(f"activation {value!r} is not a Keras activation; valid names: "
-                             f"{', '.join(names)}") from None
-        return value
-    raise TypeError(f"activation must be a name or a callable; got {value!r}")
-
-
-def _regularizer(kernel_regularizer, weight_decay):
-    if kernel_regularizer is not None and weight_decay is not None:
-        raise ValueError("pass either kernel_regularizer or weight_decay, not both; got "
-                         f"kernel_regularizer={kernel_regularizer!r}, weight_decay={weight_decay!r}")
-    if weight_decay is not None:
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-                or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a float >= 0 (e.g. 1e-4); got {weight_decay!r}")
-        # SGD weight decay wd adds wd * w to the gradient, i.e. a loss term (wd / 2) * ||w||^2.
-        return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-    if kernel_regularizer is None or isinstance(kernel_regularizer, keras.regularizers.Regularizer):
-        return kernel_regularizer
-    try:
-        return keras.regularizers.get(kernel_regularizer)
-    except (ValueError, TypeError):
-        raise ValueError(f"kernel_regularizer {kernel_regularizer!r} is not a Keras regularizer; "
-                         "use 'l2', 'l1', 'l1_l2' or a keras.regularizers.Regularizer") from None
-
-
-def _options(*, kernel_initializer="he_normal", kernel_regularizer=None, weight_decay=None,
-             activation="relu", zero_init_residual=False, momentum=0.9, epsilon=1e-5,
-             use_bias=False):
-    """Validates the options shared by every block and returns them resolved."""
-    for argument, value, low, high in (("momentum", momentum, 0.0, 1.0),
-                                       ("epsilon", epsilon, 0.0, float("inf"))):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not low <= value < high or (argument == "epsilon" and value == 0):
-            accepted = "a float in [0, 1)" if argument == "momentum" else "a float > 0"
-            raise ValueError(f"{argument} must be {accepted}; got {value!r}")
-    for argument, value in (("zero_init_residual", zero_init_residual), ("use_bias", use_bias)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{argument} must be True or False; got {value!r}")
-    return {
-        "initializer": _initializer(kernel_initializer),
-        "regularizer": _regularizer(kernel_regularizer, weight_decay),
-        "activation": _activation(activation),
-        "zero_init_residual": zero_init_residual,
-        "momentum": float(momentum),
-        "epsilon": float(epsilon),
-        "use_bias": use_bias,
-    }
+# ----------------------------------------------------------------------------- checks
 
 
 def _check_input(x, argument="x", rank=4):
@@ -147,7 +64,6 @@ def _check_input(x, argument="x", rank=4):
     return shape
 
 
-
 def _block_name(name, prefix):
     if name is None:
         return f"{prefix}_{keras.backend.get_uid(prefix)}"
@@ -156,62 +72,73 @@ def _block_name(name, prefix):
     return name
 
 
+def _check_block_args(x, filters, stride):
+    shape = _check_input(x)
+    checks.positive_int(filters, "filters")
+    checks.positive_int(stride, "stride")
+    for axis, size in zip(("height", "width"), shape[1:3]):
+        if size is not None and size < stride:
+            raise ValueError(f"input {axis} {size} is smaller than stride {stride}; "
+                             "the input is too small for this block")
+    return shape
+
+
 # ----------------------------------------------------------------------------- layers
 
 
-def _conv(x, filters, kernel_size, stride, name, opts, kernel_initializer=None):
+def _conv(x, filters, kernel_size, stride, name, opts: BlockOptions, kernel_initializer=None):
     """Conv2D with torchvision-exact padding: explicit symmetric zero padding when strided."""
     padding = "same"
     if stride > 1 and kernel_size > 1:
         x = layers.ZeroPadding2D(kernel_size // 2, name=name.replace("_conv", "_pad"))(x)
         padding = "valid"
     return layers.Conv2D(filters, kernel_size, strides=stride, padding=padding,
-                         use_bias=opts["use_bias"],
-                         kernel_initializer=kernel_initializer or opts["initializer"],
-                         kernel_regularizer=opts["regularizer"], name=name)(x)
+                         use_bias=opts.use_bias,
+                         kernel_initializer=kernel_initializer or opts.initializer(),
+                         kernel_regularizer=opts.regularizer, name=name)(x)
 
 
-def _bn(x, name, opts, zero_gamma=False):
-    return FusedBatchNormalization(axis=-1, momentum=opts["momentum"], epsilon=opts["epsilon"],
+def _bn(x, name, opts: BlockOptions, zero_gamma=False):
+    return FusedBatchNormalization(axis=-1, momentum=opts.momentum, epsilon=opts.epsilon,
                                    gamma_initializer="zeros" if zero_gamma else "ones",
                                    name=name)(x)
 
 
-def _act(x, name, opts):
-    return layers.Activation(opts["activation"], name=name)(x)
+def _act(x, name, opts: BlockOptions):
+    return layers.Activation(opts.activation, name=name)(x)
 
 
-def _branch(x, filters, stride, *, bottleneck, preact, stride_on, expansion, name, opts):
+def _branch(x, filters, stride, name, opts: BlockOptions):
     """The residual function F: returns its output tensor (pre-activation: no final BN)."""
-    out_filters = filters * expansion if bottleneck else filters
-    zero_last = opts["zero_init_residual"]
-    if bottleneck:
-        plan = [(filters, 1, stride if stride_on == "1x1" else 1),
-                (filters, 3, stride if stride_on == "3x3" else 1),
+    out_filters = filters * opts.expansion if opts.bottleneck else filters
+    if opts.bottleneck:
+        plan = [(filters, 1, stride if opts.stride_on == "1x1" else 1),
+                (filters, 3, stride if opts.stride_on == "3x3" else 1),
                 (out_filters, 1, 1)]
     else:
         plan = [(filters, 3, stride), (out_filters, 3, 1)]
     for i, (width, kernel, conv_stride) in enumerate(plan, start=1):
         last = i == len(plan)
-        if preact:
+        if opts.preact:
             if i > 1:  # the block's input BN-ReLU is shared with the shortcut (see caller)
                 x = _bn(x, f"{name}_{i - 1}_bn", opts)
                 x = _act(x, f"{name}_{i - 1}_relu", opts)
             # Pre-activation branches have no BN after the last conv: zero its kernel instead.
-            init = "zeros" if (last and zero_last) else None
+            init = "zeros" if (last and opts.zero_init_residual) else None
             x = _conv(x, width, kernel, conv_stride, f"{name}_{i}_conv", opts, init)
         else:
             x = _conv(x, width, kernel, conv_stride, f"{name}_{i}_conv", opts)
-            x = _bn(x, f"{name}_{i}_bn", opts, zero_gamma=last and zero_last)
+            x = _bn(x, f"{name}_{i}_bn", opts, zero_gamma=last and opts.zero_init_residual)
             if not last:
                 x = _act(x, f"{name}_{i}_relu", opts)
     return x
 
 
-def _shortcut(x, preactivated, out_filters, stride, shortcut, name, opts):
+def _shortcut(x, preactivated, out_filters, stride, name, opts: BlockOptions):
     """Returns the shortcut tensor chosen by the option and the shapes."""
     in_filters = x.shape[-1]
     needs_change = stride != 1 or in_filters != out_filters
+    shortcut = opts.shortcut
     if shortcut == "identity":
         if needs_change:
             raise ValueError(
@@ -234,27 +161,10 @@ def _shortcut(x, preactivated, out_filters, stride, shortcut, name, opts):
                                          name=f"{name}_0_pool")(source)
         conv_stride = 1
     # The projection W_s: a 1x1 convolution (no padding needed, even when strided).
-    s = layers.Conv2D(out_filters, 1, strides=conv_stride, use_bias=opts["use_bias"],
-                      kernel_initializer=opts["initializer"],
-                      kernel_regularizer=opts["regularizer"], name=f"{name}_0_conv")(source)
+    s = layers.Conv2D(out_filters, 1, strides=conv_stride, use_bias=opts.use_bias,
+                      kernel_initializer=opts.initializer(),
+                      kernel_regularizer=opts.regularizer, name=f"{name}_0_conv")(source)
     return s if preactivated is not x else _bn(s, f"{name}_0_bn", opts)
-
-
-def _check_block_args(x, filters, stride, shortcut, stride_on, expansion):
-    shape = _check_input(x)
-    _positive_int(filters, "filters")
-    _positive_int(stride, "stride")
-    _positive_int(expansion, "expansion")
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")
-    if stride_on not in STRIDE_ON:
-        raise ValueError(f"stride_on must be '3x3' (torchvision) or '1x1' (the paper, "
-                         f"keras.applications); got {stride_on!r}")
-    for axis, size in zip(("height", "width"), shape[1:3]):
-        if size is not None and size < stride:
-            raise ValueError(f"input {axis} {size} is smaller than stride {stride}; "
-                             "the input is too small for this block")
-    return shape
 
 
 # ----------------------------------------------------------------------------- public blocks
@@ -264,7 +174,7 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
                    stride_on="3x3", expansion=4, kernel_initializer="he_normal",
                    kernel_regularizer=None, weight_decay=None, activation="relu",
                    zero_init_residual=False, momentum=0.9, epsilon=1e-5, use_bias=False,
-                   name=None):
+                   name=None, options: BlockOptions | None = None):
     """Builds one residual block and returns its output tensor.
 
     The shortcut follows the shapes: identity when ``stride == 1`` and the channels match
@@ -285,7 +195,8 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
         stride_on: in a bottleneck, the conv that carries the stride: ``"3x3"`` (torchvision)
             or ``"1x1"`` (the paper and keras.applications).
         expansion: bottleneck output multiplier.
-        kernel_initializer: Keras initializer name or object for every kernel.
+        kernel_initializer: any Keras initializer name (``"he_normal"``, ``"HeNormal"``),
+            config or object; every kernel gets its own initializer object.
         kernel_regularizer: Keras regularizer for every kernel.
         weight_decay: SGD-style weight decay; adds ``L2(weight_decay / 2)`` to every kernel.
         activation: activation name or callable (``"relu"``, ``"leaky_relu"``, ...).
@@ -296,6 +207,8 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
         use_bias: give every convolution a bias.
         name: prefix of the block's layer names (``{name}_1_conv``, ``{name}_1_bn``, ...,
             ``{name}_add``, ``{name}_out``).
+        options: a ``keras_resnet.BlockOptions`` holding all the options above, already
+            validated (then leave the individual options at their defaults).
 
     Returns:
         The block's output tensor.
@@ -304,23 +217,19 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
         ValueError: for a bad option or a shortcut that cannot work on these shapes.
         TypeError: for an option of the wrong type.
     """
-    _check_block_args(x, filters, stride, shortcut, stride_on, expansion)
-    opts = _options(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
-                    weight_decay=weight_decay, activation=activation,
-                    zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
-                    use_bias=use_bias)
+    opts = options_from(options, residual_block, locals())
+    _check_block_args(x, filters, stride)
     name = _block_name(name, "residual_block")
-    out_filters = filters * expansion if bottleneck else filters
-    if preact:
+    out_filters = filters * opts.expansion if opts.bottleneck else filters
+    if opts.preact:
         preactivated = _act(_bn(x, f"{name}_preact_bn", opts), f"{name}_preact_relu", opts)
         branch_in = preactivated
     else:
         preactivated = branch_in = x
     # The shortcut is built first so that shape errors come before any branch layer exists.
-    short = _shortcut(x, preactivated, out_filters, stride, shortcut, name, opts)
-    residual = _branch(branch_in, filters, stride, bottleneck=bottleneck, preact=preact,
-                       stride_on=stride_on, expansion=expansion, name=name, opts=opts)
-    if preact:
+    short = _shortcut(x, preactivated, out_filters, stride, name, opts)
+    residual = _branch(branch_in, filters, stride, name, opts)
+    if opts.preact:
         return layers.Add(name=f"{name}_out")([short, residual])
     y = layers.Add(name=f"{name}_add")([short, residual])
     return _act(y, f"{name}_out", opts)
@@ -329,11 +238,11 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
 def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_on="3x3",
                 expansion=4, kernel_initializer="he_normal", kernel_regularizer=None,
                 weight_decay=None, activation="relu", zero_init_residual=False, momentum=0.9,
-                epsilon=1e-5, use_bias=False, name=None):
+                epsilon=1e-5, use_bias=False, name=None, options: BlockOptions | None = None):
     """Builds the residual block's branch without a shortcut: ``Y = relu(F(X))``.
 
     This is the paper's "plain" network block, for comparisons. Arguments are those of
-    ``residual_block`` (there is no ``shortcut``).
+    ``residual_block`` (there is no ``shortcut``; one in ``options`` is ignored).
 
     Returns:
         The block's output tensor.
@@ -342,23 +251,20 @@ def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_
         ValueError: for a bad option.
         TypeError: for an option of the wrong type.
     """
-    _check_block_args(x, filters, stride, "auto", stride_on, expansion)
-    opts = _options(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
-                    weight_decay=weight_decay, activation=activation,
-                    zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
-                    use_bias=use_bias)
+    opts = options_from(options, plain_block, locals())
+    _check_block_args(x, filters, stride)
     name = _block_name(name, "plain_block")
-    if preact:
+    if opts.preact:
         x = _act(_bn(x, f"{name}_preact_bn", opts), f"{name}_preact_relu", opts)
-    y = _branch(x, filters, stride, bottleneck=bottleneck, preact=preact, stride_on=stride_on,
-                expansion=expansion, name=name, opts=opts)
-    return y if preact else _act(y, f"{name}_out", opts)
+    y = _branch(x, filters, stride, name, opts)
+    return y if opts.preact else _act(y, f"{name}_out", opts)
 
 
 def dense_residual_block(x, units, *, shortcut="auto", batch_norm=True, preact=False,
                          kernel_initializer="he_normal", kernel_regularizer=None,
                          weight_decay=None, activation="relu", zero_init_residual=False,
-                         momentum=0.9, epsilon=1e-5, use_bias=True, name=None):
+                         momentum=0.9, epsilon=1e-5, use_bias=True, name=None,
+                         options: BlockOptions | None = None):
     """Builds a fully connected residual block: ``Y = relu(W_s X + F(X))``.
 
     ``F`` is Dense -> (BN) -> ReLU -> Dense -> (BN). When the input width differs from
@@ -372,7 +278,8 @@ def dense_residual_block(x, units, *, shortcut="auto", batch_norm=True, preact=F
         batch_norm: put BatchNormalization after each Dense.
         preact: pre-activation order (BN-ReLU-Dense); no activation after the add.
         kernel_initializer, kernel_regularizer, weight_decay, activation, zero_init_residual,
-        momentum, epsilon, use_bias, name: as in ``residual_block``.
+        momentum, epsilon, use_bias, name, options: as in ``residual_block`` (``bottleneck``,
+            ``stride_on`` and ``expansion`` of ``options`` do not apply).
 
     Returns:
         The block's output tensor ``(batch, units)``.
@@ -381,52 +288,54 @@ def dense_residual_block(x, units, *, shortcut="auto", batch_norm=True, preact=F
         ValueError: for a bad option or a forced identity between different widths.
         TypeError: for an option of the wrong type.
     """
+    opts = options_from(options, dense_residual_block, locals())
     in_units = _check_input(x, rank=2)[-1]
-    _positive_int(units, "units")
-    if shortcut not in ("auto", "identity", "C"):
-        raise ValueError(f"shortcut must be 'auto', 'identity' or 'C' for a dense block; "
-                         f"got {shortcut!r}")
-    if not isinstance(batch_norm, bool):
-        raise TypeError(f"batch_norm must be True or False; got {batch_norm!r}")
-    opts = _options(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
-                    weight_decay=weight_decay, activation=activation,
-                    zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
-                    use_bias=use_bias)
+    checks.positive_int(units, "units")
+    checks.one_of(opts.shortcut, "shortcut", constants.DENSE_SHORTCUTS)
+    checks.boolean(batch_norm, "batch_norm")
     name = _block_name(name, "dense_residual_block")
-    if shortcut == "identity" and in_units != units:
+    if opts.shortcut == "identity" and in_units != units:
         raise ValueError(f"shortcut='identity' needs matching widths, but the block maps "
                          f"{in_units} units to {units}; use shortcut='auto' (a {in_units}x{units}"
                          " projection W_s)")
-
-    def dense(t, i, zero=False):
-        return layers.Dense(units, use_bias=opts["use_bias"],
-                            kernel_initializer="zeros" if zero else opts["initializer"],
-                            kernel_regularizer=opts["regularizer"], name=f"{name}_{i}_dense")(t)
-
     source = x
-    if preact:
+    if opts.preact:
         if batch_norm:
             source = _bn(source, f"{name}_preact_bn", opts)
         source = _act(source, f"{name}_preact_relu", opts)
-    h = source
+    h = _dense_branch(source, units, batch_norm, name, opts)
+    if opts.shortcut == "C" or in_units != units:
+        short = layers.Dense(units, use_bias=False, kernel_initializer=opts.initializer(),
+                             kernel_regularizer=opts.regularizer,
+                             name=f"{name}_0_dense")(source if opts.preact else x)
+    else:
+        short = x
+    if opts.preact:
+        return layers.Add(name=f"{name}_out")([short, h])
+    return _act(layers.Add(name=f"{name}_add")([short, h]), f"{name}_out", opts)
+
+
+def _dense_branch(h, units, batch_norm, name, opts: BlockOptions):
+    """Dense -> (BN) -> act -> Dense -> (BN), or its pre-activation order."""
+    zero_last = opts.zero_init_residual
     for i in (1, 2):
-        if preact and i == 2:
+        if opts.preact and i == 2:
             if batch_norm:
                 h = _bn(h, f"{name}_1_bn", opts)
             h = _act(h, f"{name}_1_relu", opts)
-        zero_kernel = (preact or not batch_norm) and i == 2 and opts["zero_init_residual"]
-        h = dense(h, i, zero=zero_kernel)
-        if not preact:
+        # Without a BN after it, the last Dense starts the block as the identity by a zero kernel.
+        zero_kernel = (opts.preact or not batch_norm) and i == 2 and zero_last
+        h = layers.Dense(units, use_bias=opts.use_bias,
+                         kernel_initializer="zeros" if zero_kernel else opts.initializer(),
+                         kernel_regularizer=opts.regularizer, name=f"{name}_{i}_dense")(h)
+        if not opts.preact:
             if batch_norm:
-                h = _bn(h, f"{name}_{i}_bn", opts, zero_gamma=i == 2 and opts["zero_init_residual"])
+                h = _bn(h, f"{name}_{i}_bn", opts, zero_gamma=i == 2 and zero_last)
             if i == 1:
                 h = _act(h, f"{name}_1_relu", opts)
-    if shortcut == "C" or in_units != units:
-        short = layers.Dense(units, use_bias=False, kernel_initializer=opts["initializer"],
-                             kernel_regularizer=opts["regularizer"],
-                             name=f"{name}_0_dense")(source if preact else x)
-    else:
-        short = x
-    if preact:
-        return layers.Add(name=f"{name}_out")([short, h])
-    return _act(layers.Add(name=f"{name}_add")([short, h]), f"{name}_out", opts)
+    return h
+
+
+# training.py resolves its --initializer through this name; it moves to
+# keras_resnet.options.resolve_initializer (same arguments) when training is updated.
+_initializer = resolve_initializer

@@ -8,6 +8,7 @@ Each section is owned by the package part named in its heading; add new names to
 # ------------------------------------------------------------------ blocks and models
 SHORTCUTS = ("auto", "identity", "A", "B", "C", "D")
 STRIDE_ON = ("3x3", "1x1")
+DENSE_SHORTCUTS = ("auto", "identity", "C")
 STEMS = ("imagenet", "cifar", "deep")
 POOLINGS = (None, "avg", "max")
 COMPATS = (None, "keras.applications")

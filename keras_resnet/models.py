@@ -13,36 +13,82 @@ import os
 import keras
 from keras import layers
 
-from keras_resnet import presets
+from keras_resnet import checks, constants, presets
 from keras_resnet.batch_norm import FusedBatchNormalization
-from keras_resnet.blocks import (SHORTCUTS, STRIDE_ON, _options, _positive_int, plain_block,
-                                 residual_block)
+from keras_resnet.blocks import plain_block, residual_block
+from keras_resnet.options import BlockOptions, resolve_activation
 
-STEMS = ("imagenet", "cifar", "deep")
-COMPAT = ("keras.applications",)
+# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
+STEMS = constants.STEMS
+COMPAT = tuple(c for c in constants.COMPATS if c is not None)
 # Above this many blocks the stages become sub-models (see the module docstring).
 _FLAT_BLOCK_LIMIT = 120
 
 
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _architecture(depth, stage_depths, widths, bottleneck):
+    """Returns ``(stage_depths, widths, bottleneck)`` from a known depth or explicit stages."""
+    if depth is not None and stage_depths is not None:
+        raise ValueError(f"pass depth or stage_depths, not both; got depth={depth!r}, "
+                         f"stage_depths={stage_depths!r}")
+    if depth is not None:
+        checks.positive_int(depth, "depth")
+        if depth not in presets.IMAGENET_STAGES:
+            raise ValueError(f"depth must be a known ImageNet depth "
+                             f"{tuple(presets.IMAGENET_STAGES)}; got {depth!r} (or pass "
+                             "stage_depths=(...))")
+        stage_depths = presets.IMAGENET_STAGES[depth]["stage_depths"]
+        if bottleneck is None:
+            bottleneck = presets.IMAGENET_STAGES[depth]["bottleneck"]
+    if stage_depths is None:
+        raise ValueError("pass depth=18|34|50|101|152|200 or stage_depths=(...); got neither")
+    if not isinstance(stage_depths, (tuple, list)) or not stage_depths:
+        raise ValueError(f"stage_depths must be a non-empty tuple of ints; got {stage_depths!r}")
+    stage_depths = tuple(checks.positive_int(value, f"stage_depths[{i}]")
+                         for i, value in enumerate(stage_depths))
+    if not isinstance(widths, (tuple, list)) or len(widths) != len(stage_depths):
+        raise ValueError(f"widths must give one width per stage ({len(stage_depths)}); "
+                         f"got {widths!r}")
+    widths = tuple(checks.positive_int(value, f"widths[{i}]") for i, value in enumerate(widths))
+    return stage_depths, widths, False if bottleneck is None else bottleneck
+
+
+def _compat_options(compat, options, plain, stem):
+    """The options that reproduce keras.applications' ResNet50/101/152 (or ``options``)."""
+    checks.one_of(compat, "compat", constants.COMPATS)
+    if compat is None:
+        return options
+    if not options.bottleneck or options.preact or plain or stem != "imagenet" \
+            or options.shortcut != "auto":
+        raise ValueError("compat='keras.applications' reproduces keras.applications' "
+                         "ResNet50/101/152 (post-activation bottlenecks, imagenet stem, "
+                         "shortcut='auto'); got an incompatible combination of options")
+    return options.replace(use_bias=True, stride_on="1x1", epsilon=1.001e-5, momentum=0.99)
+
+
+def _check_weights(weights, depth, compat, include_top, classes):
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be None, 'imagenet' or a file path; got {weights!r}")
+    if weights == "imagenet":
+        if compat is None or depth not in presets.KERAS_APPLICATIONS_WEIGHTS_MD5:
+            raise ValueError("weights='imagenet' loads keras.applications' published file and "
+                             "needs compat='keras.applications' (ResNet50/101/152)")
+        if include_top and classes != 1000:
+            raise ValueError(f"weights='imagenet' with include_top=True needs classes=1000; "
+                             f"got classes={classes}")
+    elif weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
+                         f"{os.fspath(weights)!r} does not exist")
+
+
 def _check_head(include_top, pooling, classes, classifier_activation):
-    if not isinstance(include_top, bool):
-        raise TypeError(f"include_top must be True or False; got {include_top!r}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}")
+    checks.boolean(include_top, "include_top")
+    checks.one_of(pooling, "pooling", constants.POOLINGS)
     if include_top:
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-            raise ValueError(f"classes must be an int >= 1 when include_top=True; got {classes!r}")
-        if classifier_activation is not None:
-            if isinstance(classifier_activation, str):
-                try:
-                    keras.activations.get(classifier_activation)
-                except (ValueError, TypeError):
-                    raise ValueError(
-                        f"classifier_activation {classifier_activation!r} is not a Keras "
-                        "activation; use 'softmax', 'sigmoid', None (logits), ...") from None
-            elif not callable(classifier_activation):
-                raise TypeError("classifier_activation must be a name, a callable or None; "
-                                f"got {classifier_activation!r}")
+        checks.positive_int(classes, "classes")
+        resolve_activation(classifier_activation, "classifier_activation", allow_none=True)
 
 
 def _check_input_shape(input_shape, default, total_stride, input_tensor):
@@ -71,53 +117,78 @@ def _check_input_shape(input_shape, default, total_stride, input_tensor):
     return shape
 
 
-def _stem(x, stem, width, preact, opts, use_bias):
-    conv = dict(use_bias=use_bias, kernel_initializer=opts["initializer"],
-                kernel_regularizer=opts["regularizer"])
+# ----------------------------------------------------------------------------- the network
 
-    def bn_act(t, prefix):
-        t = FusedBatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
-                                    name=f"{prefix}_bn")(t)
-        return layers.Activation(opts["activation"], name=f"{prefix}_relu")(t)
+
+def _inputs(input_tensor, shape):
+    """Returns ``(model inputs, image tensor)``."""
+    if input_tensor is None:
+        inputs = keras.Input(shape=shape)
+        return inputs, inputs
+    if not keras.backend.is_keras_tensor(input_tensor):
+        inputs = keras.Input(tensor=input_tensor, shape=shape)
+        return inputs, inputs
+    return keras.utils.get_source_inputs(input_tensor), input_tensor
+
+
+def _bn_act(x, prefix, opts: BlockOptions):
+    x = FusedBatchNormalization(momentum=opts.momentum, epsilon=opts.epsilon,
+                                name=f"{prefix}_bn")(x)
+    return layers.Activation(opts.activation, name=f"{prefix}_relu")(x)
+
+
+def _stem(x, stem, width, opts: BlockOptions):
+    def conv(t, filters, kernel, stride, padding, name):
+        return layers.Conv2D(filters, kernel, strides=stride, padding=padding,
+                             use_bias=opts.use_bias, kernel_initializer=opts.initializer(),
+                             kernel_regularizer=opts.regularizer, name=name)(t)
 
     if stem == "cifar":
-        x = layers.Conv2D(width, 3, padding="same", name="conv1_conv", **conv)(x)
-        return x if preact else bn_act(x, "conv1")
+        x = conv(x, width, 3, 1, "same", "conv1_conv")
+        return x if opts.preact else _bn_act(x, "conv1", opts)
     if stem == "imagenet":
         x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = layers.Conv2D(width, 7, strides=2, name="conv1_conv", **conv)(x)
-        if not preact:
-            x = bn_act(x, "conv1")
+        x = conv(x, width, 7, 2, "valid", "conv1_conv")
+        if not opts.preact:
+            x = _bn_act(x, "conv1", opts)
     else:  # "deep": ResNet-C, three 3x3 convolutions instead of the 7x7
         for i, (filters, stride) in enumerate(((width // 2, 2), (width // 2, 1), (width, 1)), 1):
             if stride > 1:
                 x = layers.ZeroPadding2D(1, name=f"conv1_{i}_pad")(x)
-            x = layers.Conv2D(filters, 3, strides=stride, padding="valid" if stride > 1 else
-                              "same", name=f"conv1_{i}_conv", **conv)(x)
-            if not (preact and i == 3):
-                x = bn_act(x, f"conv1_{i}")
+            x = conv(x, filters, 3, stride, "valid" if stride > 1 else "same", f"conv1_{i}_conv")
+            if not (opts.preact and i == 3):
+                x = _bn_act(x, f"conv1_{i}", opts)
     # Zero padding is exact for max pooling here: the inputs are post-ReLU (or the
     # pre-activation stem, where keras.applications pads with zeros too).
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def _stage(x, index, blocks, width, stride, block_options, plain, as_model):
+def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model):
     """Stacks one stage; as a sub-model named ``conv{index}`` when ``as_model``."""
     inputs = keras.Input(shape=x.shape[1:], name=f"conv{index}_input") if as_model else x
+    block = plain_block if plain else residual_block
     y = inputs
     for i in range(1, blocks + 1):
-        options = dict(block_options)
-        if plain:
-            options.pop("shortcut", None)
-            y = plain_block(y, width, stride if i == 1 else 1, name=f"conv{index}_block{i}",
-                            **options)
-        else:
-            y = residual_block(y, width, stride if i == 1 else 1,
-                               name=f"conv{index}_block{i}", **options)
+        y = block(y, width, stride if i == 1 else 1, name=f"conv{index}_block{i}", options=opts)
     if not as_model:
         return y
     return keras.Model(inputs, y, name=f"conv{index}")(x)
+
+
+def _head(x, opts: BlockOptions, include_top, pooling, classes, classifier_activation):
+    if opts.preact:
+        x = _bn_act(x, "post", opts)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # float32 head: probabilities stay float32 under mixed precision.
+        return layers.Dense(classes, activation=classifier_activation, name="predictions",
+                            kernel_initializer="glorot_uniform", dtype="float32")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_shape=None,
@@ -134,7 +205,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         include_top: end with global average pooling and a ``classes``-way Dense layer.
         weights: None (random), a path to a weights file (``.weights.h5``, or a legacy ``.h5``
             such as keras.applications' published files) or ``"imagenet"`` (only with
-            ``compat="keras.applications"``; downloads keras.applications' file).
+            ``compat="keras.applications"``; downloads keras.applications' file and checks its
+            MD5 digest).
         input_tensor: optional Keras tensor to use as the input.
         input_shape: ``(height, width, channels)``; defaults to (224, 224, 3) with the top,
             (None, None, 3) without.
@@ -151,7 +223,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         preact: pre-activation blocks (He et al. 2016) and a final BN-ReLU.
         shortcut, stride_on, expansion, kernel_initializer, kernel_regularizer, weight_decay,
         activation, zero_init_residual, momentum, epsilon, use_bias: block options, see
-            ``keras_resnet.residual_block``.
+            ``keras_resnet.residual_block``; they are validated once, as one
+            ``keras_resnet.BlockOptions``, and passed to every block.
         compat: ``"keras.applications"`` reproduces keras.applications' ResNet50/101/152
             exactly (conv biases, stride in the first 1x1, BN epsilon 1.001e-5, same names).
         stage_models: build each stage as a sub-model (default: only for very deep networks).
@@ -163,105 +236,32 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         ValueError: for a bad argument, before any layer is built.
         TypeError: for an argument of the wrong type.
     """
-    if depth is not None and stage_depths is not None:
-        raise ValueError(f"pass depth or stage_depths, not both; got depth={depth!r}, "
-                         f"stage_depths={stage_depths!r}")
-    if depth is not None:
-        if depth not in presets.IMAGENET_STAGES:
-            raise ValueError(f"depth must be a known ImageNet depth "
-                             f"{tuple(presets.IMAGENET_STAGES)}; got {depth!r} (or pass "
-                             "stage_depths=(...))")
-        stage_depths = presets.IMAGENET_STAGES[depth]["stage_depths"]
-        if bottleneck is None:
-            bottleneck = presets.IMAGENET_STAGES[depth]["bottleneck"]
-    if stage_depths is None:
-        raise ValueError("pass depth=18|34|50|101|152|200 or stage_depths=(...); got neither")
-    if not isinstance(stage_depths, (tuple, list)) or not stage_depths:
-        raise ValueError(f"stage_depths must be a non-empty tuple of ints; got {stage_depths!r}")
-    for value in stage_depths:
-        _positive_int(value, "stage_depths")
-    if not isinstance(widths, (tuple, list)) or len(widths) != len(stage_depths):
-        raise ValueError(f"widths must give one width per stage ({len(stage_depths)}); "
-                         f"got {widths!r}")
-    for value in widths:
-        _positive_int(value, "widths")
-    bottleneck = bool(bottleneck)
-    if stem not in STEMS:
-        raise ValueError(f"stem must be one of {STEMS}; got {stem!r}")
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")
-    if stride_on not in STRIDE_ON:
-        raise ValueError(f"stride_on must be one of {STRIDE_ON}; got {stride_on!r}")
-    for argument, value in (("plain", plain), ("preact", preact)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{argument} must be True or False; got {value!r}")
-    stem_bias = use_bias
-    if compat is not None:
-        if compat not in COMPAT:
-            raise ValueError(f"compat must be None or one of {COMPAT}; got {compat!r}")
-        if not bottleneck or preact or plain or stem != "imagenet" or shortcut != "auto":
-            raise ValueError("compat='keras.applications' reproduces keras.applications' "
-                             "ResNet50/101/152 (post-activation bottlenecks, imagenet stem, "
-                             "shortcut='auto'); got an incompatible combination of options")
-        use_bias, stem_bias, stride_on = True, True, "1x1"
-        epsilon, momentum = 1.001e-5, 0.99
-        stage_models = False
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, 'imagenet' or a file path; got {weights!r}")
-    if weights == "imagenet":
-        if compat is None:
-            raise ValueError("weights='imagenet' loads keras.applications' published file and "
-                             "needs compat='keras.applications' (ResNet50/101/152)")
-        if include_top and classes != 1000:
-            raise ValueError(f"weights='imagenet' with include_top=True needs classes=1000; "
-                             f"got classes={classes}")
-    elif weights is not None and not os.path.isfile(weights):
-        raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
-                         f"{os.fspath(weights)!r} does not exist")
+    stage_depths, widths, bottleneck = _architecture(depth, stage_depths, widths, bottleneck)
+    checks.one_of(stem, "stem", constants.STEMS)
+    checks.boolean(plain, "plain")
+    opts = BlockOptions(
+        bottleneck=bottleneck, preact=preact, shortcut=shortcut, stride_on=stride_on,
+        expansion=expansion, kernel_initializer=kernel_initializer,
+        kernel_regularizer=kernel_regularizer, weight_decay=weight_decay, activation=activation,
+        zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
+        use_bias=use_bias)
+    opts = _compat_options(compat, opts, plain, stem)
+    _check_weights(weights, depth, compat, include_top, classes)
     _check_head(include_top, pooling, classes, classifier_activation)
-    opts = _options(kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
-                    weight_decay=weight_decay, activation=activation,
-                    zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
-                    use_bias=use_bias)
-    stem_stride = 1 if stem == "cifar" else 4
-    total_stride = stem_stride * 2 ** (len(stage_depths) - 1)
-    default_shape = ((224, 224, 3) if stem != "cifar" else presets.CIFAR_INPUT_SHAPE) \
-        if include_top else (None, None, 3)
+    total_stride = (1 if stem == "cifar" else 4) * 2 ** (len(stage_depths) - 1)
+    default_shape = (presets.IMAGENET_INPUT_SHAPE if stem != "cifar"
+                     else presets.CIFAR_INPUT_SHAPE) if include_top else (None, None, 3)
     shape = _check_input_shape(input_shape, default_shape, total_stride, input_tensor)
-    if stage_models is None:
+    if compat is not None:
+        stage_models = False  # keras.applications' flat layer list, for its weight files
+    elif stage_models is None:
         stage_models = sum(stage_depths) > _FLAT_BLOCK_LIMIT
 
-    if input_tensor is None:
-        inputs = img = keras.Input(shape=shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        inputs = img = keras.Input(tensor=input_tensor, shape=shape)
-    else:
-        img = input_tensor
-        inputs = keras.utils.get_source_inputs(input_tensor)
-
-    block_options = dict(bottleneck=bottleneck, preact=preact, shortcut=shortcut,
-                         stride_on=stride_on, expansion=expansion,
-                         kernel_initializer=opts["initializer"],
-                         kernel_regularizer=opts["regularizer"], activation=opts["activation"],
-                         zero_init_residual=zero_init_residual, momentum=opts["momentum"],
-                         epsilon=opts["epsilon"], use_bias=use_bias)
-    x = _stem(img, stem, widths[0] if stem == "cifar" else 64, preact, opts, stem_bias)
+    inputs, x = _inputs(input_tensor, shape)
+    x = _stem(x, stem, widths[0] if stem == "cifar" else 64, opts)
     for s, (blocks, width) in enumerate(zip(stage_depths, widths)):
-        x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, block_options, plain,
-                   stage_models)
-    if preact:
-        x = FusedBatchNormalization(momentum=opts["momentum"], epsilon=opts["epsilon"],
-                                    name="post_bn")(x)
-        x = layers.Activation(opts["activation"], name="post_relu")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        # float32 head: probabilities stay float32 under mixed precision.
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions",
-                         kernel_initializer="glorot_uniform", dtype="float32")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, opts, plain, stage_models)
+    x = _head(x, opts, include_top, pooling, classes, classifier_activation)
     if name is None:
         kind = "plain" if plain else ("preact_resnet" if preact else "resnet")
         name = f"{kind}{depth}" if depth else kind
@@ -271,17 +271,53 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     return model
 
 
+# ----------------------------------------------------------------------------- weights
+
+
+def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str | None = None):
+    """Downloads (once) keras.applications' ImageNet weights file and checks its MD5 digest.
+
+    Args:
+        depth: 50, 101 or 152.
+        include_top: the file with the classifier (else the ``_notop`` file).
+        cache_dir: where Keras caches downloads (default: Keras' own, ``~/.keras``).
+
+    Returns:
+        The local path of the verified file.
+
+    Raises:
+        ValueError: for another depth, or a download whose digest does not match.
+        OSError: when the file cannot be downloaded.
+    """
+    checks.one_of(depth, "depth", presets.KERAS_APPLICATIONS_WEIGHTS_MD5)
+    url = presets.KERAS_APPLICATIONS_WEIGHTS_URL.format(
+        depth=depth, notop="" if include_top else "_notop")
+    digest = presets.KERAS_APPLICATIONS_WEIGHTS_MD5[depth][0 if include_top else 1]
+    if cache_dir is not None:
+        # Keras falls back to /tmp/.keras for a cache directory that does not exist yet.
+        os.makedirs(cache_dir, exist_ok=True)
+    try:
+        return keras.utils.get_file(os.path.basename(url), url, cache_subdir="models",
+                                    file_hash=digest, cache_dir=cache_dir)
+    except ValueError as error:  # the digest does not match
+        raise ValueError(f"weights='imagenet': the file downloaded from {url} is not "
+                         f"keras.applications' file: {error}") from error
+    except Exception as error:  # Keras raises a bare Exception when the fetch fails
+        raise OSError(f"weights='imagenet': could not download {url}: {error}") from error
+
+
 def _load_weights(model, weights, depth, include_top):
     if weights == "imagenet":
-        url = presets.KERAS_APPLICATIONS_WEIGHTS_URL.format(
-            depth=depth, notop="" if include_top else "_notop")
-        weights = keras.utils.get_file(os.path.basename(url), url, cache_subdir="models")
+        weights = imagenet_weights_path(depth, include_top)
     path = os.fspath(weights)
     try:
         model.load_weights(path)
     except (ValueError, KeyError, OSError) as error:
         raise ValueError(f"weights file {path!r} does not fit model {model.name!r}: "
                          f"{error}") from error
+
+
+# ----------------------------------------------------------------------------- named networks
 
 
 def _imagenet(depth):
@@ -339,17 +375,9 @@ def CifarResNet(depth=20, include_top=True, weights=None, input_tensor=None, inp
 
     Raises:
         ValueError: for a depth outside the family or another bad argument.
+        TypeError: for an argument of the wrong type.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise TypeError(f"depth must be an int; got {depth!r}")
-    if not isinstance(bottleneck, bool):
-        raise TypeError(f"bottleneck must be True or False; got {bottleneck!r}")
-    per_block, family = (9, "9n+2 (11, 20, ..., 164, 1001)") if bottleneck else \
-        (6, "6n+2 (8, 14, 20, 32, 44, 56, 110, 1202, ...)")
-    if depth < per_block + 2 or (depth - 2) % per_block:
-        raise ValueError(f"depth must be {family} for a CIFAR ResNet with "
-                         f"bottleneck={bottleneck}; got {depth}")
-    n = (depth - 2) // per_block
+    n = presets.cifar_blocks_per_stage(depth, bottleneck)
     if shortcut is None:
         shortcut = "auto" if bottleneck else "A"
     if name is None:
@@ -373,10 +401,9 @@ def build(model_name, **kwargs):
 
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
+        TypeError: for a name that is not a str.
     """
-    if model_name not in presets.MODEL_PRESETS:
-        raise ValueError(f"unknown model {model_name!r}; valid names: "
-                         f"{', '.join(presets.MODEL_PRESETS)}")
+    checks.model_name(model_name, "model_name")
     family, preset = presets.MODEL_PRESETS[model_name]
     arguments = {**preset, **kwargs}
     if family == "cifar":

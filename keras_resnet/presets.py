@@ -1,8 +1,10 @@
 """The architectures as data: stage depths, widths, block kind and the published numbers.
 
-Pure data, no imports from the package: ``models.py`` reads it to build networks, tests and the
-``summary`` command read it to compare against the papers.
+Data plus the CIFAR depth arithmetic, no TensorFlow: ``models.py`` reads it to build networks,
+the CLI, tuning and tests read it to name and check models and to compare against the papers.
 """
+
+from keras_resnet import checks
 
 # ImageNet ResNets (He et al. 2015, Table 1; ResNet-200 from He et al. 2016).
 IMAGENET_STAGES = {
@@ -21,6 +23,37 @@ IMAGENET_INPUT_SHAPE = (224, 224, 3)
 CIFAR_WIDTHS = (16, 32, 64)
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 CIFAR_CLASSES = 10
+# Layers per block of a CIFAR ResNet stage, and the family's depths as the message shows them.
+CIFAR_LAYERS_PER_BLOCK = {False: 2, True: 3}
+_CIFAR_FAMILIES = {False: "6n+2 (8, 14, 20, 32, 44, 56, 110, 1202, ...)",
+                   True: "9n+2 (11, 20, ..., 164, 1001)"}
+
+
+def cifar_blocks_per_stage(depth: int, bottleneck: bool = False) -> int:
+    """The n of a CIFAR ResNet of ``depth`` layers: 6n+2 (basic blocks) or 9n+2 (bottlenecks).
+
+    Three stages of n blocks, 2 (basic) or 3 (bottleneck) weighted layers each, plus the stem
+    convolution and the classifier: ``depth = 3 * layers_per_block * n + 2``.
+
+    Args:
+        depth: the network's weighted layers (20, 32, 44, 56, 110, 1202; 164, 1001, ...).
+        bottleneck: bottleneck blocks (9n+2) instead of basic ones (6n+2).
+
+    Returns:
+        n, the blocks per stage.
+
+    Raises:
+        TypeError: ``depth`` is not an int or ``bottleneck`` not a bool.
+        ValueError: ``depth`` is not in the family.
+    """
+    checks.positive_int(depth, "depth")
+    checks.boolean(bottleneck, "bottleneck")
+    per_stage = 3 * CIFAR_LAYERS_PER_BLOCK[bottleneck]
+    if depth < per_stage + 2 or (depth - 2) % per_stage:
+        raise ValueError(f"depth must be {_CIFAR_FAMILIES[bottleneck]} for a CIFAR ResNet with "
+                         f"bottleneck={bottleneck}; got {depth}")
+    return (depth - 2) // per_stage
+
 
 # Trainable parameters (1000 classes) of torchvision's resnet18 ... resnet152.
 TORCHVISION_PARAMS = {
@@ -41,6 +74,13 @@ PAPER_CIFAR_PREACT_MEGA_PARAMS = {164: 1.7, 1001: 10.2}
 KERAS_APPLICATIONS_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
     "resnet{depth}_weights_tf_dim_ordering_tf_kernels{notop}.h5")
+# Their MD5 digests (with the top, without), as keras.applications' resnet module lists them:
+# keras.utils.get_file checks every download against them.
+KERAS_APPLICATIONS_WEIGHTS_MD5 = {
+    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
 
 # Names accepted by ``keras_resnet.build`` and the CLI, mapped to (family, keyword arguments).
 MODEL_PRESETS = {

@@ -1,12 +1,14 @@
 """Residual, plain and dense blocks: shapes, shortcut choice, the identity property, errors."""
 
+import dataclasses
 import itertools
+import json
 
 import keras
 import numpy as np
 import pytest
 
-from keras_resnet import dense_residual_block, plain_block, residual_block
+from keras_resnet import BlockOptions, dense_residual_block, plain_block, residual_block
 from keras_resnet.blocks import ZeroPadShortcut
 
 # (input channels, filters, stride) for the three blocks of the lecture: standard,
@@ -148,38 +150,136 @@ def test_dense_block_with_zero_weights_is_the_identity():
 
 
 @pytest.mark.parametrize("call,error,message", [
-    (lambda x: residual_block(x, 0), ValueError, "filters must be a positive int"),
+    (lambda x: residual_block(x, 0), ValueError,
+     "filters must be a positive int (1, 2, 64, ...); got 0"),
     (lambda x: residual_block(x, -8), ValueError, "got -8"),
-    (lambda x: residual_block(x, 8.0), TypeError, "filters must be a positive int"),
+    (lambda x: residual_block(x, 8.0), TypeError,
+     "filters must be a positive int (1, 2, 64, ...); got 8.0"),
     (lambda x: residual_block(x, 8, stride=0), ValueError, "stride must be a positive int"),
-    (lambda x: residual_block(x, 8, shortcut="E"), ValueError, "shortcut must be one of"),
+    (lambda x: residual_block(x, 8, shortcut="E"), ValueError,
+     "shortcut must be one of 'auto', 'identity', 'A', 'B', 'C', 'D'; got 'E'"),
     (lambda x: residual_block(x, 32, shortcut="identity"), ValueError,
      "shortcut='identity' needs matching shapes, but the block maps 16 channels to 32"),
     (lambda x: residual_block(x, 16, 2, shortcut="identity"), ValueError, "with stride 2"),
     (lambda x: residual_block(x, 8, shortcut="A"), ValueError,
      "cannot reduce 16 channels to 8"),
     (lambda x: residual_block(x, 16, kernel_initializer="he_norm"), ValueError,
-     "'he_norm' is not a Keras initializer; valid names: glorot_normal"),
-    (lambda x: residual_block(x, 16, kernel_initializer=3), TypeError, "kernel_initializer"),
+     "kernel_initializer must be a Keras initializer: a name such as 'he_normal' or 'HeNormal', "
+     "a config dict, or a keras.initializers.Initializer; got 'he_norm'"),
+    (lambda x: residual_block(x, 16, kernel_initializer=3), TypeError,
+     "kernel_initializer must be a Keras initializer: a name such as 'he_normal'"),
     (lambda x: residual_block(x, 16, activation="relux"), ValueError,
-     "'relux' is not a Keras activation"),
-    (lambda x: residual_block(x, 16, weight_decay=-1.0), ValueError, "weight_decay must be"),
+     "activation must be a Keras activation: a name such as 'relu' or 'leaky_relu', or a "
+     "callable; got 'relux'"),
+    (lambda x: residual_block(x, 16, kernel_regularizer="l3"), ValueError,
+     "kernel_regularizer must be a Keras regularizer: a name such as 'l2'"),
+    (lambda x: residual_block(x, 16, weight_decay=-1.0), ValueError,
+     "weight_decay must be a number >= 0 (e.g. 1e-4); got -1.0"),
     (lambda x: residual_block(x, 16, weight_decay=1e-4, kernel_regularizer="l2"), ValueError,
      "either kernel_regularizer or weight_decay"),
-    (lambda x: residual_block(x, 16, momentum=1.5), ValueError, "momentum must be"),
-    (lambda x: residual_block(x, 16, epsilon=0), ValueError, "epsilon must be a float > 0"),
-    (lambda x: residual_block(x, 16, stride_on="5x5"), ValueError, "stride_on must be"),
+    (lambda x: residual_block(x, 16, momentum=1.5), ValueError,
+     "momentum must be a number in [0, 1); got 1.5"),
+    (lambda x: residual_block(x, 16, momentum="0.9"), TypeError,
+     "momentum must be a number in [0, 1); got '0.9'"),
+    (lambda x: residual_block(x, 16, epsilon=0), ValueError,
+     "epsilon must be a number > 0 (e.g. 1e-5); got 0"),
+    (lambda x: residual_block(x, 16, stride_on="5x5"), ValueError,
+     "stride_on must be one of '3x3', '1x1'; got '5x5'"),
     (lambda x: residual_block(x, 16, zero_init_residual="yes"), TypeError,
-     "zero_init_residual must be True or False"),
+     "zero_init_residual must be True or False; got 'yes'"),
+    (lambda x: residual_block(x, 16, expansion=2.0), TypeError,
+     "expansion must be a positive int (1, 2, 64, ...); got 2.0"),
     (lambda x: residual_block(x, 16, stride=16), ValueError, "smaller than stride 16"),
     (lambda x: residual_block(keras.Input((16,)), 16), ValueError,
      "(batch, height, width, channels)"),
     (lambda x: dense_residual_block(keras.Input((16,)), 32, shortcut="identity"), ValueError,
      "maps 16 units to 32"),
+    (lambda x: dense_residual_block(keras.Input((16,)), 32, shortcut="A"), ValueError,
+     "shortcut must be one of 'auto', 'identity', 'C'; got 'A'"),
+    (lambda x: dense_residual_block(keras.Input((16,)), 32, batch_norm=1), TypeError,
+     "batch_norm must be True or False; got 1"),
     (lambda x: dense_residual_block(x, 32), ValueError, "(batch, features)"),
     (lambda x: residual_block(x, 16, name=""), TypeError, "name must be a non-empty str"),
+    (lambda x: residual_block(x, 16, options={"preact": True}), TypeError,
+     "options must be a keras_resnet.BlockOptions or None; got {'preact': True}"),
+    (lambda x: residual_block(x, 16, preact=True, options=BlockOptions()), TypeError,
+     "pass options or the block options it holds, not both; got options and preact=True"),
 ])
 def test_bad_block_arguments(call, error, message):
     with pytest.raises(error) as info:
         call(keras.Input((8, 8, 16)))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("identifier,expected", [
+    ("he_normal", keras.initializers.HeNormal), ("HeNormal", keras.initializers.HeNormal),
+    ("Orthogonal", keras.initializers.Orthogonal),
+    ({"class_name": "HeUniform", "config": {}}, keras.initializers.HeUniform),
+    (keras.initializers.GlorotNormal(), keras.initializers.GlorotNormal),
+])
+def test_any_keras_initializer_identifier_is_accepted(identifier, expected):
+    model = _block_model(16, 16, 1, kernel_initializer=identifier)
+    assert isinstance(model.get_layer("b_1_conv").kernel_initializer, expected)
+
+
+def test_every_kernel_gets_its_own_initial_values():
+    # One unseeded initializer object shared by every layer would give equal-shaped kernels
+    # equal values; each layer gets its own.
+    x = keras.Input((8, 8, 16))
+    y = residual_block(x, 16, name="a", kernel_initializer=keras.initializers.HeNormal())
+    model = keras.Model(x, residual_block(y, 16, name="b"))
+    kernels = [np.asarray(model.get_layer(f"{block}_{i}_conv").kernel)
+               for block in "ab" for i in (1, 2)]
+    for i, first in enumerate(kernels):
+        for second in kernels[i + 1:]:
+            assert not np.array_equal(first, second)
+
+
+def test_options_value_equals_the_keywords():
+    options = BlockOptions(bottleneck=True, preact=True, shortcut="C", weight_decay=1e-4,
+                           activation="leaky_relu", momentum=0.8)
+    from_value = _block_model(64, 16, 2, options=options)
+    from_keywords = _block_model(64, 16, 2, bottleneck=True, preact=True, shortcut="C",
+                                 weight_decay=1e-4, activation="leaky_relu", momentum=0.8)
+    assert [(layer.name, [w.shape for w in layer.weights]) for layer in from_value.layers[1:]] \
+        == [(layer.name, [w.shape for w in layer.weights]) for layer in from_keywords.layers[1:]]
+    assert from_value.get_layer("b_1_conv").kernel_regularizer.l2 == pytest.approx(5e-5)
+    assert from_value.get_layer("b_0_conv").kernel_regularizer.l2 == pytest.approx(5e-5)
+
+
+def test_options_are_immutable_and_validated_on_replace():
+    options = BlockOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.momentum = 0.5
+    assert options.replace(momentum=0.5).momentum == 0.5
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\); got 2"):
+        options.replace(momentum=2)
+
+
+@pytest.mark.parametrize("options", [
+    BlockOptions(),
+    BlockOptions(bottleneck=True, shortcut="D", stride_on="1x1", expansion=2,
+                 kernel_initializer="Orthogonal", weight_decay=1e-4, activation="leaky_relu",
+                 zero_init_residual=True, momentum=0.99, epsilon=1e-3, use_bias=True),
+    BlockOptions(kernel_initializer=keras.initializers.HeUniform(seed=3),
+                 kernel_regularizer=keras.regularizers.L1(0.01), activation=keras.activations.elu),
+])
+def test_options_config_round_trips_through_json(options):
+    config = json.loads(json.dumps(options.to_config()))
+    restored = BlockOptions.from_config(config)
+    assert restored.to_config() == options.to_config()
+    x = keras.Input((8, 8, 16))
+    first = keras.Model(x, residual_block(x, 16, name="b", options=options), name="m")
+    second = keras.Model(x, residual_block(x, 16, name="b", options=restored), name="m")
+    assert first.get_config() == second.get_config()
+
+
+def test_block_layers_round_trip_through_get_config():
+    model = _block_model(16, 32, 2, shortcut="A", preact=True)
+    restored = keras.Model.from_config(model.get_config())
+    assert restored.get_config() == model.get_config()
+    restored.set_weights(model.get_weights())
+    x = np.random.default_rng(6).normal(size=(2, 8, 8, 16)).astype("float32")
+    np.testing.assert_array_equal(restored(x, training=False), model(x, training=False))
+    layer = ZeroPadShortcut(32, 2, name="pad")
+    assert ZeroPadShortcut.from_config(layer.get_config()).get_config() == layer.get_config()

@@ -1,8 +1,10 @@
 """Models: exact parameter counts, multiply-adds, keras.applications equivalence, round trips,
 very deep builds and bad input."""
 
+import hashlib
 import math
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import pytest
 from keras_resnet import (CifarResNet, ResNet, ResNet18, ResNet50, ResNet101, ResNet152, build,
                           model_stats, presets)
 from keras_resnet.cli import main
+from keras_resnet.models import imagenet_weights_path
 
 
 def trainable(model):
@@ -34,12 +37,23 @@ CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_9
                 1202: 19_421_274}
 
 
+def _cifar_option_a_params(n, classes=10):
+    """Trainable parameters of a 6n+2 CIFAR ResNet counted by hand from its description."""
+    params = 3 * 3 * 3 * 16 + 2 * 16  # stem: 3x3 conv without bias, BN gamma and beta
+    in_width = 16
+    for width in (16, 32, 64):
+        for _ in range(n):  # two 3x3 convs + BNs per block; option A adds no parameters
+            params += 9 * in_width * width + 2 * width + 9 * width * width + 2 * width
+            in_width = width
+    return params + 64 * classes + classes
+
+
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])  # 1202: the plain-process test below
 def test_cifar_parameters_match_the_paper(depth):
     model = CifarResNet(depth)
-    assert trainable(model) == CIFAR_PARAMS[depth]
-    assert round(CIFAR_PARAMS[depth] / 1e6, 2 if depth < 100 else 1) == \
-        presets.PAPER_CIFAR_MEGA_PARAMS[depth]
+    counted = trainable(model)
+    assert counted == _cifar_option_a_params((depth - 2) // 6) == CIFAR_PARAMS[depth]
+    assert round(counted / 1e6, 2 if depth < 100 else 1) == presets.PAPER_CIFAR_MEGA_PARAMS[depth]
     assert model_stats(model)["depth"] == depth
     assert model.output.shape == (None, 10)
 
@@ -143,21 +157,103 @@ def test_keras_save_load_round_trip(tmp_path, builder):
                                rtol=1e-6, atol=1e-6)
 
 
-def test_heads_inputs_and_options():
+def test_no_top_with_average_pooling_gives_one_feature_vector():
     features = ResNet18(include_top=False, pooling="avg", input_shape=(64, 64, 3))
     assert features.output.shape == (None, 512)
+
+
+def test_no_top_accepts_any_image_size():
     spatial = ResNet18(include_top=False)
     assert spatial.input_shape == (None, None, None, 3)
-    assert ResNet18(include_top=False, pooling="max").get_layer("max_pool")
+    assert spatial.output.shape == (None, None, None, 512)
+
+
+def test_no_top_with_max_pooling():
+    model = ResNet18(include_top=False, pooling="max", input_shape=(64, 64, 3))
+    assert isinstance(model.get_layer("max_pool"), keras.layers.GlobalMaxPooling2D)
+    assert model.output.shape == (None, 512)
+
+
+def test_no_classifier_activation_gives_logits():
     logits = CifarResNet(20, classes=3, classifier_activation=None, input_shape=(8, 8, 1))
     assert logits.get_layer("predictions").activation is keras.activations.linear
+    assert logits.output.shape == (None, 3)
+
+
+def test_input_tensor_becomes_the_model_input():
     tensor = keras.Input((16, 16, 3))
     shared = CifarResNet(8, input_tensor=tensor)
     assert shared.inputs[0] is tensor
-    assert CifarResNet(8, shortcut="C", input_shape=(8, 8, 3)).get_layer("conv2_block1_0_conv")
+
+
+def test_shortcut_c_projects_even_the_first_block():
+    model = CifarResNet(8, shortcut="C", input_shape=(8, 8, 3))
+    assert model.get_layer("conv2_block1_0_conv").kernel.shape == (1, 1, 16, 16)
+
+
+def test_preact_network_ends_with_batch_norm_and_activation():
     preact = ResNet18(preact=True, input_shape=(64, 64, 3))
-    assert preact.get_layer("post_bn") and preact.name == "preact_resnet18"
-    assert build("cifar-plain56").name == "cifar_plain56"
+    assert preact.name == "preact_resnet18"
+    assert [layer.name for layer in preact.layers[-4:-2]] == ["post_bn", "post_relu"]
+
+
+def test_build_by_name():
+    assert build("cifar-plain56", input_shape=(8, 8, 1)).name == "cifar_plain56"
+
+
+@pytest.mark.parametrize("builder", [
+    lambda: CifarResNet(8, input_shape=(8, 8, 1)),
+    lambda: CifarResNet(14, stage_models=True, input_shape=(8, 8, 3)),
+    lambda: CifarResNet(11, bottleneck=True, preact=True, input_shape=(8, 8, 3),
+                        kernel_initializer="HeUniform", weight_decay=1e-4),
+    lambda: ResNet(stage_depths=(1, 1), widths=(8, 16), stem="deep", shortcut="D",
+                   input_shape=(32, 32, 3), classes=4, activation="leaky_relu"),
+])
+def test_model_config_round_trips(builder):
+    model = builder()
+    restored = keras.Model.from_config(model.get_config())
+    assert restored.get_config() == model.get_config()
+    restored.set_weights(model.get_weights())
+    images = np.random.default_rng(2).uniform(0, 1, (2,) + model.input_shape[1:]).astype("float32")
+    np.testing.assert_array_equal(restored(images, training=False), model(images, training=False))
+
+
+def test_imagenet_weights_download_checks_the_digest(tmp_path, monkeypatch):
+    # keras.applications' download path, served from a local file: the right digest gives the
+    # cached file, a wrong one an error.
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    payload = b"not really weights, but bytes with a known digest"
+    for notop in ("", "_notop"):
+        (origin / f"resnet50_weights_tf_dim_ordering_tf_kernels{notop}.h5").write_bytes(payload)
+    monkeypatch.setattr(presets, "KERAS_APPLICATIONS_WEIGHTS_URL",
+                        origin.as_uri() + "/resnet{depth}_weights_tf_dim_ordering_tf_kernels"
+                                          "{notop}.h5")
+    monkeypatch.setitem(presets.KERAS_APPLICATIONS_WEIGHTS_MD5, 50,
+                        ("0" * 32, hashlib.md5(payload).hexdigest()))
+    path = imagenet_weights_path(50, include_top=False, cache_dir=str(tmp_path / "cache"))
+    assert pathlib.Path(path).read_bytes() == payload
+    assert pathlib.Path(path).parent == tmp_path / "cache" / "models"
+    with pytest.raises(ValueError, match="is not keras.applications' file: .*file hash does not "
+                                         "match the provided value of 0000"):
+        imagenet_weights_path(50, include_top=True, cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setitem(presets.KERAS_APPLICATIONS_WEIGHTS_MD5, 101, ("0" * 32, "0" * 32))
+    with pytest.raises(OSError, match="could not download file://.*resnet101_weights"):
+        imagenet_weights_path(101, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="depth must be one of 50, 101, 152; got 18"):
+        imagenet_weights_path(18)
+
+
+def test_published_digests_are_keras_applications_own():
+    assert presets.KERAS_APPLICATIONS_WEIGHTS_MD5[50] == (
+        "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626")
+    assert set(presets.KERAS_APPLICATIONS_WEIGHTS_MD5) == {50, 101, 152}
+
+
+@pytest.mark.parametrize("depth,bottleneck,n", [(20, False, 3), (1202, False, 200),
+                                                (164, True, 18), (11, True, 1), (8, False, 1)])
+def test_cifar_depth_arithmetic(depth, bottleneck, n):
+    assert presets.cifar_blocks_per_stage(depth, bottleneck) == n
 
 
 def test_mixed_precision_keeps_float32_probabilities():
@@ -195,32 +291,45 @@ def test_resnet1202_builds_and_runs_in_a_plain_process():
 @pytest.mark.parametrize("call,error,message", [
     (lambda: CifarResNet(21), ValueError, "depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, 1202"),
     (lambda: CifarResNet(26, bottleneck=True), ValueError, "depth must be 9n+2"),
-    (lambda: CifarResNet("20"), TypeError, "depth must be an int"),
+    (lambda: CifarResNet("20"), TypeError, "depth must be a positive int (1, 2, 64, ...); got '20'"),
     (lambda: ResNet(42), ValueError, "depth must be a known ImageNet depth (18, 34, 50, 101, 152"),
     (lambda: ResNet(), ValueError, "pass depth=18|34|50|101|152|200 or stage_depths"),
-    (lambda: ResNet(stage_depths=(2, 0)), ValueError, "stage_depths must be a positive int"),
+    (lambda: ResNet(stage_depths=(2, 0)), ValueError,
+     "stage_depths[1] must be a positive int (1, 2, 64, ...); got 0"),
     (lambda: ResNet(stage_depths=(2, 2), widths=(8,)), ValueError, "one width per stage (2)"),
-    (lambda: ResNet(stage_depths=(2, 2), widths=(8, 0)), ValueError, "widths must be a positive"),
+    (lambda: ResNet(stage_depths=(2, 2), widths=(8, 0)), ValueError,
+     "widths[1] must be a positive int"),
     (lambda: ResNet18(input_shape=(16, 16, 3)), ValueError,
      "height 16 is too small; this network downsamples by 32"),
     (lambda: CifarResNet(20, input_shape=(2, 8, 1)), ValueError, "must be >= 4"),
     (lambda: ResNet18(input_shape=(224, 224)), ValueError, "input_shape must be (height, width"),
-    (lambda: ResNet18(classes=0), ValueError, "classes must be an int >= 1 when include_top"),
-    (lambda: ResNet18(pooling="mean"), ValueError, "pooling must be None, 'avg' or 'max'"),
+    (lambda: ResNet18(classes=0), ValueError, "classes must be a positive int (1, 2, 64, ...); got 0"),
+    (lambda: ResNet18(classes=2.0), TypeError, "classes must be a positive int"),
+    (lambda: ResNet18(pooling="mean"), ValueError,
+     "pooling must be one of None, 'avg', 'max'; got 'mean'"),
     (lambda: ResNet18(classifier_activation="softmaxx"), ValueError,
-     "classifier_activation 'softmaxx' is not a Keras activation"),
+     "classifier_activation must be a Keras activation: a name such as 'relu' or 'leaky_relu', "
+     "or a callable or None; got 'softmaxx'"),
     (lambda: ResNet18(weights="imagenet"), ValueError, "needs compat='keras.applications'"),
     (lambda: ResNet18(weights="/no/such/file.h5"), ValueError, "does not exist"),
     (lambda: ResNet18(compat="keras.applications"), ValueError,
      "compat='keras.applications' reproduces"),
-    (lambda: ResNet50(compat="timm"), ValueError, "compat must be None or one of"),
+    (lambda: ResNet50(compat="timm"), ValueError,
+     "compat must be one of None, 'keras.applications'; got 'timm'"),
     (lambda: ResNet50(compat="keras.applications", weights="imagenet", classes=10), ValueError,
      "needs classes=1000"),
-    (lambda: ResNet18(stem="vgg"), ValueError, "stem must be one of"),
+    (lambda: ResNet18(stem="vgg"), ValueError,
+     "stem must be one of 'imagenet', 'cifar', 'deep'; got 'vgg'"),
     (lambda: ResNet18(shortcut="identity"), ValueError, "shortcut='identity' needs matching"),
     (lambda: ResNet18(plain="yes"), TypeError, "plain must be True or False"),
-    (lambda: ResNet18(kernel_initializer="kaiming"), ValueError, "valid names: glorot_normal"),
-    (lambda: build("resnet51"), ValueError, "unknown model 'resnet51'; valid names: resnet18"),
+    (lambda: ResNet18(kernel_initializer="kaiming"), ValueError,
+     "kernel_initializer must be a Keras initializer: a name such as 'he_normal' or 'HeNormal'"),
+    (lambda: ResNet18(momentum=1.0), ValueError, "momentum must be a number in [0, 1); got 1.0"),
+    (lambda: ResNet("50"), TypeError, "depth must be a positive int (1, 2, 64, ...); got '50'"),
+    (lambda: CifarResNet(20, bottleneck=1), TypeError, "bottleneck must be True or False; got 1"),
+    (lambda: build("resnet51"), ValueError,
+     "unknown model 'resnet51'; model_name must be one of: resnet18, resnet34"),
+    (lambda: build(50), TypeError, "model_name must be a model name (a str); got 50"),
 ])
 def test_bad_model_arguments(call, error, message):
     with pytest.raises(error) as info:

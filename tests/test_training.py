@@ -122,7 +122,7 @@ def test_build_model_normalizes_raw_pixels_inside_the_model():
     ({"precision": "float16"}, "precision must be one of .*'mixed_float16'.*; got 'float16'"),
     ({"schedule": "linear"}, "schedule must be one of .*'cosine'.*; got 'linear'"),
     ({"label_smoothing": 1.0}, r"label_smoothing must be a float in \[0, 1\); got 1.0"),
-    ({"initializer": "he_nrmal"}, "initializer 'he_nrmal' is not a Keras initializer"),
+    ({"initializer": "he_nrmal"}, "initializer must be a Keras initializer: .*; got 'he_nrmal'"),
     ({"name": "../escape"}, "name must be letters, digits"),
     ({"seed": -1}, "seed must be an int >= 0; got -1"),
     ({"model_options": {"classes": 5}}, "model head has classes=5 but data 'digits' has 10"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_resnet import presets
+from keras_resnet import checks, constants, presets
 
 DEFAULT_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -15,7 +15,7 @@ def register(subparsers):
                     "layers. Valid names: " + ", ".join(presets.MODEL_PRESETS))
     parser.add_argument("models", nargs="*", metavar="MODEL", default=list(DEFAULT_MODELS),
                         help="model names (default: the ImageNet ResNet-18 ... 152)")
-    parser.add_argument("--stride-on", choices=("1x1", "3x3"), default=None,
+    parser.add_argument("--stride-on", choices=constants.STRIDE_ON, default=None,
                         help="bottleneck conv carrying the stride: 1x1 (the paper's Table 1) or "
                              "3x3 (torchvision; the models' default)")
     parser.add_argument("--classes", type=int, default=None, help="head size (default: preset)")
@@ -25,9 +25,7 @@ def register(subparsers):
 def run(args):
     """Prints the table."""
     for name in args.models:
-        if name not in presets.MODEL_PRESETS:
-            raise ValueError(f"unknown model {name!r}; valid names: "
-                             f"{', '.join(presets.MODEL_PRESETS)}")
+        checks.model_name(name, "MODEL")
     from keras_resnet.models import build
     from keras_resnet.stats import model_stats
 
