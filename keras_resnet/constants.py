@@ -26,6 +26,18 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_INITIALIZER = "he_normal"
 DEFAULT_RUNS_DIR = "runs"
+# the values `jit_compile` takes in Python; the CLI's JIT_COMPILE flags map onto them
+JIT_COMPILE_VALUES = ("auto", True, False)
+JIT_COMPILE_FLAGS = {"auto": "auto", "on": True, "off": False}
+DEFAULT_SCHEDULE = "step"
+DEFAULT_PRECISION = "float32"
+DEFAULT_LABEL_SMOOTHING = 0.0
+DEFAULT_SEED = 0
+# keras.utils.set_random_seed + TF op determinism: the same seed gives the same run
+DEFAULT_DETERMINISTIC = True
+# the paper's warm-up (ResNet-110): 0.01 until the training error is below 80%
+WARMUP_LEARNING_RATE = 0.01
+WARMUP_MAX_ERROR = 0.8
 
 # ------------------------------------------------------------------ data
 DATA_NAMES = ("digits", "cifar10", "synthetic")
@@ -38,6 +50,11 @@ DEFAULT_MAX_TRIALS = 8
 DEFAULT_TUNE_EPOCHS = 3
 DEFAULT_TUNING_DIR = "tuning"
 DEFAULT_WORKER_TIMEOUT = 120.0
+DEFAULT_TUNER = "random"
+DEFAULT_FAMILY = "cifar"
+DEFAULT_OBJECTIVE = "val_accuracy"
+# batch size the data is first loaded at (a trial's batch_size re-batches it)
+DEFAULT_TUNE_BATCH_SIZE = 32
 
 # ------------------------------------------------------------------ export and serving
 DEFAULT_EXPORT_DIR = "saved_models"

@@ -2,65 +2,70 @@
 
 He et al. 2015 (CIFAR-10): SGD with momentum 0.9, learning rate 0.1 divided by 10 at 50% and 75%
 of training (32k and 48k of 64k iterations), weight decay 1e-4, and for ResNet-110 a warm-up at
-0.01 until the training error is below 80%. ``keras_resnet.training`` puts them together; the
-tuning and diagnostics code uses them directly:
+0.01 until the training error is below 80%. This module owns these pieces; ``keras_resnet.training``
+(a run: data, fit, run directory, export) and ``keras_resnet.tuning`` (trials) use them:
 
 * ``compile_model(model, ...)``: SGD + L2 on the kernels + (label-smoothed) cross-entropy.
-* ``PaperSchedule``: the step-decay (or cosine) ``keras.optimizers.schedules`` object.
+* ``PaperSchedule``: step decay (``keras.optimizers.schedules.PiecewiseConstantDecay``), cosine
+  (``CosineDecay``) or constant, plus the paper's error-gated warm-up.
 * ``PaperWarmup``: the callback that ends the schedule's warm-up.
 * ``LearningRateLogger``: puts the learning rate into the epoch logs.
 * ``build_model(name, data)``: a named network with a ``Normalization`` layer in front.
+
+``PaperSchedule`` and ``SparseCategoricalCrossentropy`` are registered Keras serializables
+(package ``keras_resnet``), so ``.keras`` files that use them load after ``import keras_resnet``.
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
 
-from keras_resnet import presets
+from keras_resnet import checks
+from keras_resnet.constants import (DEFAULT_INITIALIZER, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
+                                    DEFAULT_WEIGHT_DECAY, JIT_COMPILE_VALUES, SCHEDULES,
+                                    WARMUP_LEARNING_RATE, WARMUP_MAX_ERROR)
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-SCHEDULES = ("step", "cosine", "constant")
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate of He et al.: step decay (÷10 at 50% and 75% of training) or cosine.
 
-    With ``warmup_learning_rate`` the rate is held there until ``PaperWarmup`` ends the warm-up
+    The decay itself is Keras': ``PiecewiseConstantDecay`` for ``"step"``, ``CosineDecay`` (to
+    0 at ``total_steps``) for ``"cosine"``. This class adds the paper's warm-up, which Keras'
+    ``warmup_steps`` cannot express because it ends on the training error, not on a step count:
+    with ``warmup_learning_rate`` the rate is held there until ``PaperWarmup`` ends the warm-up
     (the paper's 0.01 for ResNet-110, until the training error falls below 80%); the decay
     boundaries still count from step 0, as in the paper.
 
     Args:
         initial_learning_rate: the rate before the first boundary (the paper's 0.1).
         total_steps: optimizer steps of the whole training (epochs x steps per epoch).
-        kind: ``"step"``, ``"cosine"`` (to 0 at ``total_steps``) or ``"constant"``.
+        kind: ``"step"``, ``"cosine"`` or ``"constant"``.
         boundaries: fractions of ``total_steps`` where step decay multiplies by ``decay``.
         decay: the step-decay factor.
         warmup_learning_rate: rate while warming up; None for no warm-up.
         name: name of the schedule.
+
+    Raises:
+        TypeError, ValueError: for a bad argument (``keras_resnet.checks``' messages).
     """
 
-    def __init__(self, initial_learning_rate=0.1, total_steps=64000, kind="step",
-                 boundaries=(0.5, 0.75), decay=0.1, warmup_learning_rate=None,
+    def __init__(self, initial_learning_rate=DEFAULT_LEARNING_RATE, total_steps=64000,
+                 kind="step", boundaries=(0.5, 0.75), decay=0.1, warmup_learning_rate=None,
                  name="paper_schedule"):
         super().__init__()
-        _positive_float(initial_learning_rate, "initial_learning_rate")
-        _positive_int(total_steps, "total_steps")
-        if kind not in SCHEDULES:
-            raise ValueError(f"kind must be one of {SCHEDULES}; got {kind!r}")
-        if list(boundaries) != sorted(boundaries) or not all(0 < b < 1 for b in boundaries):
-            raise ValueError(f"boundaries must be increasing fractions in (0, 1); "
-                             f"got {boundaries!r}")
+        self.initial_learning_rate = checks.positive_number(
+            initial_learning_rate, "initial_learning_rate", example="0.1")
+        self.total_steps = checks.positive_int(total_steps, "total_steps")
+        self.kind = checks.one_of(kind, "kind", SCHEDULES)
+        self.boundaries = _boundaries(boundaries)
+        self.decay = checks.positive_number(decay, "decay", example="0.1")
         if warmup_learning_rate is not None:
-            _positive_float(warmup_learning_rate, "warmup_learning_rate")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.total_steps = int(total_steps)
-        self.kind = kind
-        self.boundaries = tuple(float(b) for b in boundaries)
-        self.decay = float(decay)
+            warmup_learning_rate = checks.positive_number(
+                warmup_learning_rate, "warmup_learning_rate", example=str(WARMUP_LEARNING_RATE))
         self.warmup_learning_rate = warmup_learning_rate
         self.name = name
+        self._decayed = self._keras_schedule()
         # 1.0 while warming up; PaperWarmup sets it to 0.0 (a variable: read inside the graph).
         self.warming_up = keras.Variable(1.0 if warmup_learning_rate else 0.0, trainable=False,
                                          name="warming_up", dtype="float32")
@@ -70,20 +75,25 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         """The optimizer steps where step decay happens (``int(fraction * total_steps)``)."""
         return tuple(int(b * self.total_steps) for b in self.boundaries)
 
+    def _keras_schedule(self):
+        schedules = keras.optimizers.schedules
+        if self.kind == "cosine":
+            return schedules.CosineDecay(self.initial_learning_rate, self.total_steps)
+        if self.kind == "constant" or not self.boundaries:
+            return None
+        # PiecewiseConstantDecay switches after a boundary (step > b); the paper's decay starts
+        # at the boundary step itself (step >= b), hence b - 1.
+        values = [self.initial_learning_rate * self.decay ** i
+                  for i in range(len(self.boundaries) + 1)]
+        return schedules.PiecewiseConstantDecay([b - 1 for b in self.boundary_steps], values)
+
     def __call__(self, step):
         from keras import ops
 
-        step = ops.cast(step, "float32")
-        if self.kind == "constant":
+        if self._decayed is None:
             rate = ops.convert_to_tensor(self.initial_learning_rate, "float32")
-        elif self.kind == "cosine":
-            progress = ops.minimum(step / self.total_steps, 1.0)
-            rate = 0.5 * self.initial_learning_rate * (1.0 + ops.cos(math.pi * progress))
         else:
-            rate = ops.convert_to_tensor(self.initial_learning_rate, "float32")
-            for i, boundary in enumerate(self.boundary_steps, 1):
-                value = self.initial_learning_rate * self.decay ** i
-                rate = ops.where(step >= boundary, ops.cast(value, "float32"), rate)
+            rate = ops.cast(self._decayed(step), "float32")
         if self.warmup_learning_rate:
             rate = ops.where(self.warming_up > 0, ops.cast(self.warmup_learning_rate, "float32"),
                              rate)
@@ -94,6 +104,18 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps, "kind": self.kind,
                 "boundaries": list(self.boundaries), "decay": self.decay,
                 "warmup_learning_rate": self.warmup_learning_rate, "name": self.name}
+
+
+def _boundaries(boundaries):
+    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+        raise TypeError(f"boundaries must be increasing fractions in (0, 1) (e.g. [0.5, 0.75]); "
+                        f"got {boundaries!r}")
+    values = tuple(checks.number(b, "boundaries", minimum=0, maximum=1, min_inclusive=False,
+                                 max_inclusive=False) for b in boundaries)
+    if list(values) != sorted(values):
+        raise ValueError(f"boundaries must be increasing fractions in (0, 1) (e.g. [0.5, 0.75]); "
+                         f"got {boundaries!r}")
+    return values
 
 
 class PaperWarmup(keras.callbacks.Callback):
@@ -108,10 +130,10 @@ class PaperWarmup(keras.callbacks.Callback):
         metric: the accuracy entry of the logs.
     """
 
-    def __init__(self, schedule, max_error=0.8, metric="accuracy"):
+    def __init__(self, schedule, max_error=WARMUP_MAX_ERROR, metric="accuracy"):
         super().__init__()
         self.schedule = schedule
-        self.max_error = float(max_error)
+        self.max_error = checks.fraction(max_error, "max_error", allow_one=True)
         self.metric = metric
         self.ended_at_step = None
 
@@ -170,8 +192,22 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
                 "from_logits": self.from_logits}
 
 
-def compile_model(model, *, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-                  label_smoothing=0.0, nesterov=False, jit_compile="auto", from_logits=False):
+def check_compile_arguments(*, momentum, weight_decay, label_smoothing, jit_compile):
+    """Checks ``compile_model``'s options (``keras_resnet.checks``' messages); returns None.
+
+    Raises:
+        TypeError: a value of the wrong type.
+        ValueError: a value out of range.
+    """
+    checks.fraction(momentum, "momentum")
+    checks.non_negative(weight_decay, "weight_decay", example="1e-4")
+    checks.fraction(label_smoothing, "label_smoothing")
+    checks.one_of(jit_compile, "jit_compile", JIT_COMPILE_VALUES)
+
+
+def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAULT_MOMENTUM,
+                  weight_decay=DEFAULT_WEIGHT_DECAY, label_smoothing=0.0, nesterov=False,
+                  jit_compile="auto", from_logits=False):
     """Compiles ``model`` with the paper's recipe: SGD + momentum, L2 on kernels, cross-entropy.
 
     Weight decay is the paper's (coupled) L2 penalty: every kernel without a regularizer gets
@@ -183,12 +219,12 @@ def compile_model(model, *, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
             with ``from_logits=True``).
         learning_rate: a float or a ``keras.optimizers.schedules.LearningRateSchedule`` such as
             ``PaperSchedule``.
-        momentum: SGD momentum.
+        momentum: SGD momentum in [0, 1).
         weight_decay: L2 weight decay on kernels (0 for none).
         label_smoothing: in [0, 1); 0 is the plain cross-entropy.
         nesterov: Nesterov momentum.
         jit_compile: XLA compilation: True, False or ``"auto"`` (XLA when a GPU is visible; on
-            CPU it costs ~20 s of compilation per shape and trains no faster).
+            CPU it adds compilation time per shape and trains no faster).
         from_logits: the model returns logits.
 
     Returns:
@@ -196,11 +232,12 @@ def compile_model(model, *, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
         than 5 classes).
 
     Raises:
-        ValueError: for an out-of-range argument.
+        TypeError, ValueError: for a bad argument.
     """
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        _positive_float(learning_rate, "learning_rate")
-    _check_compile_arguments(momentum, weight_decay, label_smoothing, jit_compile)
+        checks.positive_number(learning_rate, "learning_rate", example="0.1")
+    check_compile_arguments(momentum=momentum, weight_decay=weight_decay,
+                            label_smoothing=label_smoothing, jit_compile=jit_compile)
     if jit_compile == "auto":
         import tensorflow as tf
 
@@ -221,7 +258,47 @@ def compile_model(model, *, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
     return model
 
 
-def build_model(model, data, *, initializer="he_normal", normalize=True, **options):
+def resolve_initializer(value, argument="initializer"):
+    """A Keras initializer from anything ``keras.initializers.get`` accepts.
+
+    Args:
+        value: a name (``"he_normal"``, ``"HeNormal"``), a config dict or an initializer.
+        argument: the argument's name in the caller's API (for the message).
+
+    Returns:
+        The ``keras.initializers.Initializer`` (or callable).
+
+    Raises:
+        TypeError: ``value`` is not a name, dict or callable.
+        ValueError: Keras does not know the name or config.
+    """
+    accepted = ("a Keras initializer (a name such as 'he_normal' or 'HeNormal', a config dict "
+                "or a keras.initializers.Initializer)")
+    if not isinstance(value, (str, dict)) and not callable(value):
+        raise TypeError(f"{argument} must be {accepted}; got {value!r}")
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{argument} must be {accepted}; got {value!r}") from None
+
+
+def normalization_layer(data):
+    """The ``keras.layers.Normalization`` for ``data``'s raw pixels.
+
+    Uses the statistics the data source computed in its one pass over the unaugmented training
+    images (``Dataset.mean`` / ``Dataset.variance``); a source without them (None) is measured
+    with ``Normalization.adapt`` over its training images.
+    """
+    mean, variance = getattr(data, "mean", None), getattr(data, "variance", None)
+    if mean is not None and variance is not None:
+        return keras.layers.Normalization(mean=list(mean), variance=list(variance),
+                                          name="normalization")
+    layer = keras.layers.Normalization(axis=-1, name="normalization")
+    layer.adapt(data.train.map(lambda images, labels: images))
+    return layer
+
+
+def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True, **options):
     """A network for ``data``: ``images -> Normalization -> ResNet`` (raw 0..255 pixels in).
 
     Args:
@@ -237,28 +314,31 @@ def build_model(model, data, *, initializer="he_normal", normalize=True, **optio
         A ``keras.Model``.
 
     Raises:
+        TypeError: ``model`` is neither a name nor a ``keras.Model``.
         ValueError: for an unknown name, or a head (``classes``) or input shape that does not
             fit the data.
     """
     from keras_resnet.models import build
 
+    if not isinstance(model, keras.Model):
+        checks.model_name(model)
     classes = options.pop("classes", data.num_classes)
     if classes != data.num_classes:
         raise ValueError(f"model head has classes={classes!r} but data {data.name!r} has "
                          f"{data.num_classes} classes; drop classes or pass "
                          f"{data.num_classes}")
     inputs = keras.Input(shape=data.input_shape, name="images")
-    x = inputs
-    if normalize:
-        x = keras.layers.Normalization(mean=list(data.mean), variance=list(data.variance),
-                                       name="normalization")(x)
+    x = normalization_layer(data)(inputs) if normalize else inputs
     if isinstance(model, str):
-        _check_model_name(model)
+        resolve_initializer(initializer)  # Keras' own lookup, with a clear message
         net = build(model, input_tensor=x, classes=classes, kernel_initializer=initializer,
                     **options)
         return net if normalize else keras.Model(inputs, net.output, name=net.name)
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a model name or a keras.Model; got {model!r}")
+    _check_model_fits(model, data)
+    return keras.Model(inputs, model(x), name=model.name) if normalize else model
+
+
+def _check_model_fits(model, data):
     if tuple(model.input_shape[1:]) != tuple(data.input_shape):
         raise ValueError(f"model {model.name!r} takes input shape {model.input_shape[1:]} but "
                          f"data {data.name!r} has images of {data.input_shape}")
@@ -266,40 +346,3 @@ def build_model(model, data, *, initializer="he_normal", normalize=True, **optio
         raise ValueError(f"model head has classes={model.output_shape[-1]} but data "
                          f"{data.name!r} has {data.num_classes} classes; rebuild it with "
                          f"classes={data.num_classes}")
-    return keras.Model(inputs, model(x), name=model.name) if normalize else model
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _positive_int(value, argument):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{argument} must be a positive int; got {value!r}")
-    return value
-
-
-def _positive_float(value, argument):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{argument} must be a number > 0 (e.g. 0.1); got {value!r}")
-    return float(value)
-
-
-def _check_compile_arguments(momentum, weight_decay, label_smoothing, jit_compile):
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-            or not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be a float in [0, 1); got {momentum!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-            or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a float >= 0 (e.g. 1e-4); got {weight_decay!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-            or not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be a float in [0, 1); got {label_smoothing!r}")
-    if jit_compile not in (True, False, "auto"):
-        raise ValueError(f"jit_compile must be True, False or 'auto'; got {jit_compile!r}")
-
-
-def _check_model_name(name):
-    if name not in presets.MODEL_PRESETS:
-        raise ValueError(f"unknown model {name!r}; valid names: "
-                         f"{', '.join(presets.MODEL_PRESETS)}")

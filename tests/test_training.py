@@ -1,5 +1,6 @@
 """keras_resnet.training and `keras-resnet train`: schedule, warm-up, recipe, runs, resume, CLI."""
 
+import dataclasses
 import json
 import os
 import runpy
@@ -12,14 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import presets
 from keras_resnet.cli import main
-from keras_resnet.cli import train as cli_train
 from keras_resnet.data import load_dataset
-from keras_resnet.training import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_EPOCHS,
-                                   DEFAULT_MODEL, PRECISIONS, SCHEDULES, PaperSchedule,
-                                   PaperWarmup, SparseCategoricalCrossentropy, build_model,
-                                   compile_model, read_history, train)
+from keras_resnet.recipe import (PaperSchedule, PaperWarmup, SparseCategoricalCrossentropy,
+                                 build_model, compile_model)
+from keras_resnet.training import TrainConfig, read_history, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERAS_RESNET = os.path.join(os.path.dirname(sys.executable), "keras-resnet")
@@ -52,10 +50,40 @@ def test_cosine_and_constant_schedules():
     assert _rates(PaperSchedule(0.3, 10, "constant"), [0, 9, 50]) == [np.float32(0.3)] * 3
 
 
-def test_schedule_round_trips_through_its_config():
-    schedule = PaperSchedule(0.1, 500, "cosine", warmup_learning_rate=0.01)
-    again = PaperSchedule.from_config(schedule.get_config())
-    assert again.get_config() == schedule.get_config()
+@pytest.mark.parametrize("kind", ["step", "cosine", "constant"])
+def test_schedule_round_trips_through_its_config(kind):
+    schedule = PaperSchedule(0.1, 500, kind, warmup_learning_rate=0.01)
+    again = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule))
+    steps = [0, 1, 249, 250, 374, 375, 499, 500, 900]
+    assert _rates(again, steps) == [np.float32(0.01)] * len(steps)  # both still warming up
+    for each in (schedule, again):
+        each.warming_up.assign(0.0)
+    assert _rates(again, steps) == _rates(schedule, steps)
+    assert len(set(_rates(again, steps))) == {"step": 3, "cosine": 8, "constant": 1}[kind]
+
+
+def test_schedule_config_written_by_the_first_version_still_loads():
+    # As a .keras file of the first version records it (module keras_resnet.recipe).
+    old = {"module": "keras_resnet.recipe", "class_name": "PaperSchedule",
+           "registered_name": "keras_resnet>PaperSchedule",
+           "config": {"initial_learning_rate": 0.2, "total_steps": 100, "kind": "step",
+                      "boundaries": [0.5, 0.75], "decay": 0.1, "warmup_learning_rate": None,
+                      "name": "paper_schedule"}}
+    schedule = keras.optimizers.schedules.deserialize(old)
+    assert isinstance(schedule, PaperSchedule)
+    assert _rates(schedule, [0, 49, 50, 74, 75]) == [np.float32(v) for v in (
+        0.2, 0.2, 0.2 * 0.1, 0.2 * 0.1, 0.2 * 0.01)]
+
+
+def test_step_and_cosine_are_keras_schedules():
+    step = PaperSchedule(0.1, 1000)
+    keras_step = keras.optimizers.schedules.PiecewiseConstantDecay([499, 749], [0.1, 0.01, 0.001])
+    cosine = PaperSchedule(0.1, 1000, "cosine")
+    keras_cosine = keras.optimizers.schedules.CosineDecay(0.1, 1000)
+    steps = [0, 100, 499, 500, 749, 750, 999, 1000, 1500]
+    assert _rates(step, steps) == _rates(keras_step, steps)
+    assert _rates(cosine, steps) == _rates(keras_cosine, steps)
 
 
 def test_warmup_holds_001_until_training_error_below_80_percent():
@@ -111,37 +139,81 @@ def test_build_model_normalizes_raw_pixels_inside_the_model():
     assert np.allclose(normalized, 0.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": 0}, "epochs must be a positive int; got 0"),
-    ({"epochs": -2}, "epochs must be a positive int; got -2"),
-    ({"batch_size": 0}, "batch_size must be a positive int; got 0"),
-    ({"learning_rate": 0.0}, r"learning_rate must be a number > 0 \(e.g. 0.1\); got 0.0"),
-    ({"model": "resnet7"}, "unknown model 'resnet7'; valid names: resnet18, resnet34,.*"
-                           "cifar-resnet20"),
-    ({"data": "mnist"}, "unknown data set 'mnist': not one of digits, cifar10, synthetic"),
-    ({"precision": "float16"}, "precision must be one of .*'mixed_float16'.*; got 'float16'"),
-    ({"schedule": "linear"}, "schedule must be one of .*'cosine'.*; got 'linear'"),
-    ({"label_smoothing": 1.0}, r"label_smoothing must be a float in \[0, 1\); got 1.0"),
-    ({"initializer": "he_nrmal"}, "initializer must be a Keras initializer: .*; got 'he_nrmal'"),
-    ({"name": "../escape"}, "name must be letters, digits"),
-    ({"seed": -1}, "seed must be an int >= 0; got -1"),
-    ({"model_options": {"classes": 5}}, "model head has classes=5 but data 'digits' has 10"),
-    ({"model": "resnet50"}, r"height 8 is too small; this network downsamples by 32"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"epochs": 0}, ValueError, r"epochs must be a positive int \(1, 2, 64, ...\); got 0"),
+    ({"epochs": 2.0}, TypeError, r"epochs must be a positive int \(1, 2, 64, ...\); got 2.0"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive int \(1, 2, 64, ...\); "
+                                    "got 0"),
+    ({"learning_rate": 0.0}, ValueError, r"learning_rate must be a number > 0 \(e.g. 0.1\); "
+                                         "got 0.0"),
+    ({"model": "resnet7"}, ValueError, "unknown model 'resnet7'; model must be one of: "
+                                       "resnet18, resnet34,.*cifar-resnet20"),
+    ({"data": "mnist"}, ValueError, "unknown data set 'mnist': not one of digits, cifar10, "
+                                    "synthetic"),
+    ({"precision": "float16"}, ValueError, "precision must be one of 'float32', "
+                                           "'mixed_bfloat16', 'mixed_float16'; got 'float16'"),
+    ({"schedule": "linear"}, ValueError, "schedule must be one of 'step', 'cosine', "
+                                         "'constant'; got 'linear'"),
+    ({"label_smoothing": 1.0}, ValueError, r"label_smoothing must be a number in \[0, 1\); "
+                                           "got 1.0"),
+    ({"initializer": "he_nrmal"}, ValueError, r"initializer must be a Keras initializer \(a "
+                                              r"name such as 'he_normal' .*; got 'he_nrmal'"),
+    ({"name": "../escape"}, ValueError, "name must be 1-128 letters, digits, .*; "
+                                        "got '../escape'"),
+    ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),
+    ({"warmup": 1}, TypeError, "warmup must be True or False; got 1"),
+    ({"deterministic": "yes"}, TypeError, "deterministic must be True or False; got 'yes'"),
+    ({"model_options": {"classes": 5}}, ValueError, "model head has classes=5 but data "
+                                                    "'digits' has 10"),
+    ({"model": "resnet50"}, ValueError, r"height 8 is too small; this network downsamples by "
+                                        "32"),
+    ({"batch_size": 100000}, ValueError, "batch_size must be at most the 1293 images of "
+                                         "'digits'\\'s training split; got 100000"),
+    ({"epochs_per_run": 3}, TypeError, "train\\(\\) got unexpected option\\(s\\) "
+                                       "epochs_per_run"),
 ])
-def test_bad_input_fails_before_training(tmp_path, kwargs, message):
+def test_bad_input_fails_before_training(tmp_path, kwargs, error, message):
     arguments = {"out_dir": str(tmp_path / "runs"), "export_dir": None, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         train(**arguments)
     assert not os.path.exists(tmp_path / "runs" / "cifar-resnet20-digits" / "history.csv")
 
 
-def test_output_directory_that_is_a_file(tmp_path):
+def test_output_directories_are_checked_before_training(tmp_path):
     (tmp_path / "runs").write_text("not a directory")
-    with pytest.raises(ValueError, match=r"out_dir '.*runs' is a file; pass a directory"):
+    with pytest.raises(ValueError, match=r"out_dir must be a directory; got '.*runs', which is "
+                                         "a file"):
         train(out_dir=str(tmp_path / "runs"), export_dir=None)
     (tmp_path / "models").write_text("")
-    with pytest.raises(ValueError, match=r"export_dir '.*models' is a file"):
+    with pytest.raises(ValueError, match=r"export_dir must be a directory; got '.*models', "
+                                         "which is a file"):
         train(out_dir=str(tmp_path / "ok"), export_dir=str(tmp_path / "models"))
+    with pytest.raises(ValueError, match=r"export_dir must be a directory path; got "
+                                         r"'.*models/v1', but '.*models' is a file"):
+        train(out_dir=str(tmp_path / "ok"), export_dir=str(tmp_path / "models" / "v1"))
+    assert not (tmp_path / "ok").exists()  # nothing was created
+
+
+def test_cli_unwritable_export_fails_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    status = main(["train", "--out", str(tmp_path / "runs"), "--export",
+                   str(tmp_path / "file" / "exports")])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("keras-resnet train: error: export_dir must be a directory path; ")
+    assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+def test_config_is_frozen_and_round_trips_through_a_dict(tmp_path):
+    config = TrainConfig(epochs=3, out_dir=str(tmp_path), name="r", model_options={"preact": True})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 4
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.run_dir == str(tmp_path / "r")
+    with pytest.raises(TypeError, match="TrainConfig has no field\\(s\\) epoch; fields: "):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(TypeError, match="pass either config or keyword options, not both"):
+        train(config=config, epochs=2)
 
 
 def test_a_keras_model_whose_head_disagrees_with_the_data():
@@ -156,18 +228,13 @@ def test_a_keras_model_whose_head_disagrees_with_the_data():
         build_model(wrong_input, data)
 
 
-def test_cli_defaults_match_the_library():
-    assert (cli_train.DEFAULT_MODEL, cli_train.DEFAULT_DATA, cli_train.DEFAULT_EPOCHS,
-            cli_train.DEFAULT_BATCH_SIZE) == (DEFAULT_MODEL, DEFAULT_DATA, DEFAULT_EPOCHS,
-                                              DEFAULT_BATCH_SIZE)
-    assert cli_train.PRECISIONS == PRECISIONS and cli_train.SCHEDULES == SCHEDULES
-    assert DEFAULT_MODEL in presets.MODEL_PRESETS
-
-
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs must be a positive int; got 0"),
-    (["--batch-size", "-1"], "batch_size must be a positive int; got -1"),
-    (["--model", "resnet9"], "unknown model 'resnet9'; valid names: resnet18"),
+    (["--epochs", "0"], "epochs must be a positive int (1, 2, 64, ...); got 0"),
+    (["--batch-size", "-1"], "batch_size must be a positive int (1, 2, 64, ...); got -1"),
+    (["--batch-size", "100000"], "batch_size must be at most the 1293 images of 'digits''s "
+                                 "training split; got 100000"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; model must be one of: resnet18"),
+    (["--initializer", "kaiming"], "initializer must be a Keras initializer"),
     (["--data", "no/such/folder"], "unknown data set 'no/such/folder'"),
     (["--classes", "3"], "model head has classes=3 but data 'digits' has 10 classes"),
 ])
@@ -207,6 +274,11 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
     assert metrics == result.metrics
     assert metrics["epochs"] == 2 and metrics["parameters"] == result.model.count_params()
     assert metrics["test_size"] == 12 and metrics["schedule"] == "cosine"
+    assert metrics["deterministic"] is True
+    assert TrainConfig.from_dict(metrics["config"]) == TrainConfig(
+        data="synthetic", epochs=2, out_dir=str(tmp_path / "runs"), export_dir=None,
+        name="smoke", verbose=0, schedule="cosine", warmup=True, label_smoothing=0.1,
+        early_stopping=5)
     for key in ("test_accuracy", "test_loss", "wall_time_seconds"):
         assert isinstance(metrics[key], float)
     test = result.model.evaluate(data.test, verbose=0, return_dict=True)
@@ -217,6 +289,21 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
     loaded = keras.saving.load_model(str(run / "model.keras"))
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                result.model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_same_seed_same_run_and_a_run_repeats_from_its_record(tmp_path):
+    tiny = dict(data="synthetic", epochs=2, batch_size=16, out_dir=str(tmp_path),
+                export_dir=None, verbose=0, seed=5,
+                data_options={"image_size": [8, 8], "num_classes": 3, "num_examples": 48})
+    first = train("cifar-resnet20", name="first", **tiny)
+    record = json.loads((tmp_path / "first" / "metrics.json").read_text())["config"]
+    again = train(config=TrainConfig.from_dict({**record, "name": "again"}))
+    assert again.metrics["config"] == {**record, "name": "again"}
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert again.history[column] == first.history[column], column
+    assert again.metrics["test_loss"] == first.metrics["test_loss"]
+    other_seed = train("cifar-resnet20", name="other", **{**tiny, "seed": 6})
+    assert other_seed.history["loss"] != first.history["loss"]
 
 
 def test_divergence_saves_nothing(tmp_path):

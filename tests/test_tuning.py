@@ -94,33 +94,81 @@ def test_fix_and_narrow_by_keyword():
     assert model.count_params() == 173_146  # CifarResNet(14, input_shape=(8, 8, 1)), option A
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"initializer": ["he_normal", "kaiming"]}, "initializer 'kaiming' is not searchable"),
-    ({"depth": []}, "depth must be a value or a non-empty list"),
-    ({"depth": [20, 21]}, "depth 21 is outside the CIFAR family"),
-    ({"depth": 2}, "depth 2 is outside the CIFAR family"),
-    ({"dropout": 0.5}, "unknown hyperparameter(s) 'dropout'"),
-    ({"family": "imagenet", "stem": "imagenet", "stages": [2, 3]}, "downsamples by 16"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"initializer": ["he_normal", "kaiming"]}, ValueError,
+     r"initializer must be a Keras initializer \(a name such as 'he_normal' .*; got 'kaiming'"),
+    ({"activation": ["relu", "relux"]}, ValueError,
+     r"activation must be a Keras activation name \(relu, leaky_relu, gelu, ...\); "
+     "got 'relux'"),
+    ({"depth": []}, ValueError, "depth must be a value or a non-empty list"),
+    ({"depth": [20, 21]}, ValueError, r"depth must be 6n\+2 \(8, 14, 20, .*\) for the CIFAR "
+                                      "family; .*; got 21"),
+    ({"depth": 2}, ValueError, r"depth must be 6n\+2 .*; got 2"),
+    ({"depth": 20.0}, TypeError, r"depth must be 6n\+2 .*; got 20.0"),
+    ({"batch_size": [32, 0]}, ValueError, r"batch_size must be a positive int \(1, 2, 64, "
+                                          r"...\); got 0"),
+    ({"learning_rate": [0.1, -1.0]}, ValueError, "learning_rate must be a number > 0; got -1.0"),
+    ({"preact": 1}, TypeError, "preact must be True or False; got 1"),
+    ({"dropout": 0.5}, ValueError, r"unknown hyperparameter\(s\) 'dropout'"),
+    ({"family": "imagenet", "stem": "imagenet", "stages": [2, 3]}, ValueError,
+     "downsamples by 16"),
+    ({"family": "resnext"}, ValueError, "family must be one of 'cifar', 'imagenet'; got "
+                                        "'resnext'"),
 ])
-def test_bad_space(kwargs, message):
+def test_bad_space(kwargs, error, message):
     family = kwargs.pop("family", "cifar")
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(error, match=message):
         HyperResNet((8, 8, 1), 10, family, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_trials": 0}, "max_trials must be an int >= 1; got 0"),
-    ({"objective": "val_auc"}, "objective 'val_auc' is not a metric"),
-    ({"tuner": "evolution"}, "tuner must be one of"),
-    ({"initializer": ["he_normal", "kaiming"]}, "initializer 'kaiming'"),
-    ({"depth": []}, "non-empty list"),
-    ({"depth": 21}, "outside the CIFAR family"),
-    ({"hyperparameters": "depth"}, "hyperparameters must be a keras_tuner.HyperParameters"),
+def test_any_keras_initializer_name_is_searchable():
+    hypermodel = HyperResNet((8, 8, 1), 10, initializer=["HeNormal", "variance_scaling"],
+                             depth=8)
+    hp = _declared(hypermodel)
+    assert _entries(hp, "initializer")[0].values == ["HeNormal", "variance_scaling"]
+
+
+def test_build_does_not_compile_fit_does():
+    hypermodel = HyperResNet((8, 8, 1), 10, data="digits", depth=8, width_multiplier=0.5,
+                             steps_per_epoch=1, batch_size=32)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert not model.compiled and model.layers[1].name == "normalization"
+    hypermodel.fit(hp, model, epochs=1, verbose=0)
+    assert model.compiled and model.optimizer.iterations.numpy() == 1
+    # PaperSchedule over the trial's 1 step: both boundaries (int(0.5), int(0.75)) are step 0.
+    assert float(model.optimizer.learning_rate) == pytest.approx(hp.get("learning_rate") / 100)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"max_trials": 0}, ValueError, r"max_trials must be a positive int \(1, 2, 64, ...\); "
+                                    "got 0"),
+    ({"epochs": 1.5}, TypeError, r"epochs must be a positive int \(1, 2, 64, ...\); got 1.5"),
+    ({"objective": "val_auc"}, ValueError, r"objective must be a metric this model reports on "
+                                           r"'digits' \(loss, accuracy, top5_accuracy, "
+                                           r"val_loss, .*\); got 'val_auc'"),
+    ({"tuner": "evolution"}, ValueError, "tuner must be one of 'random', 'bayesian', "
+                                         "'hyperband', 'grid'; got 'evolution'"),
+    ({"project_name": "a/b"}, ValueError, "project_name must be 1-128 letters"),
+    ({"deterministic": None}, TypeError, "deterministic must be True or False; got None"),
+    ({"initializer": ["he_normal", "kaiming"]}, ValueError, "got 'kaiming'"),
+    ({"depth": []}, ValueError, "non-empty list"),
+    ({"depth": 21}, ValueError, "for the CIFAR family"),
+    ({"hyperparameters": "depth"}, TypeError, "hyperparameters must be a "
+                                              "keras_tuner.HyperParameters"),
 ])
-def test_bad_search_input_before_the_first_trial(tmp_path, kwargs, message):
-    with pytest.raises((ValueError, TypeError), match=message):
+def test_bad_search_input_before_the_first_trial(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
         tune("digits", directory=str(tmp_path / "search"), **kwargs)
     assert not (tmp_path / "search").exists()  # nothing ran, nothing was written
+
+
+def test_export_dir_is_checked_before_the_first_trial(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"export_dir must be a directory path; got '.*file/x', "
+                                         r"but '.*file' is a file"):
+        tune("digits", directory=str(tmp_path / "search"), export_dir=str(tmp_path / "file" / "x"))
+    assert not (tmp_path / "search").exists()
 
 
 # ----------------------------------------------------------------------------- search
@@ -150,7 +198,11 @@ def test_search_on_digits_writes_report_and_export_and_is_reproducible(tmp_path)
                   ("trial_id", "status", "score", "params", "seconds", "tuner_id", "reason")]
     for a, b in zip(first.rows, second.rows):
         assert {c: a[c] for c in hp_columns} == {c: b[c] for c in hp_columns}
-    assert second.rows[0]["score"] == pytest.approx(first.rows[0]["score"], abs=0.03)
+    assert second.rows[0]["score"] == first.rows[0]["score"]  # deterministic: identical
+    assert [r["score"] for r in second.rows] == [r["score"] for r in first.rows]
+    assert first.direction == "max" and first.config.seed == 3
+    assert json.loads((tmp_path / "a" / "cifar-digits-random" / "tune_config.json").read_text())[
+        "fixed"] == {"depth": 8, "width_multiplier": 0.5, "batch_size": 32}
 
     # A finished search run again re-runs nothing and does not export again.
     again = tune("digits", max_trials=2, seed=3, directory=str(tmp_path / "a"),
@@ -265,12 +317,9 @@ def test_chief_without_workers_stops_with_a_message(tmp_path):
     assert state["end_order"] == []
 
 
-def test_cli_settings_and_defaults_match_the_library():
+def test_cli_settings():
     from keras_resnet.cli import tune as cli
-    from keras_resnet.tuning import DEFAULT_EPOCHS, DEFAULT_MAX_TRIALS, FAMILIES, TUNERS
 
-    assert (cli.TUNERS, cli.FAMILIES) == (TUNERS, FAMILIES)
-    assert (cli.DEFAULT_MAX_TRIALS, cli.DEFAULT_EPOCHS) == (DEFAULT_MAX_TRIALS, DEFAULT_EPOCHS)
     assert cli.parse_settings(["depth=8,14", "initializer=orthogonal", "preact=true",
                                "learning_rate=0.05"]) == {
         "depth": [8, 14], "initializer": "orthogonal", "preact": True, "learning_rate": 0.05}
@@ -278,3 +327,12 @@ def test_cli_settings_and_defaults_match_the_library():
         cli.parse_settings(["depth="])
     with pytest.raises(ValueError, match="NAME=VALUE"):
         cli.parse_settings(["depth"])
+
+
+def test_cli_shows_the_library_errors(tmp_path, capsys):
+    from keras_resnet.cli import main
+
+    status = main(["tune", "--max-trials", "0", "--directory", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err == ("keras-resnet tune: error: max_trials must be a positive "
+                                       "int (1, 2, 64, ...); got 0\n")

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 
 from keras_resnet import presets
-# Already imported by the package (it registers Keras objects), so this costs nothing.
-from keras_resnet.recipe import PRECISIONS, SCHEDULES
-
-# The same defaults as keras_resnet.training's (a test checks), kept here so that building the
-# parser does not import the data and training modules.
-DEFAULT_MODEL = "cifar-resnet20"
-DEFAULT_DATA = "digits"
-DEFAULT_EPOCHS = 30
-DEFAULT_BATCH_SIZE = 32
+from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DETERMINISTIC,
+                                    DEFAULT_EPOCHS,
+                                    DEFAULT_EXPORT_DIR, DEFAULT_INITIALIZER,
+                                    DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
+                                    DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RUNS_DIR,
+                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_WEIGHT_DECAY,
+                                    JIT_COMPILE, JIT_COMPILE_FLAGS, PRECISIONS, SCHEDULES)
 
 
 def register(subparsers):
@@ -36,32 +36,40 @@ def register(subparsers):
                         help=f"training epochs (default {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per batch (default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (0.1)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="step",
+    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
+                        help=f"initial learning rate ({DEFAULT_LEARNING_RATE})")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=DEFAULT_SCHEDULE,
                         help="learning-rate schedule: step (/10 at 50%% and 75%%), cosine, "
                              "constant (default step)")
     parser.add_argument("--warmup", action="store_true",
                         help="the paper's warm-up: lr 0.01 until training error < 80%%")
-    parser.add_argument("--weight-decay", type=float, default=1e-4,
-                        help="L2 weight decay on kernels (1e-4)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="label smoothing in [0, 1) (default 0)")
-    parser.add_argument("--initializer", default="he_normal",
-                        help="kernel initializer (default he_normal)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="float32 (default), mixed_bfloat16 or mixed_float16")
-    parser.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
+                        help=f"L2 weight decay on kernels ({DEFAULT_WEIGHT_DECAY:g})")
+    parser.add_argument("--label-smoothing", type=float, default=DEFAULT_LABEL_SMOOTHING,
+                        help=f"label smoothing in [0, 1) (default {DEFAULT_LABEL_SMOOTHING:g})")
+    parser.add_argument("--initializer", default=DEFAULT_INITIALIZER,
+                        help="kernel initializer: any keras.initializers name "
+                             f"(default {DEFAULT_INITIALIZER})")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help=f"{', '.join(PRECISIONS)} (default {DEFAULT_PRECISION})")
+    parser.add_argument("--jit-compile", choices=JIT_COMPILE, default="auto",
                         help="XLA compilation (default auto)")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                         help="stop after PATIENCE epochs without a better validation loss")
     parser.add_argument("--classes", type=int, default=None,
                         help="head size; must match the data (default: from the data)")
-    parser.add_argument("--out", default="runs", help="parent of the run directory (runs)")
-    parser.add_argument("--export", default="saved_models", metavar="DIR",
-                        help="SavedModel base directory (saved_models)")
+    parser.add_argument("--out", default=DEFAULT_RUNS_DIR,
+                        help=f"parent of the run directory ({DEFAULT_RUNS_DIR})")
+    parser.add_argument("--export", default=DEFAULT_EXPORT_DIR, metavar="DIR",
+                        help=f"SavedModel base directory ({DEFAULT_EXPORT_DIR})")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--name", default=None, help="run name (default MODEL-DATA)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed ({DEFAULT_SEED})")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_DETERMINISTIC,
+                        help="TensorFlow op determinism: the same seed gives the same run "
+                             "(default on)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
                              "terminal, else 2)")
@@ -70,22 +78,36 @@ def register(subparsers):
 
 def run(args):
     """Trains, then prints where everything went."""
-    if args.model not in presets.MODEL_PRESETS:  # before TensorFlow is imported
-        raise ValueError(f"unknown model {args.model!r}; valid names: "
-                         f"{', '.join(presets.MODEL_PRESETS)}")
     from keras_resnet.training import train
 
+    _log_to_stdout()
     model_options = {} if args.classes is None else {"classes": args.classes}
     result = train(
         args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, schedule=args.schedule, warmup=args.warmup,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         initializer=args.initializer, precision=args.precision,
-        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        early_stopping=args.early_stopping, out_dir=args.out,
-        export_dir=None if args.no_export else args.export, name=args.name, seed=args.seed,
+        jit_compile=JIT_COMPILE_FLAGS[args.jit_compile], early_stopping=args.early_stopping,
+        out_dir=args.out, export_dir=None if args.no_export else args.export, name=args.name,
+        seed=args.seed, deterministic=args.deterministic,
         verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
         model_options=model_options)
+    _print_result(result)
+    return 0
+
+
+def _log_to_stdout():
+    """Shows the library's progress messages (``Resuming ...``) on stdout."""
+    logger = logging.getLogger("keras_resnet")
+    if not any(getattr(h, "keras_resnet_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.keras_resnet_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _print_result(result):
     metrics = result.metrics
     print(f"\n{metrics['model']} on {metrics['data']}: test accuracy "
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "
@@ -99,4 +121,3 @@ def run(args):
     print(f"  TensorBoard    tensorboard --logdir {result.logs_dir}")
     if result.export_path:
         print(f"  SavedModel     {result.export_path}")
-    return 0

@@ -4,14 +4,13 @@ command again) and distributed (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT)
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-# The same values as keras_resnet.tuning's (a test checks), kept here so that building the
-# parser does not import TensorFlow.
-TUNERS = ("random", "bayesian", "hyperband", "grid")
-FAMILIES = ("cifar", "imagenet")
-DEFAULT_MAX_TRIALS = 8
-DEFAULT_EPOCHS = 3
+from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_DETERMINISTIC, DEFAULT_EXPORT_DIR,
+                                    DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
+                                    DEFAULT_SEED, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
+                                    DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES, TUNERS)
 
 
 def register(subparsers):
@@ -26,24 +25,34 @@ def register(subparsers):
                     "again to resume a killed search. With KERASTUNER_TUNER_ID, "
                     "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set it runs as the chief "
                     "(id 'chief') or a worker of a distributed search over a shared DIRECTORY.")
-    parser.add_argument("--data", default="digits", metavar="digits|cifar10|synthetic|PATH",
-                        help="data set or a folder with one sub-folder per class (digits)")
-    parser.add_argument("--family", choices=FAMILIES, default="cifar",
-                        help="cifar: 6n+2 depths; imagenet: per-stage depths (cifar)")
-    parser.add_argument("--tuner", choices=TUNERS, default="random", help="search (random)")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        metavar="digits|cifar10|synthetic|PATH",
+                        help=f"data set or a folder with one sub-folder per class "
+                             f"({DEFAULT_DATA})")
+    parser.add_argument("--family", choices=FAMILIES, default=DEFAULT_FAMILY,
+                        help=f"cifar: 6n+2 depths; imagenet: per-stage depths ({DEFAULT_FAMILY})")
+    parser.add_argument("--tuner", choices=TUNERS, default=DEFAULT_TUNER,
+                        help=f"search ({DEFAULT_TUNER})")
     parser.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS,
                         help=f"trials of the search ({DEFAULT_MAX_TRIALS})")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"training epochs per trial ({DEFAULT_EPOCHS})")
-    parser.add_argument("--objective", default="val_accuracy",
-                        help="metric to optimize (val_accuracy; val_loss, accuracy, ...)")
-    parser.add_argument("--directory", default="tuning", help="parent of the search (tuning)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_TUNE_EPOCHS,
+                        help=f"training epochs per trial ({DEFAULT_TUNE_EPOCHS})")
+    parser.add_argument("--objective", default=DEFAULT_OBJECTIVE,
+                        help=f"metric to optimize ({DEFAULT_OBJECTIVE}; val_loss, accuracy, ...)")
+    parser.add_argument("--directory", default=DEFAULT_TUNING_DIR,
+                        help=f"parent of the search ({DEFAULT_TUNING_DIR})")
     parser.add_argument("--project", default=None,
                         help="search name (default FAMILY-DATA-TUNER)")
-    parser.add_argument("--export", default="saved_models", metavar="DIR",
-                        help="SavedModel base directory for the best model (saved_models)")
+    parser.add_argument("--export", default=DEFAULT_EXPORT_DIR, metavar="DIR",
+                        help=f"SavedModel base directory for the best model "
+                             f"({DEFAULT_EXPORT_DIR})")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed ({DEFAULT_SEED})")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_DETERMINISTIC,
+                        help="TensorFlow op determinism: the same seed gives the same trial "
+                             "scores (default on)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the search over instead of resuming it")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE[,VALUE...]",
@@ -53,9 +62,10 @@ def register(subparsers):
                              "--set learning_rate=0.05; repeatable")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="train on at most this many batches per epoch (quick searches)")
-    parser.add_argument("--worker-timeout", type=float, default=120.0, metavar="SECONDS",
+    parser.add_argument("--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT,
+                        metavar="SECONDS",
                         help="distributed: a worker silent this long counts as dead, and a "
-                             "worker waits this long for the chief (120)")
+                             f"worker waits this long for the chief ({DEFAULT_WORKER_TIMEOUT:g})")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="model.fit verbosity inside trials (0)")
     parser.set_defaults(func=run)
@@ -91,12 +101,6 @@ def parse_settings(settings):
 
 def run(args):
     """Runs the search and prints the results table and the best trial."""
-    if args.tuner not in TUNERS:
-        raise ValueError(f"tuner must be one of {TUNERS}; got {args.tuner!r}")
-    if args.max_trials < 1:
-        raise ValueError(f"--max-trials must be an int >= 1; got {args.max_trials}")
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be an int >= 1; got {args.epochs}")
     fixed = parse_settings(args.settings)
     from keras_resnet.tuning import tune
 
@@ -107,7 +111,7 @@ def run(args):
         result = tune(args.data, family=args.family, tuner=args.tuner,
                       max_trials=args.max_trials, epochs=args.epochs, objective=args.objective,
                       directory=args.directory, project_name=args.project, seed=args.seed,
-                      overwrite=args.overwrite,
+                      deterministic=args.deterministic, overwrite=args.overwrite,
                       export_dir=None if args.no_export else args.export,
                       steps_per_epoch=args.steps_per_epoch, worker_timeout=args.worker_timeout,
                       verbose=args.verbose, log=log, **fixed)
@@ -121,7 +125,8 @@ def run(args):
     from keras_resnet.tuning.results import format_table
 
     print(f"\n{len(result.rows)} trials in {result.project_dir} (ranked by {args.objective}):")
-    print(format_table(result.rows, result.columns, args.objective))
+    print(format_table(result.rows, result.columns, args.objective,
+                       direction=result.direction))
     if result.best is not None:
         best = result.best
         values = ", ".join(f"{c}={best[c]}" for c in result.columns

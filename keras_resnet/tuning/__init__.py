@@ -1,15 +1,18 @@
 """KerasTuner search over ResNet depth and initializers: resumable and distributed.
 
 * ``HyperResNet`` (``space.py``): the ``keras_tuner.HyperModel``.
-* ``tune`` (``search.py``): the search, its ``results.csv``/``results.png`` and the export.
-* ``distributed.py``: KerasTuner's chief/worker protocol with its hangs guarded.
+* ``tune`` and ``TuneConfig`` (``search.py``, ``config.py``): the search, its
+  ``results.csv``/``results.png`` and the export.
+* ``distributed.py``: KerasTuner's chief/worker protocol with its hangs guarded;
+  ``kt_internals.py``: the one place that uses KerasTuner's private API.
 """
 
+from keras_resnet.tuning.config import TuneConfig
 from keras_resnet.tuning.search import (DEFAULT_EPOCHS, DEFAULT_MAX_TRIALS, TUNERS, TuneResult,
                                         objective_names, tune)
 from keras_resnet.tuning.space import (ACTIVATIONS, CIFAR_DEPTHS, FAMILIES, INITIALIZERS,
                                        HyperResNet, layer_count)
 
 __all__ = ["ACTIVATIONS", "CIFAR_DEPTHS", "DEFAULT_EPOCHS", "DEFAULT_MAX_TRIALS", "FAMILIES",
-           "HyperResNet", "INITIALIZERS", "TUNERS", "TuneResult", "layer_count",
+           "HyperResNet", "INITIALIZERS", "TUNERS", "TuneConfig", "TuneResult", "layer_count",
            "objective_names", "tune"]

@@ -19,9 +19,15 @@ Workers wait at most ``worker_timeout`` for a chief that does not answer (KerasT
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
+
+from keras_resnet.constants import DEFAULT_WORKER_TIMEOUT
+from keras_resnet.tuning import kt_internals
+
+logger = logging.getLogger(__name__)
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
@@ -80,9 +86,9 @@ def stale_retries(oracle):
     KerasTuner's chief saves the oracle before it pops the last ongoing trial, so on reload that
     (finished) trial is queued to run again.
     """
-    stale = [t for t in oracle._retry_queue
-             if oracle.trials[t].status in _FINISHED and t in oracle.end_order]
-    oracle._retry_queue = [t for t in oracle._retry_queue if t not in stale]
+    queue = kt_internals.retry_queue(oracle)
+    stale = [t for t in queue if oracle.trials[t].status in _FINISHED and t in oracle.end_order]
+    kt_internals.set_retry_queue(oracle, [t for t in queue if t not in stale])
     return stale
 
 
@@ -131,16 +137,12 @@ def _fresh_heartbeats(project_dir, worker_timeout):
 
 def bound_worker_wait(seconds):
     """Makes a worker's gRPC calls to the chief give up after ``seconds`` (KerasTuner: 1 h)."""
-    from keras_tuner.src.distribute import oracle_client
-
-    oracle_client.TIMEOUT = float(seconds)
+    kt_internals.set_client_timeout(seconds)
 
 
 def _reclaim(oracle, project_dir, worker_timeout, log):
     """Returns the trials of silent workers to the queue; the live tuner ids."""
-    from keras_tuner.src.engine.oracle import synchronized
-
-    @synchronized
+    @kt_internals.synchronized
     def locked(oracle):
         live = set()
         for tuner_id in sorted(set(oracle.tuner_ids) | set(oracle.ongoing_trials)):
@@ -151,7 +153,7 @@ def _reclaim(oracle, project_dir, worker_timeout, log):
             trial = oracle.ongoing_trials.pop(tuner_id, None)
             oracle.tuner_ids.discard(tuner_id)
             if trial is not None:
-                oracle._retry_queue.append(trial.trial_id)
+                kt_internals.retry_queue(oracle).append(trial.trial_id)
                 log(f"worker {tuner_id} stopped responding (no heartbeat for "
                     f"{worker_timeout:g} s): trial {trial.trial_id} goes back to the queue")
             else:
@@ -162,7 +164,8 @@ def _reclaim(oracle, project_dir, worker_timeout, log):
     return locked(oracle)
 
 
-def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=120.0, poll=1.0, log=print):
+def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=DEFAULT_WORKER_TIMEOUT,
+                poll=1.0, log=None):
     """Serves ``oracle`` over gRPC until the search is done; never waits unboundedly.
 
     Returns when ``max_trials`` trials have finished (or the oracle stopped giving trials) and
@@ -175,21 +178,19 @@ def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=120.0, poll=1
         max_trials: trials of the search.
         worker_timeout: seconds without a heartbeat after which a worker counts as dead.
         poll: seconds between checks.
-        log: a ``print``-like function for progress messages.
+        log: a ``print``-like function for progress messages (default: this module's logger).
 
     Raises:
         RuntimeError: when no worker is alive and trials remain.
     """
+    log = log or logger.info
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
 
     address = f"{os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = kt_internals.add_oracle_servicer(server, oracle)
     if not server.add_insecure_port(address):
         raise ValueError(f"cannot listen on {address} ({ENV_ORACLE_IP}/{ENV_ORACLE_PORT}); is "
                          "the port in use?")
@@ -202,8 +203,8 @@ def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=120.0, poll=1
             time.sleep(poll)
             live = _reclaim(oracle, project_dir, worker_timeout, log)
             finished = len(oracle.end_order)
-            done = (finished >= max_trials or servicer.stop_triggered) \
-                and not oracle.ongoing_trials and not oracle._retry_queue
+            done = (finished >= max_trials or kt_internals.stop_triggered(servicer)) \
+                and not oracle.ongoing_trials and not kt_internals.retry_queue(oracle)
             if done and not oracle.tuner_ids:
                 break
             if live or _fresh_heartbeats(project_dir, worker_timeout):  # incl. still starting

@@ -8,6 +8,7 @@ import math
 import os
 import re
 
+from keras_resnet import files
 from keras_resnet.tuning.space import layer_count
 
 TRIAL_INFO = "keras_resnet.json"   # written by the process that ran the trial, in its trial dir
@@ -18,11 +19,7 @@ LAST_COLUMNS = ("layers", "params", "seconds", "epochs", "tuner_id", "reason")
 
 def write_trial_info(trial_dir, info):
     """Writes what a trial's runner knows (parameters, seconds, tuner id, reason) atomically."""
-    path = os.path.join(trial_dir, TRIAL_INFO)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as file:
-        json.dump(info, file, indent=2)
-    os.replace(tmp, path)
+    files.write_text(os.path.join(trial_dir, TRIAL_INFO), json.dumps(info, indent=2))
 
 
 def log_trial_run(project_dir, info):
@@ -95,13 +92,11 @@ def collect_rows(oracle, project_dir, family, hp_names):
 
 def write_csv(rows, columns, path):
     """Writes the rows (inactive hyperparameters as empty cells) atomically to ``path``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as file:
+    with files.atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
         writer = csv.DictWriter(file, columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    os.replace(tmp, path)
     return path
 
 
@@ -150,16 +145,24 @@ def plot(rows, path, objective, title=None):
         axis.legend(title="initializer", fontsize=8)
     axis.set_title(title or f"{len(rows)} trials")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path
 
 
-def format_table(rows, columns, objective, limit=None):
-    """The rows as a text table, best score first (failed trials last)."""
-    ranked = sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
-    if objective.endswith("loss"):
-        ranked = sorted(rows, key=lambda r: (r["score"] is None, r["score"] or 0.0))
+def format_table(rows, columns, objective, *, direction, limit=None):
+    """The rows as a text table, best score first (failed trials last).
+
+    Args:
+        rows, columns: from ``collect_rows``.
+        objective: the score's name (the header).
+        direction: the objective's ``"min"`` or ``"max"`` (``TuneResult.direction``, the
+            oracle's).
+        limit: at most this many rows.
+    """
+    sign = 1.0 if direction == "min" else -1.0
+    ranked = sorted(rows, key=lambda r: (r["score"] is None, sign * (r["score"] or 0.0)))
     shown = [c for c in columns if c not in ("reason", "tuner_id") and
              any(r.get(c) not in (None, "") for r in rows)]
 

@@ -1,24 +1,38 @@
-"""``tune(...)``: a KerasTuner search over ``HyperResNet``, resumable and distributable."""
+"""``tune(...)``: a KerasTuner search over ``HyperResNet``, resumable and distributable.
+
+The jobs, in order: the configuration (``TuneConfig``: validation and naming), seeding, the data
+(which decides the input shape, the classes and the objectives), the hypermodel, the tuner and
+its resume state, the chief/worker/single dispatch, and the report (``results.csv``,
+``results.png``, the best model's export).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
-import re
 import time
 import warnings
 
-from keras_resnet.tuning import distributed
+from keras_resnet import files
+from keras_resnet.constants import (DEFAULT_MAX_TRIALS, DEFAULT_TUNE_BATCH_SIZE,
+                                    DEFAULT_TUNE_EPOCHS, TUNE_METRICS, TUNERS)
+from keras_resnet.tuning import distributed, kt_internals
 from keras_resnet.tuning import results as results_module
+from keras_resnet.tuning.config import TuneConfig
 
-TUNERS = ("random", "bayesian", "hyperband", "grid")
-METRICS = ("loss", "accuracy", "top5_accuracy")
-# The defaults of `keras-resnet tune`: on the embedded digits, 8 trials of 3 epochs over depth
-# 8/14/20 x 7 initializers x the rest of the space finish in a few minutes on 2 CPU cores.
-DEFAULT_MAX_TRIALS = 8
-DEFAULT_EPOCHS = 3
-DEFAULT_DIRECTORY = "tuning"
-DEFAULT_WORKER_TIMEOUT = 120.0
+logger = logging.getLogger(__name__)
+
+# Kept for compatibility: keras_resnet.tuning exported these names.
+DEFAULT_EPOCHS = DEFAULT_TUNE_EPOCHS
+METRICS = TUNE_METRICS
+# KerasTuner infers the direction of loss and accuracy from Keras' metric names; our top-5
+# metric's name is not one Keras knows, so its direction is given.
+_GIVEN_DIRECTIONS = {"top5_accuracy": "max", "val_top5_accuracy": "max"}
+
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_MAX_TRIALS", "TUNERS", "TuneConfig", "TuneResult",
+           "objective_names", "tune"]
 
 
 @dataclasses.dataclass
@@ -30,12 +44,14 @@ class TuneResult:
         project_dir: the search directory (``directory/project_name``).
         results_csv, results_png: the report files (None on a worker).
         rows: one dict per finished trial (see ``results.csv``); columns: their order.
-        best: the best completed row, or None.
+        best: the best completed row (``oracle.get_best_trials``), or None.
         export_path: the best model's SavedModel version directory, or None.
         ran: trials this process ran.
         resumed: the search continued an existing project.
         already_finished: the project had all its trials before this call.
         tuner: the KerasTuner tuner.
+        direction: the objective's direction (``"min"`` or ``"max"``), as the oracle has it.
+        config: the search's ``TuneConfig``.
     """
 
     role: str
@@ -50,6 +66,242 @@ class TuneResult:
     resumed: bool
     already_finished: bool
     tuner: object = None
+    direction: str | None = None
+    config: TuneConfig | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """Where an existing search stands before this call."""
+
+    role: str
+    resumed: bool
+    finished_before: int
+    already_finished: bool
+
+
+def objective_names(classes, has_validation):
+    """The metrics a ``HyperResNet`` reports, i.e. the objectives ``tune`` accepts."""
+    names = [m for m in TUNE_METRICS if m != "top5_accuracy" or classes > 5]
+    return names + ([f"val_{m}" for m in names] if has_validation else [])
+
+
+def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneResult:
+    """Searches ResNet depth, initializers and the rest of ``HyperResNet``'s space.
+
+    Trials train with the recipe of ``keras-resnet train``; the search lives in
+    ``directory/project_name``. Running the same call again resumes it (a trial that was killed
+    runs again; finished trials are kept) and ends with exactly ``max_trials`` trials. With
+    ``KERASTUNER_TUNER_ID``/``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT`` set, this process
+    is the chief (id containing ``chief``: serves the oracle, then writes the report and the
+    export) or a worker (runs trials) of KerasTuner's gRPC protocol over the shared directory.
+    With ``deterministic`` (the default) the same seed gives the same trials and scores; it
+    turns TensorFlow's op determinism on for the whole process.
+
+    Args:
+        data: ``"digits"``, ``"cifar10"``, ``"synthetic"``, a folder of class sub-folders, or a
+            ``keras_resnet.data.Dataset``.
+        hyperparameters: a ``keras_tuner.HyperParameters`` whose entries fix or narrow the
+            space (KerasTuner's own mechanism); names must be ``HyperResNet``'s.
+        log: a ``print``-like function for progress messages (default: this module's logger).
+        **options: the fields of ``TuneConfig`` (``family``, ``tuner``, ``max_trials``,
+            ``epochs``, ``objective`` (a name or a ``keras_tuner.Objective``), ``directory``,
+            ``project_name``, ``seed``, ``deterministic``, ``overwrite``, ``export_dir``,
+            ``export_name``, ``steps_per_epoch``, ``data_options``, ``worker_timeout``,
+            ``verbose``); any other keyword is a hyperparameter to fix (a scalar) or narrow (a
+            list), e.g. ``depth=[8, 14]``.
+
+    Returns:
+        A ``TuneResult``.
+
+    Raises:
+        ValueError, TypeError: for a bad argument, before the first trial.
+        RuntimeError: a distributed chief left without live workers (the state is saved).
+    """
+    from keras_resnet.training import make_reproducible
+
+    log = log or logger.info
+    config = _make_config(data, options)
+    _check_hyperparameters_type(hyperparameters)
+    role = distributed.role()
+    if config.overwrite and role == "worker":
+        raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
+                         "--overwrite to the chief only")
+    make_reproducible(config.seed, config.deterministic)
+    dataset = _load_data(config, data)
+    hypermodel = _hypermodel(config, dataset, hyperparameters)
+    state = _state(config, role, log)
+    if state.already_finished and role == "worker":
+        return TuneResult(role, config.project_dir, None, None, [], [], None, None, [],
+                          state.resumed, True, config=config)
+    search = _make_tuner(config, hypermodel, hyperparameters, role)
+    oracle = kt_internals.local_oracle(search)
+    oracle.max_trials = config.max_trials
+    if role != "worker":
+        _announce_resume(config, state, oracle, log)
+        files.write_text(os.path.join(config.project_dir, "tune_config.json"),
+                         json.dumps(config.to_dict(), indent=2, default=repr))
+    if not state.already_finished:
+        ran = _search(config, search, oracle, role, log)
+        if role == "worker":
+            return TuneResult(role, config.project_dir, None, None, [], [], None, None, ran,
+                              state.resumed, False, search, config=config)
+    return _report(config, search, oracle, hypermodel, dataset, state, log)
+
+
+def _make_config(data, options):
+    """The search's ``TuneConfig``: options that are its fields, the rest are hyperparameters."""
+    import keras_tuner
+
+    from keras_resnet.data import Dataset
+
+    fields = {field.name for field in dataclasses.fields(TuneConfig)} - {"data", "fixed"}
+    settings = {key: value for key, value in options.items() if key in fields}
+    fixed = {key: value for key, value in options.items() if key not in fields}
+    objective = settings.get("objective")
+    if isinstance(objective, keras_tuner.Objective):
+        settings.update(objective=objective.name, direction=objective.direction)
+    if isinstance(data, Dataset):
+        data_name = data.name
+    elif isinstance(data, (str, os.PathLike)):
+        data_name = os.fspath(data)
+    else:
+        raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")
+    if settings.get("project_name") is None:
+        family, tuner = settings.get("family", "cifar"), settings.get("tuner", "random")
+        settings["project_name"] = \
+            f"{family}-{os.path.basename(os.path.normpath(data_name))}-{tuner}"
+    settings["data_options"] = dict(settings.get("data_options") or {})
+    return TuneConfig(data=data_name, fixed=fixed, **settings)
+
+
+def _check_hyperparameters_type(hyperparameters):
+    import keras_tuner
+
+    if hyperparameters is not None and not isinstance(hyperparameters,
+                                                      keras_tuner.HyperParameters):
+        raise TypeError(f"hyperparameters must be a keras_tuner.HyperParameters or None; got "
+                        f"{hyperparameters!r}")
+
+
+def _load_data(config, data):
+    """The data, loaded once; checks that the model reports the objective on it."""
+    from keras_resnet.data import Dataset, load_dataset
+
+    dataset = data if isinstance(data, Dataset) else load_dataset(
+        config.data, batch_size=DEFAULT_TUNE_BATCH_SIZE, seed=config.seed, **config.data_options)
+    names = objective_names(dataset.num_classes, dataset.validation is not None)
+    if config.objective not in names:
+        raise ValueError(f"objective must be a metric this model reports on {dataset.name!r} "
+                         f"({', '.join(names)}); got {config.objective!r}")
+    return dataset
+
+
+def _hypermodel(config, dataset, hyperparameters):
+    from keras_resnet.tuning.space import HyperResNet
+
+    hypermodel = HyperResNet(dataset.input_shape, dataset.num_classes, config.family,
+                             data=dataset, seed=config.seed,
+                             steps_per_epoch=config.steps_per_epoch,
+                             deterministic=config.deterministic, **config.fixed)
+    if hyperparameters is not None:
+        unknown = [hp.name for hp in hyperparameters.space if hp.name not in hypermodel.names]
+        if unknown:
+            raise ValueError(f"hyperparameters has unknown name(s) {', '.join(unknown)}; valid "
+                             f"names: {', '.join(hypermodel.names)}")
+    return hypermodel
+
+
+def _state(config, role, log):
+    resumed = not config.overwrite and os.path.exists(
+        os.path.join(config.project_dir, "oracle.json"))
+    finished = len(distributed.finished_trials(config.project_dir)) if resumed else 0
+    already_finished = finished >= config.max_trials
+    if already_finished:
+        log(f"Search {config.project_dir} already finished its {finished} trials "
+            f"(max_trials={config.max_trials}); nothing is re-run. Pass overwrite=True "
+            "(--overwrite) to start again, or raise max_trials to continue.")
+    return _State(role, resumed, finished, already_finished)
+
+
+def _objective(config):
+    import keras_tuner
+
+    direction = config.direction or _GIVEN_DIRECTIONS.get(config.objective)
+    if direction is None:
+        return config.objective  # KerasTuner infers the direction
+    return keras_tuner.Objective(config.objective, direction)
+
+
+def _make_tuner(config, hypermodel, hyperparameters, role):
+    if role == "worker":
+        distributed.bound_worker_wait(config.worker_timeout)
+    oracle_options = dict(objective=_objective(config), seed=config.seed,
+                          hyperparameters=hyperparameters,
+                          max_consecutive_failed_trials=config.max_trials + 1)
+    if config.tuner == "hyperband":
+        oracle_options.update(max_epochs=config.epochs, factor=3, hyperband_iterations=1)
+    else:
+        oracle_options["max_trials"] = config.max_trials
+    os.makedirs(config.directory, exist_ok=True)
+    return _tuner_class(config.tuner)(hypermodel, directory=os.fspath(config.directory),
+                                      project_name=config.project_name,
+                                      overwrite=config.overwrite, **oracle_options)
+
+
+def _announce_resume(config, state, oracle, log):
+    stale = distributed.stale_retries(oracle)
+    if stale:
+        log(f"Trial(s) {', '.join(stale)} had finished but KerasTuner queued them to run "
+            "again (its re-run-the-last-trial issue); they are kept as they are.")
+    if state.resumed and not state.already_finished:
+        log(f"Resuming {config.project_dir}: {state.finished_before} of {config.max_trials} "
+            "trials finished; an interrupted trial runs again.")
+
+
+def _search(config, search, oracle, role, log):
+    """Runs this process's part of the search; returns the trials it ran."""
+    if role == "chief":
+        search.save()  # chief.json: a re-run of this command reloads the search
+        try:
+            distributed.serve_chief(oracle, config.project_dir, max_trials=config.max_trials,
+                                    worker_timeout=config.worker_timeout, log=log)
+        finally:
+            search.save()
+        return list(type(search).ran)
+    try:
+        if role == "worker":
+            with distributed.Heartbeat(config.project_dir, search.tuner_id):
+                search.search(epochs=config.epochs, verbose=config.verbose)
+        else:
+            search.search(epochs=config.epochs, verbose=config.verbose)
+    except Exception as error:
+        if type(error).__name__ in ("_InactiveRpcError", "RpcError"):
+            raise RuntimeError(
+                f"the chief at {os.environ.get(distributed.ENV_ORACLE_IP)}:"
+                f"{os.environ.get(distributed.ENV_ORACLE_PORT)} did not answer within "
+                f"{config.worker_timeout:g} s; start it (KERASTUNER_TUNER_ID=chief) "
+                "first") from None
+        raise
+    return list(type(search).ran)
+
+
+def _report(config, search, oracle, hypermodel, dataset, state, log):
+    project_dir = config.project_dir
+    rows, columns = results_module.collect_rows(oracle, project_dir, hypermodel.family,
+                                                hypermodel.names)
+    csv_path = results_module.write_csv(rows, columns, os.path.join(project_dir, "results.csv"))
+    png_path = results_module.plot(rows, os.path.join(project_dir, "results.png"),
+                                   config.objective,
+                                   title=f"{os.path.basename(project_dir)}: {len(rows)} trials")
+    best_trials = [t for t in oracle.get_best_trials(1) if str(t.status) == "COMPLETED"]
+    best = next((r for r in rows if best_trials and r["trial_id"] == best_trials[0].trial_id),
+                None)
+    export_path = _export_best(search, oracle, best, dataset, project_dir, config.export_dir,
+                               config.export_name or config.project_name, log)
+    return TuneResult(state.role, project_dir, csv_path, png_path, rows, columns, best,
+                      export_path, list(type(search).ran), state.resumed,
+                      state.already_finished, search, oracle.objective.direction, config)
 
 
 def _tuner_class(kind):
@@ -65,7 +317,7 @@ def _tuner_class(kind):
 
         def run_trial(self, trial, *args, **kwargs):
             self._started = time.perf_counter()
-            self.hypermodel.last_fit = {}
+            self.hypermodel.last_fit = {}  # HyperResNet's public record of the trial's fit
             return super().run_trial(trial, *args, **kwargs)
 
         def on_trial_end(self, trial):
@@ -83,218 +335,8 @@ def _tuner_class(kind):
     return ResNetTuner
 
 
-def _check(value, argument, kind, low=None):
-    if isinstance(value, bool) or not isinstance(value, kind) or (low is not None and value < low):
-        accepted = f"an int >= {low}" if kind is int else f"a number >= {low}"
-        raise ValueError(f"{argument} must be {accepted}; got {value!r}")
-    return value
-
-
-def objective_names(classes, has_validation):
-    """The metrics a ``HyperResNet`` reports, i.e. the objectives ``tune`` accepts."""
-    names = [m for m in METRICS if m != "top5_accuracy" or classes > 5]
-    return names + ([f"val_{m}" for m in names] if has_validation else [])
-
-
-def tune(data="digits", *, family="cifar", tuner="random", max_trials=DEFAULT_MAX_TRIALS,
-         epochs=DEFAULT_EPOCHS, objective="val_accuracy", directory=DEFAULT_DIRECTORY,
-         project_name=None, seed=0, overwrite=False, export_dir="saved_models",
-         export_name=None, hyperparameters=None, steps_per_epoch=None, data_options=None,
-         worker_timeout=DEFAULT_WORKER_TIMEOUT, verbose=0, log=print, **fixed):
-    """Searches ResNet depth, initializers and the rest of ``HyperResNet``'s space.
-
-    Trials train with the recipe of ``keras-resnet train``; the search lives in
-    ``directory/project_name``. Running the same call again resumes it (a trial that was killed
-    runs again; finished trials are kept) and ends with exactly ``max_trials`` trials. With
-    ``KERASTUNER_TUNER_ID``/``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT`` set, this process
-    is the chief (id containing ``chief``: serves the oracle, then writes the report and the
-    export) or a worker (runs trials) of KerasTuner's gRPC protocol over the shared directory.
-
-    Args:
-        data: ``"digits"``, ``"cifar10"``, ``"synthetic"``, a folder of class sub-folders, or a
-            ``keras_resnet.data.Dataset``.
-        family: ``"cifar"`` or ``"imagenet"`` (see ``HyperResNet``).
-        tuner: ``"random"``, ``"bayesian"``, ``"hyperband"`` or ``"grid"``.
-        max_trials: trials of the search (Hyperband stops at its own count if smaller).
-        epochs: training epochs per trial (Hyperband's ``max_epochs``).
-        objective: a metric the model reports (``val_accuracy``, ``val_loss``, ``accuracy``,
-            ...) or a ``keras_tuner.Objective``.
-        directory: parent of the search directory.
-        project_name: the search directory's name (default ``<family>-<data>-<tuner>``).
-        seed: seeds the oracle (the hyperparameter sequence), the data and every trial.
-        overwrite: start over instead of resuming.
-        export_dir: SavedModel base directory for the best model; None to skip the export.
-        export_name: its serving name (default ``project_name``).
-        hyperparameters: a ``keras_tuner.HyperParameters`` whose entries fix or narrow the
-            space (KerasTuner's own mechanism); names must be ``HyperResNet``'s.
-        steps_per_epoch: at most this many batches per epoch (quick searches).
-        data_options: keyword options of ``load_dataset``.
-        worker_timeout: seconds after which a silent worker counts as dead (distributed), and
-            the longest a worker waits for the chief.
-        verbose: ``model.fit`` verbosity in trials.
-        log: a ``print``-like function for progress messages.
-        **fixed: hyperparameters to fix (a scalar) or narrow (a list), e.g. ``depth=[8, 14]``.
-
-    Returns:
-        A ``TuneResult``.
-
-    Raises:
-        ValueError, TypeError: for a bad argument, before the first trial.
-        RuntimeError: a distributed chief left without live workers (the state is saved).
-    """
-    import keras_tuner
-
-    from keras_resnet.data import Dataset, load_dataset
-    from keras_resnet.tuning.space import FAMILIES, HyperResNet
-
-    if tuner not in TUNERS:
-        raise ValueError(f"tuner must be one of {TUNERS}; got {tuner!r}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")
-    _check(max_trials, "max_trials", int, 1)
-    _check(epochs, "epochs", int, 1)
-    _check(seed, "seed", int, 0)
-    _check(worker_timeout, "worker_timeout", (int, float), 1)
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be True or False; got {overwrite!r}")
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ValueError(f"directory {os.fspath(directory)!r} is a file; pass a directory")
-    if hyperparameters is not None and not isinstance(hyperparameters,
-                                                      keras_tuner.HyperParameters):
-        raise TypeError(f"hyperparameters must be a keras_tuner.HyperParameters or None; got "
-                        f"{hyperparameters!r}")
-    if isinstance(objective, keras_tuner.Objective):
-        objective_name = objective.name
-    elif isinstance(objective, str):
-        objective_name = objective
-    else:
-        raise TypeError(f"objective must be a metric name or a keras_tuner.Objective; got "
-                        f"{objective!r}")
-    role = distributed.role()
-    if project_name is None:
-        data_name = data.name if isinstance(data, Dataset) else os.fspath(data)
-        project_name = f"{family}-{os.path.basename(os.path.normpath(data_name))}-{tuner}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", project_name):
-        raise ValueError(f"project_name must be letters, digits, '.', '_' or '-' (a directory "
-                         f"name); got {project_name!r}")
-
-    # The data decides the input shape, the classes and which objectives exist.
-    import keras
-
-    keras.utils.set_random_seed(seed)  # tf.data's shuffle draws from the global seed too
-    dataset = data if isinstance(data, Dataset) else load_dataset(
-        data, batch_size=32, seed=seed, **(data_options or {}))
-    names = objective_names(dataset.num_classes, dataset.validation is not None)
-    if objective_name not in names:
-        raise ValueError(f"objective {objective_name!r} is not a metric this model reports on "
-                         f"{dataset.name!r}; valid objectives: {', '.join(names)}")
-    hypermodel = HyperResNet(dataset.input_shape, dataset.num_classes, family,
-                             data=data if isinstance(data, Dataset) else os.fspath(data),
-                             seed=seed, data_options=data_options,
-                             steps_per_epoch=steps_per_epoch, **fixed)
-    if not isinstance(data, Dataset):
-        hypermodel._datasets[32] = hypermodel._datasets[None] = dataset
-    if hyperparameters is not None:
-        unknown = [hp.name for hp in hyperparameters.space if hp.name not in hypermodel.names]
-        if unknown:
-            raise ValueError(f"hyperparameters has unknown name(s) {', '.join(unknown)}; valid "
-                             f"names: {', '.join(hypermodel.names)}")
-
-    project_dir = os.path.join(os.fspath(directory), project_name)
-    if overwrite and role == "worker":
-        raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
-                         "--overwrite to the chief only")
-    resumed = not overwrite and os.path.exists(os.path.join(project_dir, "oracle.json"))
-    finished_before = distributed.finished_trials(project_dir) if resumed else []
-    already_finished = len(finished_before) >= max_trials
-    if already_finished:
-        log(f"Search {project_dir} already finished its {len(finished_before)} trials "
-            f"(max_trials={max_trials}); nothing is re-run. Pass overwrite=True (--overwrite) "
-            "to start again, or raise max_trials to continue.")
-        if role == "worker":
-            return TuneResult(role, project_dir, None, None, [], [], None, None, [], resumed,
-                              True)
-
-    if role == "worker":
-        distributed.bound_worker_wait(worker_timeout)
-    oracle_options = dict(objective=keras_tuner.Objective(objective_name, _direction(
-        objective, objective_name)), seed=seed, hyperparameters=hyperparameters,
-        max_consecutive_failed_trials=max_trials + 1)
-    if tuner == "hyperband":
-        oracle_options.update(max_epochs=epochs, factor=3, hyperband_iterations=1)
-    else:
-        oracle_options["max_trials"] = max_trials
-    os.makedirs(directory, exist_ok=True)
-    search = _tuner_class(tuner)(hypermodel, directory=os.fspath(directory),
-                                 project_name=project_name, overwrite=overwrite,
-                                 **oracle_options)
-    local_oracle = search.oracle if role != "worker" else search.oracle._oracle
-    local_oracle.max_trials = max_trials
-    if role != "worker":
-        stale = distributed.stale_retries(local_oracle)
-        if stale:
-            log(f"Trial(s) {', '.join(stale)} had finished but KerasTuner queued them to run "
-                "again (its re-run-the-last-trial issue); they are kept as they are.")
-        if resumed and not already_finished:
-            log(f"Resuming {project_dir}: {len(finished_before)} of {max_trials} trials "
-                "finished; an interrupted trial runs again.")
-
-    if role == "chief":
-        if not already_finished:
-            search.save()  # chief.json: a re-run of this command reloads the search
-            try:
-                distributed.serve_chief(local_oracle, project_dir, max_trials=max_trials,
-                                        worker_timeout=worker_timeout, log=log)
-            finally:
-                search.save()
-    elif not already_finished:
-        try:
-            if role == "worker":
-                with distributed.Heartbeat(project_dir, search.tuner_id):
-                    search.search(epochs=epochs, verbose=verbose)
-                return TuneResult(role, project_dir, None, None, [], [], None, None,
-                                  list(type(search).ran), resumed, False, search)
-            search.search(epochs=epochs, verbose=verbose)
-        except Exception as error:
-            if type(error).__name__ in ("_InactiveRpcError", "RpcError"):
-                raise RuntimeError(
-                    f"the chief at {os.environ.get(distributed.ENV_ORACLE_IP)}:"
-                    f"{os.environ.get(distributed.ENV_ORACLE_PORT)} did not answer within "
-                    f"{worker_timeout:g} s; start it (KERASTUNER_TUNER_ID=chief) first") from None
-            raise
-    return _report(search, local_oracle, hypermodel, dataset, project_dir, role, objective_name,
-                   export_dir, export_name or project_name, resumed, already_finished, log)
-
-
-def _direction(objective, name):
-    if hasattr(objective, "direction"):
-        return objective.direction
-    return "min" if name.endswith("loss") else "max"
-
-
-def _report(search, oracle, hypermodel, dataset, project_dir, role, objective, export_dir,
-            export_name, resumed, already_finished, log):
-    rows, columns = results_module.collect_rows(oracle, project_dir, hypermodel.family,
-                                                hypermodel.names)
-    csv_path = results_module.write_csv(rows, columns, os.path.join(project_dir, "results.csv"))
-    png_path = results_module.plot(rows, os.path.join(project_dir, "results.png"), objective,
-                                   title=f"{os.path.basename(project_dir)}: {len(rows)} trials")
-    completed = [r for r in rows if r["score"] is not None]
-    best = None
-    if completed:
-        best = max(completed, key=lambda r: -r["score"] if objective.endswith("loss")
-                   else r["score"])
-    export_path = _export_best(search, oracle, best, dataset, project_dir, export_dir,
-                               export_name, already_finished, log)
-    return TuneResult(role, project_dir, csv_path, png_path, rows, columns, best, export_path,
-                      list(type(search).ran), resumed, already_finished, search)
-
-
-def _export_best(search, oracle, best, dataset, project_dir, export_dir, name, already_finished,
-                 log):
+def _export_best(search, oracle, best, dataset, project_dir, export_dir, name, log):
     """Exports the best trial's checkpoint once per best trial (a re-run does not re-export)."""
-    import json
-
     if best is None or export_dir is None:
         return None
     record = os.path.join(project_dir, "export.json")
@@ -311,6 +353,6 @@ def _export_best(search, oracle, best, dataset, project_dir, export_dir, name, a
         model = search.load_model(trial)
     path = os.fspath(export_saved_model(model, base_dir=export_dir, name=name,
                                         class_names=list(dataset.class_names)))
-    with open(record, "w") as file:
-        json.dump({"trial_id": best["trial_id"], "path": path}, file)
+    files.write_text(record, json.dumps({"trial_id": best["trial_id"], "path": path}))
+    log(f"Exported trial {best['trial_id']} to {path}")
     return path

@@ -15,9 +15,9 @@ import math
 import keras
 import keras_tuner
 
-from keras_resnet import presets
-
-FAMILIES = ("cifar", "imagenet")
+from keras_resnet import checks, presets
+from keras_resnet.constants import (DEFAULT_DETERMINISTIC, DEFAULT_SCHEDULE, DEFAULT_SEED,
+                                    DEFAULT_TUNE_BATCH_SIZE, FAMILIES, SCHEDULES, STEMS)
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal",
                 "orthogonal", "truncated_normal")
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -25,7 +25,6 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 # Inputs up to this many pixels a side (the embedded 8x8 digits) get the small, fast defaults.
 SMALL_INPUT = 16
 SMALL_CIFAR_DEPTHS = (8, 14, 20)
-STEMS = ("imagenet", "cifar", "deep")
 _STEM_STRIDE = {"imagenet": 4, "deep": 4, "cifar": 1}
 _IMAGENET_STAGE_DEPTHS = (1, 2, 3, 4, 6)
 _CIFAR_SHORTCUTS = ("A", "B")          # the paper's options: zero padding, projection
@@ -85,35 +84,22 @@ class HyperResNet(keras_tuner.HyperModel):
             initializer or activation, a depth outside the family, or an input too small.
     """
 
-    def __init__(self, input_shape, classes, family="cifar", *, data=None, seed=0,
-                 data_options=None, steps_per_epoch=None, schedule="step", **fixed):
+    def __init__(self, input_shape, classes, family="cifar", *, data=None, seed=DEFAULT_SEED,
+                 data_options=None, steps_per_epoch=None, schedule=DEFAULT_SCHEDULE,
+                 deterministic=DEFAULT_DETERMINISTIC, **fixed):
         super().__init__(name=f"hyper_resnet_{family}", tunable=True)
-        if family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")
-        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3 or any(
-                isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
-            raise ValueError(f"input_shape must be (height, width, channels) of positive ints; "
-                             f"got {input_shape!r}")
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-            raise ValueError(f"classes must be an int >= 1; got {classes!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(
-                steps_per_epoch, int) or steps_per_epoch < 1):
-            raise ValueError(f"steps_per_epoch must be None or an int >= 1; "
-                             f"got {steps_per_epoch!r}")
-        from keras_resnet.training import SCHEDULES
-
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
-        self.input_shape = tuple(input_shape)
-        self.classes = classes
-        self.family = family
-        self.seed = seed
+        self.family = checks.one_of(family, "family", FAMILIES)
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise TypeError(f"input_shape must be (height, width, channels) of positive ints; "
+                            f"got {input_shape!r}")
+        self.input_shape = tuple(checks.positive_int(s, "input_shape") for s in input_shape)
+        self.classes = checks.positive_int(classes, "classes")
+        self.seed = checks.positive_int(seed, "seed", minimum=0)
+        self.steps_per_epoch = checks.optional_positive_int(steps_per_epoch, "steps_per_epoch")
+        self.schedule = checks.one_of(schedule, "schedule", SCHEDULES)
+        self.deterministic = checks.boolean(deterministic, "deterministic")
         self.data = data
         self.data_options = dict(data_options or {})
-        self.steps_per_epoch = steps_per_epoch
-        self.schedule = schedule
         self.names = CIFAR_NAMES if family == "cifar" else IMAGENET_NAMES
         self.choices = self._default_choices()
         unknown = sorted(set(fixed) - set(self.names))
@@ -158,53 +144,42 @@ class HyperResNet(keras_tuner.HyperModel):
                 if self.choices[name] == self._default_choices()[name]}
 
     def _check_choices(self):
+        from keras_resnet.recipe import resolve_initializer
+
         c = self.choices
         for name in ("zero_init_residual", "bottleneck", "preact"):
             for value in c[name]:
-                if not isinstance(value, bool):
-                    raise ValueError(f"{name} choices must be True/False; got {value!r}")
+                checks.boolean(value, name)
         for value in c["initializer"]:
-            if value not in INITIALIZERS:
-                raise ValueError(f"initializer {value!r} is not searchable; valid names: "
-                                 f"{', '.join(INITIALIZERS)}")
+            if not isinstance(value, str):  # a search space holds names
+                raise TypeError(f"initializer must be a Keras initializer name (a str); got "
+                                f"{value!r}")
+            resolve_initializer(value)
         for value in c["activation"]:
-            if value not in ACTIVATIONS:
-                raise ValueError(f"activation {value!r} is not searchable; valid names: "
-                                 f"{', '.join(ACTIVATIONS)}")
+            _check_activation(value)
         if c["shortcut"] is not None:
             for value in c["shortcut"]:
-                if value not in _CIFAR_SHORTCUTS + _BOTTLENECK_SHORTCUTS:
-                    raise ValueError(f"shortcut {value!r} is not searchable; valid options: "
-                                     f"{_describe(_CIFAR_SHORTCUTS + _BOTTLENECK_SHORTCUTS)}")
+                checks.one_of(value, "shortcut", _CIFAR_SHORTCUTS + _BOTTLENECK_SHORTCUTS)
         for name in ("width_multiplier", "learning_rate", "weight_decay"):
             for value in c[name]:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                        or not value > 0 or not math.isfinite(value):
-                    raise ValueError(f"{name} values must be numbers > 0; got {value!r}")
+                checks.positive_number(value, name)
         for value in c["batch_size"]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"batch_size values must be ints >= 1; got {value!r}")
+            checks.positive_int(value, "batch_size")
         if self.family == "cifar":
             for value in c["depth"]:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 8 \
-                        or (value - 2) % 6:
-                    raise ValueError(
-                        f"depth {value!r} is outside the CIFAR family: depth must be 6n+2 "
-                        f"(8, 14, 20, 32, 44, 56, 110, ...); the block count per stage n is "
-                        "reused for bottlenecks (9n+2 layers)")
-            return
+                _check_cifar_depth(value)
+        else:
+            self._check_imagenet_choices()
+
+    def _check_imagenet_choices(self):
+        c = self.choices
         for value in c["stem"]:
-            if value not in STEMS:
-                raise ValueError(f"stem {value!r} is not one of {STEMS}")
+            checks.one_of(value, "stem", STEMS)
         for value in c["stages"]:
-            if isinstance(value, bool) or value not in (1, 2, 3, 4):
-                raise ValueError(f"stages {value!r} is outside the ImageNet family: 1 to 4 "
-                                 "stages")
+            checks.positive_int(value, "stages", maximum=4)
         for i in range(1, 5):
             for value in c[f"stage{i}_depth"]:
-                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-                    raise ValueError(f"stage{i}_depth {value!r} is outside the ImageNet family: "
-                                     "an int from 1 to 64 blocks")
+                checks.positive_int(value, f"stage{i}_depth", maximum=64)
         side = min(self.input_shape[:2])
         for stem in c["stem"]:
             for stages in c["stages"]:
@@ -299,47 +274,54 @@ class HyperResNet(keras_tuner.HyperModel):
         return ResNet, options
 
     def build(self, hp):
-        """Builds and compiles the network of ``hp`` (``Normalization`` in front with data).
+        """Builds the network of ``hp`` (``Normalization`` in front with data); ``fit`` compiles
+        it (its learning-rate schedule needs the trial's batch size, declared there).
 
         Args:
             hp: a ``keras_tuner.HyperParameters``.
 
         Returns:
-            A compiled ``keras.Model`` taking raw pixels.
+            An uncompiled ``keras.Model`` taking raw pixels.
         """
-        from keras_resnet import training
+        from keras_resnet.recipe import build_model
+        from keras_resnet.training import make_reproducible
 
-        keras.utils.set_random_seed(self.seed)
+        make_reproducible(self.seed, self.deterministic)
         constructor, options = self.declare_architecture(hp)
-        learning_rate = self._declare(hp, "learning_rate")
-        weight_decay = self._declare(hp, "weight_decay")
+        self._declare(hp, "learning_rate")
+        self._declare(hp, "weight_decay")
         net = constructor(input_shape=self.input_shape, classes=self.classes, **options)
-        dataset = self._dataset(None) if self.data is not None else None
-        model = training.build_model(net, dataset) if dataset is not None else net
-        return training.compile_model(model, learning_rate=learning_rate,
-                                      weight_decay=weight_decay)
+        return build_model(net, self.dataset()) if self.data is not None else net
 
     # ------------------------------------------------------------------------- training
 
-    def _dataset(self, batch_size):
-        """The data at ``batch_size`` (None: as loaded), loaded once per batch size."""
+    def dataset(self, batch_size=None):
+        """The ``data`` given to the constructor at ``batch_size`` (None: as loaded), loaded or
+        re-batched once per batch size and cut to ``steps_per_epoch`` batches per epoch.
+
+        Args:
+            batch_size: images per batch.
+
+        Returns:
+            A ``keras_resnet.data.Dataset``.
+
+        Raises:
+            ValueError: when the hypermodel has no data.
+        """
         import dataclasses
 
         from keras_resnet.data import Dataset, load_dataset
 
+        if self.data is None:
+            raise ValueError("HyperResNet has no data: pass x (and validation_data) to fit, or "
+                             "give HyperResNet data=...")
         if batch_size not in self._datasets:
             if isinstance(self.data, Dataset):
-                base = self.data
-                if batch_size is not None and batch_size != base.batch_size:
-                    base = dataclasses.replace(
-                        base, train=base.train.unbatch().batch(batch_size),
-                        validation=None if base.validation is None
-                        else base.validation.unbatch().batch(batch_size),
-                        test=base.test.unbatch().batch(batch_size), batch_size=batch_size)
+                base = _rebatched(self.data, batch_size)
             else:
                 keras.utils.set_random_seed(self.seed)  # tf.data's shuffle uses it too
-                base = load_dataset(self.data, batch_size=batch_size or 32, seed=self.seed,
-                                    **self.data_options)
+                base = load_dataset(self.data, batch_size=batch_size or DEFAULT_TUNE_BATCH_SIZE,
+                                    seed=self.seed, **self.data_options)
             if self.steps_per_epoch and base.steps_per_epoch > self.steps_per_epoch:
                 steps = self.steps_per_epoch
                 base = dataclasses.replace(base, train=base.train.take(steps),
@@ -351,9 +333,9 @@ class HyperResNet(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, epochs=1, callbacks=None, verbose="auto", **kwargs):
         """Trains ``model`` with the recipe of ``keras-resnet train``; declares ``batch_size``.
 
-        The learning rate follows ``keras_resnet.training.PaperSchedule`` (step decay at 50% and
-        75% of the trial's epochs), SGD with momentum 0.9 and weight decay as compiled in
-        ``build``, on the data pipeline of ``keras_resnet.data.load_dataset`` at the trial's
+        Compiles ``model`` (``keras_resnet.recipe.compile_model``); the learning rate follows
+        ``keras_resnet.recipe.PaperSchedule`` (step decay at 50% and
+        75% of the trial's epochs), SGD with momentum 0.9 and the trial's weight decay, on the data pipeline of ``keras_resnet.data.load_dataset`` at the trial's
         batch size; ``keras.callbacks.TerminateOnNaN`` ends a diverging trial, which then fails
         with its reason.
 
@@ -372,7 +354,7 @@ class HyperResNet(keras_tuner.HyperModel):
         Raises:
             keras_tuner.errors.FailedTrialError: when the loss became NaN or infinite.
         """
-        from keras_resnet import training
+        from keras_resnet.recipe import PaperSchedule, compile_model
 
         batch_size = self._declare(hp, "batch_size")
         learning_rate = hp.get("learning_rate")
@@ -382,15 +364,12 @@ class HyperResNet(keras_tuner.HyperModel):
                 kwargs.pop("validation_data", None)
             steps = kwargs.get("steps_per_epoch") or self.steps_per_epoch or 1
         else:
-            if self.data is None:
-                raise ValueError("HyperResNet.fit needs training data: pass x (and "
-                                 "validation_data), or give HyperResNet data=...")
-            dataset = self._dataset(batch_size)
+            dataset = self.dataset(batch_size)
             train, validation = dataset.train, dataset.validation
             steps = dataset.steps_per_epoch
-        schedule = training.PaperSchedule(learning_rate, max(1, epochs * steps), self.schedule)
+        schedule = PaperSchedule(learning_rate, max(1, epochs * steps), self.schedule)
         keras.utils.set_random_seed(self.seed)
-        training.compile_model(model, learning_rate=schedule, weight_decay=weight_decay)
+        compile_model(model, learning_rate=schedule, weight_decay=weight_decay)
         kwargs.setdefault("shuffle", False)  # tf.data shuffles; Keras only warns about it
         history = model.fit(train, validation_data=validation, epochs=epochs,
                             callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
@@ -415,3 +394,35 @@ def layer_count(values, family):
     blocks = sum(int(values[f"stage{i}_depth"]) for i in range(1, int(values["stages"]) + 1))
     stem = {"imagenet": 1, "cifar": 1, "deep": 3}[values.get("stem", "imagenet")]
     return (3 if bottleneck else 2) * blocks + stem + 1
+
+
+def _rebatched(data, batch_size):
+    """``data`` (a ``Dataset``) with every split re-batched to ``batch_size``."""
+    import dataclasses
+
+    if batch_size is None or batch_size == data.batch_size:
+        return data
+    return dataclasses.replace(
+        data, train=data.train.unbatch().batch(batch_size),
+        validation=None if data.validation is None
+        else data.validation.unbatch().batch(batch_size),
+        test=data.test.unbatch().batch(batch_size), batch_size=batch_size)
+
+
+def _check_activation(value):
+    if not isinstance(value, str):  # a search space holds names
+        raise TypeError(f"activation must be a Keras activation name (a str); got {value!r}")
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"activation must be a Keras activation name (relu, leaky_relu, gelu, "
+                         f"...); got {value!r}") from None
+
+
+def _check_cifar_depth(value):
+    accepted = ("6n+2 (8, 14, 20, 32, 44, 56, 110, ...) for the CIFAR family; the block count "
+                "per stage n is reused for bottlenecks (9n+2 layers)")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"depth must be {accepted}; got {value!r}")
+    if value < 8 or (value - 2) % 6:
+        raise ValueError(f"depth must be {accepted}; got {value!r}")

@@ -1,0 +1,172 @@
+"""``TrainConfig``: one validated, immutable value holding every setting of a training run.
+
+``train`` builds it from its keyword arguments, checks it before anything expensive happens and
+writes it into ``metrics.json`` (``"config"``), so a run can be repeated from its own record:
+``train(config=TrainConfig.from_dict(metrics["config"]))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from keras_resnet import checks
+from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DETERMINISTIC,
+                                    DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR, DEFAULT_INITIALIZER,
+                                    DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
+                                    DEFAULT_MODEL, DEFAULT_MOMENTUM, DEFAULT_PRECISION,
+                                    DEFAULT_RUNS_DIR, DEFAULT_SCHEDULE, DEFAULT_SEED,
+                                    DEFAULT_WEIGHT_DECAY, PRECISIONS, SCHEDULES)
+
+VERBOSITIES = ("auto", 0, 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a ``train`` run (the fields are ``train``'s keyword arguments).
+
+    Attributes:
+        model: a model name (``keras_resnet.presets.MODEL_PRESETS``); for a ``keras.Model``
+            passed to ``train``, its name (a record only).
+        data: ``"digits"``, ``"cifar10"``, ``"synthetic"`` or a folder; for a ``Dataset`` passed
+            to ``train``, its name (a record only).
+        epochs: training epochs.
+        batch_size: images per batch (None: 32, or the ``Dataset``'s own).
+        learning_rate: initial learning rate (the paper's 0.1).
+        momentum, weight_decay, label_smoothing, jit_compile: see ``compile_model``.
+        schedule: ``"step"`` (÷10 at 50% and 75% of training), ``"cosine"`` or ``"constant"``.
+        warmup: the paper's warm-up (0.01 until the training error is below 80%).
+        initializer: kernel initializer of a named model (any ``keras.initializers.get`` name).
+        precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
+        early_stopping: None, or the patience in epochs of ``keras.callbacks.EarlyStopping`` on
+            the validation loss (restoring the best weights).
+        out_dir: parent of the run directory.
+        export_dir: SavedModel base directory; None to skip the export.
+        name: run name (``train`` defaults it to ``<model>-<data>``).
+        seed: seeds the weights, the data split, shuffling and augmentation.
+        deterministic: also make TensorFlow's ops deterministic
+            (``tf.config.experimental.enable_op_determinism``), so the same seed gives the same
+            run. Process-global: once on, it stays on for the process.
+        verbose: ``model.fit`` verbosity (``"auto"``, 0, 1 progress bar, 2 one line per epoch).
+        model_options: keyword options for ``build_model`` (e.g. ``{"preact": True}``).
+        data_options: keyword options for ``load_dataset`` (e.g. ``{"augment": False}``).
+
+    Raises:
+        TypeError, ValueError: on construction, for a bad value (``keras_resnet.checks``'
+            messages), before any data is loaded.
+    """
+
+    model: str = DEFAULT_MODEL
+    data: str = DEFAULT_DATA
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int | None = None
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    momentum: float = DEFAULT_MOMENTUM
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    schedule: str = DEFAULT_SCHEDULE
+    warmup: bool = False
+    label_smoothing: float = DEFAULT_LABEL_SMOOTHING
+    initializer: object = DEFAULT_INITIALIZER
+    precision: str = DEFAULT_PRECISION
+    jit_compile: object = "auto"
+    early_stopping: int | None = None
+    out_dir: str = DEFAULT_RUNS_DIR
+    export_dir: str | None = DEFAULT_EXPORT_DIR
+    name: str | None = None
+    seed: int = DEFAULT_SEED
+    deterministic: bool = DEFAULT_DETERMINISTIC
+    verbose: object = "auto"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    data_options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self._check_numbers()
+        self._check_choices()
+        self._check_paths()
+
+    def _check_numbers(self):
+        checks.positive_int(self.epochs, "epochs")
+        checks.optional_positive_int(self.batch_size, "batch_size")
+        checks.positive_number(self.learning_rate, "learning_rate", example="0.1")
+        checks.optional_positive_int(self.early_stopping, "early_stopping")
+        checks.positive_int(self.seed, "seed", minimum=0)
+
+    def _check_choices(self):
+        from keras_resnet.recipe import check_compile_arguments, resolve_initializer
+
+        check_compile_arguments(momentum=self.momentum, weight_decay=self.weight_decay,
+                                label_smoothing=self.label_smoothing,
+                                jit_compile=self.jit_compile)
+        checks.one_of(self.schedule, "schedule", SCHEDULES)
+        checks.one_of(self.precision, "precision", PRECISIONS)
+        checks.boolean(self.warmup, "warmup")
+        checks.boolean(self.deterministic, "deterministic")
+        checks.one_of(self.verbose, "verbose", VERBOSITIES)
+        resolve_initializer(self.initializer)
+        for argument in ("model_options", "data_options"):
+            if not isinstance(getattr(self, argument), dict):
+                raise TypeError(f"{argument} must be a dict of keyword options; got "
+                                f"{getattr(self, argument)!r}")
+        if not isinstance(self.data, str):
+            raise TypeError(f"data must be a data set name or folder (a str); got {self.data!r}")
+
+    def _check_paths(self):
+        if self.name is not None:
+            checks.name(self.name, "name")
+        checks.writable_dir(self.out_dir, "out_dir")
+        if self.name is not None:
+            checks.writable_dir(self.run_dir, "run directory")
+        if self.export_dir is not None:
+            checks.writable_dir(self.export_dir, "export_dir")
+
+    @property
+    def run_dir(self) -> str:
+        """``out_dir/name``."""
+        return os.path.join(os.fspath(self.out_dir), self.name)
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (what ``metrics.json`` records)."""
+        values = dataclasses.asdict(self)
+        for key in ("out_dir", "export_dir"):
+            if values[key] is not None:
+                values[key] = os.fspath(values[key])
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from ``to_dict``'s output (e.g. ``metrics.json``'s ``"config"``).
+
+        Raises:
+            TypeError: for a key that is not a field.
+        """
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise TypeError(f"TrainConfig has no field(s) {', '.join(unknown)}; fields: "
+                            f"{', '.join(sorted(fields))}")
+        return cls(**values)
+
+
+def default_batch_size(config: TrainConfig) -> int:
+    """The batch size data is loaded at: the configured one, else ``DEFAULT_BATCH_SIZE``."""
+    return config.batch_size or DEFAULT_BATCH_SIZE
+
+
+def make_reproducible(seed: int, deterministic: bool) -> None:
+    """Seeds Python, NumPy, TensorFlow and Keras; with ``deterministic``, also makes TF's ops
+    deterministic (``tf.config.experimental.enable_op_determinism``).
+
+    Op determinism is process-global and TensorFlow offers no public way to turn it off again:
+    once a run asked for it, later runs in the same process are deterministic too.
+
+    Args:
+        seed: the seed (``keras.utils.set_random_seed``).
+        deterministic: enable op determinism.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,283 @@
+"""``train``: one run of the paper's recipe, from a ``TrainConfig`` to ``runs/<name>/`` and an export.
+
+The jobs, in order: check the configuration (``TrainConfig``), seed (and make deterministic),
+load the data, build and compile the network (``keras_resnet.recipe``), fit it with Keras
+callbacks (``BackupAndRestore``, ``ModelCheckpoint``, ``CSVLogger``, ``TensorBoard``,
+``TerminateOnNaN``, optional ``EarlyStopping``), evaluate it on the test split, write the run
+directory atomically and export a SavedModel version through ``keras_resnet.export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+
+from keras_resnet import checks, files
+from keras_resnet.constants import DEFAULT_DATA, DEFAULT_MODEL, WARMUP_LEARNING_RATE
+from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
+                                 compile_model)
+from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
+from keras_resnet.training.history import plot_history, read_history
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` produced: the model, the run's files and its metrics.
+
+    Attributes:
+        model: the trained ``keras.Model`` (final weights).
+        run_dir: ``runs/<name>``.
+        model_path, best_model_path, history_path, curves_path, metrics_path, logs_dir: the
+            files in it (``best.keras`` is the best-validation checkpoint).
+        export_path: the SavedModel version directory, or None when not exported.
+        metrics: the content of ``metrics.json`` (``metrics["config"]`` is the ``TrainConfig``).
+        history: per-epoch lists read from ``history.csv`` (every epoch, resumed runs too).
+    """
+
+    model: object
+    run_dir: str
+    model_path: str
+    best_model_path: str
+    history_path: str
+    curves_path: str
+    metrics_path: str
+    logs_dir: str
+    export_path: str | None
+    metrics: dict
+    history: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunFiles:
+    run_dir: str
+
+    def path(self, key):
+        return os.path.join(self.run_dir, {
+            "model": "model.keras", "best": "best.keras", "history": "history.csv",
+            "curves": "curves.png", "metrics": "metrics.json", "logs": "logs",
+            "backup": "backup"}[key])
+
+    @property
+    def backup_metadata(self):
+        return os.path.join(self.path("backup"), "training_metadata.json")
+
+    def prepare(self):
+        """Creates the run directory; returns the epoch a killed run resumes from, or None."""
+        os.makedirs(self.run_dir, exist_ok=True)
+        files.remove_stale_temporaries(self.run_dir)
+        if not os.path.exists(self.backup_metadata):
+            # A fresh run: no stale history or checkpoints from an earlier one.
+            for key in ("model", "best", "history", "metrics"):
+                if os.path.exists(self.path(key)):
+                    os.remove(self.path(key))
+            return None
+        with open(self.backup_metadata) as file:
+            return int(json.load(file).get("epoch", 0))
+
+
+def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None = None,
+          **options) -> TrainResult:
+    """Trains a ResNet with the paper's recipe; writes ``runs/<name>/`` and exports it.
+
+    Running the same call again after the process was killed resumes from the last finished
+    epoch (``keras.callbacks.BackupAndRestore`` in ``runs/<name>/backup``; it is deleted when
+    training finishes, so a finished run started again trains anew). With ``deterministic``
+    (the default) the same seed gives the same run; it turns TensorFlow's op determinism on for
+    the whole process.
+
+    Args:
+        model: a model name (``keras_resnet.presets.MODEL_PRESETS``) or a ``keras.Model``
+            taking raw pixels of the data's shape.
+        data: a ``keras_resnet.data.Dataset`` or what ``load_dataset`` takes (``"digits"``,
+            ``"cifar10"``, ``"synthetic"``, a folder).
+        config: a ``TrainConfig`` holding every setting (e.g. from an earlier run's
+            ``metrics.json``); its ``model`` and ``data`` are used unless ``model``/``data``
+            are objects. Not together with ``options``.
+        **options: the fields of ``TrainConfig``: ``epochs``, ``batch_size``,
+            ``learning_rate``, ``momentum``, ``weight_decay``, ``schedule``, ``warmup``,
+            ``label_smoothing``, ``initializer``, ``precision``, ``jit_compile``,
+            ``early_stopping``, ``out_dir``, ``export_dir``, ``name``, ``seed``,
+            ``deterministic``, ``verbose``, ``model_options``, ``data_options``.
+
+    Returns:
+        A ``TrainResult``.
+
+    Raises:
+        TypeError, ValueError: for a bad argument, data or model, or a batch larger than the
+            training split, before training starts; ``ValueError`` when the loss became NaN
+            (nothing is saved then).
+    """
+    config = _make_config(model, data, config, options)
+    make_reproducible(config.seed, config.deterministic)
+    dataset = _load_data(config, data)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        net = build_model(model if isinstance(model, keras.Model) else config.model, dataset,
+                          initializer=config.initializer, **config.model_options)
+        return _run(config, net, dataset)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _make_config(model, data, config, options):
+    """The run's ``TrainConfig``: ``config``, or one built from the keyword options."""
+    from keras_resnet.data import Dataset
+
+    if config is not None:
+        if options:
+            raise TypeError(f"pass either config or keyword options, not both; got config and "
+                            f"{', '.join(sorted(options))}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a keras_resnet.training.TrainConfig; got {config!r}")
+        options = config.to_dict()
+        model = model if isinstance(model, keras.Model) else options.pop("model")
+        data = data if isinstance(data, Dataset) else options.pop("data")
+    fields = {field.name for field in dataclasses.fields(TrainConfig)} - {"model", "data"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise TypeError(f"train() got unexpected option(s) {', '.join(unknown)}; options: "
+                        f"{', '.join(sorted(fields))}")
+    if isinstance(model, keras.Model):
+        model_name = model.name
+    else:
+        model_name = checks.model_name(model)
+    if isinstance(data, Dataset):
+        data_name = data.name
+    elif isinstance(data, (str, os.PathLike)):
+        data_name = os.fspath(data)
+    else:
+        raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")
+    options = {key: value for key, value in options.items() if key not in ("model", "data")}
+    if options.get("name") is None:
+        options["name"] = f"{model_name}-{os.path.basename(os.path.normpath(data_name))}"
+    options.setdefault("model_options", {})
+    options.setdefault("data_options", {})
+    options["model_options"] = dict(options["model_options"] or {})
+    options["data_options"] = dict(options["data_options"] or {})
+    return TrainConfig(model=model_name, data=data_name, **options)
+
+
+def _load_data(config, data):
+    """The ``Dataset`` of the run, checked against the configuration."""
+    from keras_resnet import data as data_module
+
+    if isinstance(data, data_module.Dataset):
+        if config.batch_size is not None and config.batch_size != data.batch_size:
+            raise ValueError(f"batch_size={config.batch_size} disagrees with the Dataset's batch "
+                             f"size {data.batch_size}; leave batch_size out or reload the data")
+        if config.data_options:
+            raise ValueError("data_options apply when data is a name or path; got a Dataset "
+                             f"and data_options={config.data_options!r}")
+        dataset = data
+    else:
+        dataset = data_module.load_dataset(config.data, batch_size=default_batch_size(config),
+                                           seed=config.seed, **config.data_options)
+    if dataset.batch_size > dataset.train_size:
+        raise ValueError(f"batch_size must be at most the {dataset.train_size} images of "
+                         f"{dataset.name!r}'s training split; got {dataset.batch_size}")
+    return dataset
+
+
+def _callbacks(config, schedule, dataset, run_files, resuming):
+    monitor = "val_accuracy" if dataset.validation is not None else "accuracy"
+    callbacks = [
+        LearningRateLogger(schedule),
+        # History first: a kill between the two epoch-end writes then repeats an epoch row
+        # (read_history keeps the last), never loses one.
+        keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
+        keras.callbacks.BackupAndRestore(run_files.path("backup")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
+                                        save_best_only=True),
+        keras.callbacks.TensorBoard(run_files.path("logs"), write_graph=False, profile_batch=0),
+    ]
+    if config.warmup:
+        callbacks.append(PaperWarmup(schedule))
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            "val_loss" if dataset.validation is not None else "loss",
+            patience=config.early_stopping, restore_best_weights=True))
+    return callbacks
+
+
+def _run(config, model, dataset):
+    """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
+    started = time.perf_counter()
+    run_files = _RunFiles(config.run_dir)
+    resumed_from = run_files.prepare()
+    schedule = PaperSchedule(config.learning_rate, config.epochs * dataset.steps_per_epoch,
+                             config.schedule,
+                             warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None)
+    compile_model(model, learning_rate=schedule, momentum=config.momentum,
+                  weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+                  jit_compile=config.jit_compile)
+    callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
+    if resumed_from is not None:
+        logger.info("Resuming %s from epoch %d of %d", config.run_dir, resumed_from + 1,
+                       config.epochs)
+    model.fit(dataset.train, validation_data=dataset.validation, epochs=config.epochs,
+              callbacks=callbacks, verbose=config.verbose, shuffle=False)  # tf.data shuffles
+    history = read_history(run_files.path("history"))
+    losses = history.get("loss", [])
+    if not losses or not all(math.isfinite(v) for v in losses):
+        raise ValueError(f"training diverged (loss {losses[-1] if losses else 'missing'} at "
+                         f"epoch {len(losses)}); lower learning_rate (got "
+                         f"{config.learning_rate}) or use warmup=True. Nothing was saved.")
+    test = model.evaluate(dataset.test, verbose=0, return_dict=True)
+    with files.atomic_path(run_files.path("model")) as temporary:
+        model.save(temporary)
+    plot_history(history, run_files.path("curves"), title=f"{config.model} on {dataset.name}")
+    export_path = _export(model, config, dataset)
+    warmup_end = next((c.ended_at_step for c in callbacks if isinstance(c, PaperWarmup)), None)
+    metrics = _metrics(config, model, dataset, history, test, resumed_from=resumed_from,
+                       warmup_ended_at_step=warmup_end, export_path=export_path,
+                       seconds=time.perf_counter() - started)
+    files.write_text(run_files.path("metrics"), json.dumps(metrics, indent=2))
+    return TrainResult(model=model, run_dir=config.run_dir, model_path=run_files.path("model"),
+                       best_model_path=run_files.path("best"),
+                       history_path=run_files.path("history"),
+                       curves_path=run_files.path("curves"),
+                       metrics_path=run_files.path("metrics"), logs_dir=run_files.path("logs"),
+                       export_path=export_path, metrics=metrics, history=history)
+
+
+def _metrics(config, model, dataset, history, test, *, resumed_from, warmup_ended_at_step,
+             export_path, seconds):
+    """The content of ``metrics.json``: results, data sizes and the run's ``TrainConfig``."""
+    return {
+        "name": config.name, "model": config.model, "data": dataset.name,
+        "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(math.prod(v.shape) for v in model.trainable_weights)),
+        "epochs": len(history["loss"]), "resumed_from_epoch": resumed_from,
+        "wall_time_seconds": round(seconds, 2),
+        "final_train_accuracy": history["accuracy"][-1],
+        "best_validation_accuracy": max(history["val_accuracy"]) if "val_accuracy" in history
+        else None,
+        "train_size": dataset.train_size, "validation_size": dataset.validation_size,
+        "test_size": dataset.test_size, "batch_size": dataset.batch_size,
+        "learning_rate": config.learning_rate, "schedule": config.schedule,
+        "warmup": config.warmup, "warmup_ended_at_step": warmup_ended_at_step,
+        "weight_decay": config.weight_decay, "momentum": config.momentum,
+        "label_smoothing": config.label_smoothing, "precision": config.precision,
+        "seed": config.seed, "deterministic": config.deterministic, "export_path": export_path,
+        "keras_version": keras.__version__, "config": config.to_dict(),
+    }
+
+
+def _export(model, config, dataset):
+    if config.export_dir is None:
+        return None
+    from keras_resnet.export import export_saved_model
+
+    return os.fspath(export_saved_model(model, base_dir=config.export_dir, name=config.name,
+                                        class_names=list(dataset.class_names)))
