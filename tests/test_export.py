@@ -19,9 +19,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_resnet import ResNet, export_saved_model, verify_export
+from keras_resnet import ResNet, export_saved_model, files, verify_export
 from keras_resnet.cli import main
-from keras_resnet.export import bundle, find_xla_attributes, versions
+from keras_resnet.export import ExportVerificationError, bundle, find_xla_attributes, versions
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -74,11 +74,14 @@ def test_layout_and_no_overwrite(exported, tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "../evil"}, "name must be"),
-    ({"version": 0}, "version must be an int >= 1"),
-    ({"input_dtype": "int8"}, "input_dtype must be one of"),
+    ({"version": 0}, r"version must be a positive int \(1, 2, 64, ...\); got 0"),
+    ({"input_dtype": "int8"}, "input_dtype must be one of 'uint8', 'float32'; got 'int8'"),
     ({"class_names": ["a", "b"]}, "class_names has 2 names but the model has 3 classes"),
-    ({"top_k": 0}, "top_k must be an int >= 1"),
-    ({"warmup_batch_sizes": ()}, "warmup_batch_sizes must be"),
+    ({"top_k": 0}, r"top_k must be an int in \[1, 3\]; got 0"),
+    ({"top_k": 4}, r"top_k must be an int in \[1, 3\]; got 4"),
+    ({"warmup_batch_sizes": ()}, "warmup_batch_sizes must be a non-empty sequence"),
+    ({"warmup_batch_sizes": (1, 32), "max_batch_size": 16},
+     r"warmup_batch_sizes must be an int in \[1, 16\]; got 32"),
 ])
 def test_bad_options_fail_before_writing(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
@@ -155,13 +158,13 @@ def test_warmup_records_parse_as_prediction_logs(exported):
                     ("serving_bytes", "image_bytes", 8)]
 
 
-def test_verify_in_tensorflow_only_process(exported, capsys):
+def test_verify_in_tensorflow_only_process(exported):
     _, _, path = exported
     report = verify_export(path)
     assert report["keras_imported"] is False
     assert report["signatures"] == ["serving_bytes", "serving_default"]
     assert len(report["cases"]) == 8 and report["max_abs_diff"] <= 1e-5
-    table = capsys.readouterr().out
+    table = report["table"]  # saved_model_cli show --all
     assert "signature_def['serving_default']:" in table
     assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 8, 1)" \
         in table
@@ -172,7 +175,7 @@ def test_verify_in_tensorflow_only_process(exported, capsys):
 def test_verify_catches_a_different_model(exported):
     _, _, path = exported
     keras.utils.set_random_seed(1)
-    with pytest.raises(Exception, match="differs|max \\|served - keras\\|"):
+    with pytest.raises(ExportVerificationError, match="differs|max \\|served - keras\\|"):
         verify_export(path, model=small_model(), verbose=False)
 
 
@@ -255,7 +258,7 @@ def test_sigkill_mid_export_leaves_nothing_loadable(tmp_path):
     assert len(leftovers) == 1  # the half-written version, outside any model's base path
     assert not (base / "victim").exists() or versions(base / "victim") == []
     assert bundle.model_names(base) == [] and not (base / "models.config").exists()
-    bundle._clean_stale_staging(str(base))  # the next export sweeps it up
+    files.remove_stale_temporaries(str(staging))  # what the next export does first
     assert list(staging.iterdir()) == []
 
 
@@ -273,3 +276,88 @@ def test_cli_export_with_labels_and_verify(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"),
                  "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_next_export_removes_temporaries_of_dead_writers(exported, tmp_path):
+    model, _, _ = exported
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,))
+    # What a SIGKILL right after a config file's rename leaves: a temporary beside it.
+    stale = tmp_path / f"{files.TEMP_PREFIX}{dead_pid()}-models.config"
+    stale.write_text("model_config_list {")
+    stale_staging = tmp_path / bundle.STAGING / f"{files.TEMP_PREFIX}{dead_pid()}-tiny-x"
+    (stale_staging / "variables").mkdir(parents=True)
+    live = tmp_path / f"{files.TEMP_PREFIX}{os.getppid()}-models.config"  # a writer still alive
+    live.write_text("")
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,))
+    assert not stale.exists() and not stale_staging.exists() and live.exists()
+    assert versions(tmp_path / "tiny") == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")) == [live.name]
+
+
+def test_default_warmup_fits_max_batch_size(exported, tmp_path):
+    model, _, _ = exported
+    path = export_saved_model(model, tmp_path, max_batch_size=16)
+    sizes = [(log.predict_log.request.model_spec.signature_name,
+              next(iter(log.predict_log.request.inputs.values())).tensor_shape.dim[0].size)
+             for log in (prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+                         tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE)))]
+    assert sizes == [("serving_default", 1), ("serving_default", 8), ("serving_bytes", 1),
+                     ("serving_bytes", 8)]
+    with open(os.path.join(tmp_path, "batching_parameters.txt")) as handle:
+        assert "max_batch_size { value: 16 }" in handle.read()
+
+
+def test_graph_checks_the_image_shape_as_tf_serving_feeds_it(exported):
+    """TF Serving feeds a request's tensor by name whatever its shape: the graph must refuse."""
+    _, _, path = exported
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        fed = tf.compat.v1.placeholder(tf.uint8, shape=None)  # no Python-side shape check
+        meta = tf.compat.v1.saved_model.loader.load(
+            session, ["serve"], path, input_map={"serving_default_images:0": fed})
+        fetches = {k: v.name for k, v in meta.signature_def["serving_default"].outputs.items()}
+        good = session.run(fetches, {fed: np.zeros((2, 8, 8, 1), np.uint8)})
+        assert good["probabilities"].shape == (2, 3)
+        for shape in ((2, 8, 4, 1), (2, 8, 8, 3), (8, 8, 1)):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=r"images must have shape \[batch, 8, 8, 1\]; got shape"):
+                session.run(fetches, {fed: np.zeros(shape, np.uint8)})
+
+
+@pytest.fixture(scope="module")
+def saved_keras_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keras") / "m.keras"
+    small_model("clinet").save(path)
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("out_is_file", "--out must be a directory; got '{out}', which is a file"),
+    ("truncated", "is not a readable .keras file (not a zip archive: truncated or corrupt?)"),
+    ("garbage", "is not a readable .keras file (not a zip archive: truncated or corrupt?)"),
+    ("top_k", "top_k must be an int in [1, 3]; got 100"),
+])
+def test_cli_export_bad_input_is_one_line_exit_2(case, message, saved_keras_file, tmp_path,
+                                                 capsys):
+    model_file, out, extra = str(saved_keras_file), tmp_path / "out", []
+    if case == "out_is_file":
+        out.write_text("not a directory")
+    elif case == "truncated":
+        model_file = str(tmp_path / "t.keras")
+        (tmp_path / "t.keras").write_bytes(saved_keras_file.read_bytes()[:3000])
+    elif case == "garbage":
+        model_file = str(tmp_path / "g.keras")
+        (tmp_path / "g.keras").write_text("garbage")
+    else:
+        extra = ["--top-k", "100"]
+    assert main(["export", model_file, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet export: error: ")
+    assert message.format(out=out) in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and "File not found" not in err

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+from keras_resnet import checks
+from keras_resnet.constants import DEFAULT_EXPORT_DIR, DEFAULT_TOP_K, INPUT_DTYPES
+
 
 def register(subparsers):
     """Adds the `export` subcommand."""
@@ -18,13 +21,15 @@ def register(subparsers):
     parser.add_argument("--name", default=None, help="serving name (default: the model's name)")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: the next free one; never overwrites)")
-    parser.add_argument("--out", default="saved_models",
-                        help="base directory of the bundle (default: saved_models)")
-    parser.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8",
-                        help="dtype of the `images` input (default: uint8)")
+    parser.add_argument("--out", default=DEFAULT_EXPORT_DIR,
+                        help=f"base directory of the bundle (default: {DEFAULT_EXPORT_DIR})")
+    parser.add_argument("--input-dtype", choices=INPUT_DTYPES, default=INPUT_DTYPES[0],
+                        help=f"dtype of the `images` input (default: {INPUT_DTYPES[0]})")
     parser.add_argument("--labels", default=None, metavar="FILE",
                         help="class names, one per line: adds the `labels` output")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per answer (default: 5)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help=f"classes per answer, 1..classes (default: {DEFAULT_TOP_K}, or the "
+                             "number of classes if fewer)")
     parser.add_argument("--resize", action="store_true",
                         help="accept images of any size in `images` and resize them in the graph")
     parser.add_argument("--verify", action="store_true",
@@ -32,34 +37,58 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def run(args):
-    """Loads the model, exports it and optionally verifies the export."""
-    if not args.model.endswith((".keras", ".h5")):
+def load_keras_model(path):
+    """Loads a ``.keras``/``.h5`` file, or raises ValueError saying why it cannot be read."""
+    import zipfile
+
+    if not path.endswith((".keras", ".h5")):
         raise ValueError(f"MODEL must be a .keras (or .h5) file saved with model.save(); got "
-                         f"{args.model!r}")
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"model file {args.model!r} does not exist")
-    class_names = None
-    if args.labels is not None:
-        if not os.path.isfile(args.labels):
-            raise FileNotFoundError(f"labels file {args.labels!r} does not exist")
-        with open(args.labels, encoding="utf-8") as handle:
-            class_names = [line.strip() for line in handle if line.strip()]
+                         f"{path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"model file {path!r} is not a readable .keras file (not a zip "
+                         "archive: truncated or corrupt?); save it again with model.save()")
     import keras
 
-    from keras_resnet.export import export_saved_model, verify_export
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"model file {path!r} is not a readable Keras model file: "
+                         f"{detail}") from None
 
-    model = keras.models.load_model(args.model, compile=False)
+
+def _read_labels(path):
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"labels file {path!r} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def run(args):
+    """Loads the model, exports it and optionally verifies the export."""
+    # Checked before the model loads; the export's own checks (name, version, top_k in
+    # [1, classes], ...) come from the library.
+    checks.writable_dir(args.out, "--out")
+    class_names = _read_labels(args.labels)
+    model = load_keras_model(args.model)
+
+    from keras_resnet.export import ExportVerificationError, export_saved_model, verify_export
+    from keras_resnet.export.verify import summary
+
     path = export_saved_model(model, args.out, name=args.name, version=args.version,
                               class_names=class_names, input_dtype=args.input_dtype,
                               top_k=args.top_k, resize=args.resize)
     if args.verify:
-        from keras_resnet.export import ExportVerificationError
-
         try:
-            verify_export(path, model=model)
+            report = verify_export(path, model=model, verbose=False)
         except ExportVerificationError as error:
             print(f"keras-resnet export: verification failed: {error}", file=sys.stderr)
             return 1
+        print(report["table"])
+        print(f"\n{summary(path, report, 1e-5)}")
     print(path)
     return 0

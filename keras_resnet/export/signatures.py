@@ -16,17 +16,16 @@ of the trained model itself.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import tensorflow as tf
 
-IMAGES_SIGNATURE = "serving_default"
-BYTES_SIGNATURE = "serving_bytes"
-IMAGES_INPUT = "images"
-BYTES_INPUT = "image_bytes"
-INPUT_DTYPES = ("uint8", "float32")
-OUTPUTS = ("probabilities", "scores", "classes", "labels")
+from keras_resnet import checks
+from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_TOP_K, IMAGES_INPUT,
+                                    IMAGES_SIGNATURE, INPUT_DTYPES, OUTPUTS)
+
+__all__ = ["BYTES_INPUT", "BYTES_SIGNATURE", "IMAGES_INPUT", "IMAGES_SIGNATURE", "INPUT_DTYPES",
+           "OUTPUTS", "ServingSpec", "keras_reference", "make_spec", "serving_functions"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +66,16 @@ def _is_softmax_head(model):
     return name in ("softmax", "sigmoid")
 
 
-def make_spec(model, *, input_dtype="uint8", top_k=5, class_names=None, image_size=None,
-              resize=False, scale=1.0, offset=0.0, logits=None):
+def make_spec(model, *, input_dtype="uint8", top_k=None, class_names=None, image_size=None,
+              resize=False, scale=1.0, offset=0.0, logits=None) -> ServingSpec:
     """Validates the export options against the model and returns a `ServingSpec`.
 
     Args:
         model: a built Keras image classifier with one input [batch, height, width, channels]
             and one output [batch, classes].
         input_dtype: ``"uint8"`` (default) or ``"float32"``: dtype of the ``images`` input.
-        top_k: how many (score, class) pairs the ``scores``/``classes``/``labels`` outputs carry;
-            clipped to the number of classes.
+        top_k: how many (score, class) pairs the ``scores``/``classes``/``labels`` outputs carry,
+            in ``[1, classes]``; None: ``DEFAULT_TOP_K`` (5) or the number of classes if fewer.
         class_names: optional sequence of one name per class: adds the ``labels`` output.
         image_size: ``(height, width)`` the images are resized to; defaults to the model's input
             size (required when the model takes any size).
@@ -91,6 +90,37 @@ def make_spec(model, *, input_dtype="uint8", top_k=5, class_names=None, image_si
     Raises:
         ValueError, TypeError: an option is out of range or does not fit the model.
     """
+    height, width, channels, classes = _model_shape(model)
+    checks.one_of(input_dtype, "input_dtype", INPUT_DTYPES)
+    top_k = min(DEFAULT_TOP_K, classes) if top_k is None else checks.positive_int(
+        top_k, "top_k", maximum=classes)
+    class_names = _check_class_names(class_names, classes)
+    if image_size is not None:
+        if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
+            raise TypeError(f"image_size must be (height, width) of positive ints; got "
+                            f"{image_size!r}")
+        image_size = tuple(checks.positive_int(s, "image_size") for s in image_size)
+        if height not in (None, image_size[0]) or width not in (None, image_size[1]):
+            raise ValueError(f"image_size {image_size} differs from the model's input "
+                             f"size {(height, width)}; leave it out or pass the model's size")
+        height, width = image_size
+    if height is None or width is None:
+        raise ValueError(f"model input size is {tuple(model.inputs[0].shape)}: pass "
+                         "image_size=(height, width) so the serving graph knows what to resize "
+                         "to")
+    checks.boolean(resize, "resize")
+    if logits is None:
+        logits = not _is_softmax_head(model)
+    checks.boolean(logits, "logits")
+    return ServingSpec(height=int(height), width=int(width), channels=int(channels),
+                       classes=classes, input_dtype=input_dtype, top_k=top_k,
+                       class_names=class_names, resize=resize,
+                       scale=checks.number(scale, "scale"), offset=checks.number(offset, "offset"),
+                       apply_softmax=logits)
+
+
+def _model_shape(model):
+    """(height, width, channels, classes) of a one-input, one-output image classifier."""
     if not hasattr(model, "inputs") or not hasattr(model, "outputs") or not model.inputs:
         raise TypeError(f"model must be a built keras.Model; got {type(model).__name__}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -108,45 +138,20 @@ def make_spec(model, *, input_dtype="uint8", top_k=5, class_names=None, image_si
     if channels not in (1, 3, 4):
         raise ValueError(f"model input channels must be 1, 3 or 4 (grayscale, RGB, RGBA) to "
                          f"decode images; got {channels}")
-    if input_dtype not in INPUT_DTYPES:
-        raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}; got {input_dtype!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1; got {top_k!r}")
-    classes = int(output_shape[1])
-    if class_names is not None:
-        if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
-            raise TypeError("class_names must be a sequence of strings (one per class); got "
-                            f"{class_names!r}")
-        class_names = tuple(class_names)
-        if len(class_names) != classes:
-            raise ValueError(f"class_names has {len(class_names)} names but the model has "
-                             f"{classes} classes; give one name per class")
-    if image_size is not None:
-        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                           for s in image_size)):
-            raise ValueError(f"image_size must be (height, width) of positive ints; got "
-                             f"{image_size!r}")
-        if height not in (None, image_size[0]) or width not in (None, image_size[1]):
-            raise ValueError(f"image_size {tuple(image_size)} differs from the model's input "
-                             f"size {(height, width)}; leave it out or pass the model's size")
-        height, width = image_size
-    if height is None or width is None:
-        raise ValueError(f"model input size is {input_shape}: pass image_size=(height, width) "
-                         "so the serving graph knows what to resize to")
-    if not isinstance(resize, bool):
-        raise TypeError(f"resize must be True or False; got {resize!r}")
-    for argument, value in (("scale", scale), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ValueError(f"{argument} must be a finite number; got {value!r}")
-    if logits is None:
-        logits = not _is_softmax_head(model)
-    elif not isinstance(logits, bool):
-        raise TypeError(f"logits must be True, False or None (detect); got {logits!r}")
-    return ServingSpec(height=int(height), width=int(width), channels=int(channels),
-                       classes=classes, input_dtype=input_dtype, top_k=min(top_k, classes),
-                       class_names=class_names, resize=resize, scale=float(scale),
-                       offset=float(offset), apply_softmax=logits)
+    return height, width, channels, int(output_shape[1])
+
+
+def _check_class_names(class_names, classes):
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+        raise TypeError("class_names must be a sequence of strings (one per class); got "
+                        f"{class_names!r}")
+    class_names = tuple(class_names)
+    if len(class_names) != classes:
+        raise ValueError(f"class_names has {len(class_names)} names but the model has "
+                         f"{classes} classes; give one name per class")
+    return class_names
 
 
 def _prepare(spec, images):
@@ -180,6 +185,31 @@ def _postprocess(spec, outputs, names=None):
     return result
 
 
+def shape_message(spec) -> str:
+    """The error the serving graph raises for an ``images`` batch of the wrong shape."""
+    size = "height, width" if spec.resize else f"{spec.height}, {spec.width}"
+    return f"{IMAGES_INPUT} must have shape [batch, {size}, {spec.channels}]; got shape"
+
+
+def _checked_shape(spec, images):
+    """``images`` after an in-graph shape check.
+
+    TF Serving feeds a request's tensor whatever its shape (the signature's shape is metadata),
+    and a convolutional network answers an 8x4 image as readily as an 8x8 one: without this
+    check a wrong size gives a silent, wrong answer in production. In the graph it holds on every
+    server (INVALID_ARGUMENT with `shape_message`).
+    """
+    wanted = tf.constant([-1, -1 if spec.resize else spec.height,
+                          -1 if spec.resize else spec.width, spec.channels], tf.int64)
+    actual = tf.shape(images, out_type=tf.int64)
+    padded = tf.concat([actual, tf.zeros([4], tf.int64)], axis=0)[:4]
+    valid = tf.logical_and(tf.equal(tf.size(actual), 4),
+                           tf.reduce_all(tf.logical_or(wanted < 0, tf.equal(padded, wanted))))
+    check = tf.debugging.Assert(valid, [shape_message(spec), actual], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 def serving_functions(model, spec):
     """Returns ``{signature name: (function, input_signature)}`` ready for an ExportArchive."""
     size = (None, None) if spec.resize else (spec.height, spec.width)
@@ -189,7 +219,7 @@ def serving_functions(model, spec):
     network = tf.function(lambda x: model(x, training=False), autograph=False)
 
     def serve_images(images):
-        return _postprocess(spec, network(_prepare(spec, images)))
+        return _postprocess(spec, network(_prepare(spec, _checked_shape(spec, images))))
 
     def serve_bytes(image_bytes):
         decoded = tf.map_fn(lambda b: _decode(spec, b), image_bytes,
@@ -225,14 +255,3 @@ def keras_reference(model, spec, signature, inputs):
     if spec.class_names:
         result["labels"] = np.asarray(spec.class_names, dtype=object)[order].astype(bytes)
     return result
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def check_model_name(name, argument="name"):
-    """Returns ``name`` if TF Serving and a file system both take it, else raises ValueError."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise ValueError(f"{argument} must be 1-128 letters, digits, '_', '-' or '.', starting "
-                         f"with a letter or digit and without '..'; got {name!r}")
-    return name

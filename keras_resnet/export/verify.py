@@ -16,11 +16,19 @@ import sys
 import tempfile
 import time
 
+import logging
+
 import numpy as np
 
+from keras_resnet import checks
 from keras_resnet.export import bundle
 
+logger = logging.getLogger(__name__)
+
 _MARKER = "VERIFY-RESULT "
+# TensorFlow's `saved_model_cli` (its console script runs this module's main) with this
+# interpreter, so the table comes from the TensorFlow the export was written with.
+_SAVED_MODEL_CLI = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 # Runs in the child. Blocks keras/keras_resnet before TensorFlow is imported.
 _CHILD = r'''
@@ -32,7 +40,6 @@ import os
 import numpy as np
 import tensorflow as tf
 tf.get_logger().setLevel("ERROR")
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 path, reference_path, atol = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -40,26 +47,9 @@ info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.js
 reference = np.load(reference_path, allow_pickle=True)
 warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
           tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]
-lines, results = [], []
+results = []
 with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
     meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-    lines.append("MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:")
-    for key in sorted(meta.signature_def):
-        signature = meta.signature_def[key]
-        lines.append("")
-        lines.append(f"signature_def['{key}']:")
-        for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
-            lines.append(f"  The given SavedModel SignatureDef contains the following {kind}(s):")
-            for tensor_key in sorted(tensors):
-                info_ = tensors[tensor_key]
-                dims = tuple(d.size for d in info_.tensor_shape.dim)
-                shape = "unknown_rank" if info_.tensor_shape.unknown_rank else str(dims)
-                lines.append(f"    {kind}s['{tensor_key}'] tensor_info:")
-                lines.append(f"        dtype: {types_pb2.DataType.Name(info_.dtype)}")
-                lines.append(f"        shape: {shape.replace('None', '-1')}")
-                lines.append(f"        name: {info_.name}")
-        lines.append(f"  Method name is: {signature.method_name}")
-
     def run(signature_name, inputs):
         signature = meta.signature_def[signature_name]
         (input_key, input_info), = signature.inputs.items()
@@ -98,7 +88,6 @@ leaked = sorted(m for m, module in sys.modules.items()
                 if m.split(".")[0] in BLOCKED and module is not None)
 if leaked:
     raise SystemExit(f"modules that must not load were imported: {leaked[:5]}")
-print("\n".join(lines))
 signatures = sorted(k for k in meta.signature_def if not k.startswith("__"))
 print("VERIFY-RESULT " + json.dumps({"cases": results, "tensorflow": tf.__version__,
                                      "keras_imported": False, "signatures": signatures}))
@@ -109,7 +98,7 @@ class ExportVerificationError(RuntimeError):
     """The served outputs differ from the Keras model's, or the export does not load."""
 
 
-def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True):
+def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True) -> dict:
     """Loads an exported version like TF Serving does and checks it against the Keras model.
 
     Args:
@@ -117,50 +106,60 @@ def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True):
         model: optional Keras model to recompute the expected outputs with; by default the
             outputs the exported model gave at export time (stored in the bundle) are used.
         atol: tolerance on ``probabilities`` and ``scores`` (``classes``/``labels`` must match).
-        timeout: seconds the child process may take.
-        verbose: print the signature table (like ``saved_model_cli show --all``) and the result.
+        timeout: seconds the child processes may take.
+        verbose: log the signature table and the result at INFO level (``keras-resnet export
+            --verify`` prints them).
 
     Returns:
         A dict: ``cases`` (each with ``max_abs_diff``), ``max_abs_diff``, ``signatures``,
-        ``table`` (the text of the signature table), ``seconds``.
+        ``table`` (``saved_model_cli show --all``'s output for the version), ``seconds``.
 
     Raises:
         FileNotFoundError: ``path`` is not an exported version.
         ExportVerificationError: loading failed or the outputs differ.
     """
-    path = os.path.abspath(os.fspath(path))  # the child runs in a scratch directory
+    path = os.path.abspath(os.fspath(path))  # the children run in a scratch directory
     info_path = os.path.join(path, bundle.EXPORT_INFO)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isfile(info_path):
         raise FileNotFoundError(f"path {path!r} is not a version directory written by "
                                 "export_saved_model (saved_model.pb and "
                                 f"{bundle.EXPORT_INFO} expected)")
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or atol < 0:
-        raise ValueError(f"atol must be a number >= 0; got {atol!r}")
+    atol = checks.non_negative(atol, "atol", example="1e-5")
     started = time.perf_counter()
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with tempfile.TemporaryDirectory(prefix="keras-resnet-verify-") as scratch:
         reference_path = os.path.join(path, bundle.REFERENCE)
         if model is not None:
             reference_path = _recompute_reference(path, model, scratch)
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        # TF's own signature table, in parallel with the check (each is a fresh TF process).
+        table = subprocess.Popen(_SAVED_MODEL_CLI + ["show", "--dir", path, "--all"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=environment, cwd=scratch)
         process = subprocess.run(
-            [sys.executable, "-I", "-c", _CHILD, path, reference_path, repr(float(atol))],
+            [sys.executable, "-I", "-c", _CHILD, path, reference_path, repr(atol)],
             capture_output=True, text=True, timeout=timeout, env=environment, cwd=scratch)
+        table_text, table_error = table.communicate(timeout=timeout)
     output = process.stdout
     if process.returncode != 0 or _MARKER not in output:
         detail = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise ExportVerificationError(f"verification of {path} failed in the TensorFlow-only "
                                       f"process (exit {process.returncode}): {detail}")
-    table, _, result = output.rpartition(_MARKER)
-    report = json.loads(result)
-    report["table"] = table.strip()
+    report = json.loads(output.rpartition(_MARKER)[2])
+    report["table"] = table_text.strip() if table.returncode == 0 else (
+        f"(saved_model_cli failed: {(table_error.strip().splitlines() or ['?'])[-1]})")
     report["max_abs_diff"] = max(c["max_abs_diff"] for c in report["cases"])
     report["seconds"] = time.perf_counter() - started
     if verbose:
-        print(report["table"])
-        print(f"\nverified {path}: {len(report['cases'])} runs over {report['signatures']} in a "
-              f"TensorFlow-only process (C++ loader, Session), max |served - keras| = "
-              f"{report['max_abs_diff']:.2g} (tolerance {atol:g}), {report['seconds']:.1f} s")
+        logger.info("%s", report["table"])
+        logger.info("%s", summary(path, report, atol))
     return report
+
+
+def summary(path, report, atol) -> str:
+    """One line saying what `verify_export` checked and how close the outputs were."""
+    return (f"verified {path}: {len(report['cases'])} runs over {report['signatures']} in a "
+            f"TensorFlow-only process (C++ loader, Session), max |served - keras| = "
+            f"{report['max_abs_diff']:.2g} (tolerance {atol:g}), {report['seconds']:.1f} s")
 
 
 def _recompute_reference(path, model, scratch):
