@@ -261,6 +261,9 @@ def _remove_unplanned(dest, plan):
         if tfrecord.SHARD_PATTERN.fullmatch(entry) and entry not in plan:
             log.info("removing %s (not part of this plan)", entry)
             os.remove(os.path.join(dest, entry))
+    for entry in os.listdir(os.path.join(dest, STATE_DIR)):
+        if entry.removesuffix(".json") not in plan:
+            os.remove(os.path.join(dest, STATE_DIR, entry))
     if os.path.exists(os.path.join(dest, tfrecord.METADATA_FILE)):
         os.remove(os.path.join(dest, tfrecord.METADATA_FILE))  # rewritten when complete
 
