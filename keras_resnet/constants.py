@@ -41,6 +41,13 @@ WARMUP_MAX_ERROR = 0.8
 
 # ------------------------------------------------------------------ data
 DATA_NAMES = ("digits", "cifar10", "synthetic")
+COLOR_MODES = ("rgb", "grayscale", "rgba")
+CROPS = ("inception", "pad")  # training crop: random-resized (ImageNet) or pad + crop (CIFAR)
+DEFAULT_SHUFFLE_BUFFER = 1024  # encoded records held for shuffling a stream
+DEFAULT_CACHE_MB = 256  # a folder whose files total less keeps their bytes in memory
+DEFAULT_SHARDS = 16
+DEFAULT_PREPARE_VALIDATION_SPLIT = 0.1
+PREPARE_COLOR_MODES = ("rgb", "grayscale")
 
 # ------------------------------------------------------------------ tuning
 TUNERS = ("random", "bayesian", "hyperband", "grid")

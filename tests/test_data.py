@@ -121,8 +121,8 @@ def _write_cifar_archive(cache_dir, per_batch=6, test=8):
 def test_cifar10_from_an_archive_in_the_keras_cache(tmp_path, monkeypatch):
     sha256, expected = _write_cifar_archive(str(tmp_path))
     # The archive is ours, not the official one: accept its hash (get_file still checks it).
-    monkeypatch.setattr(data, "CIFAR10_SHA256", sha256)
-    monkeypatch.setattr(data, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
+    monkeypatch.setattr(data.arrays, "CIFAR10_SHA256", sha256)
+    monkeypatch.setattr(data.arrays, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
     ds = load_dataset("cifar10", cache_dir=str(tmp_path), batch_size=4, validation_split=0.2,
                       augment=False)
     assert ds.class_names[0] == "airplane" and ds.num_classes == 10
@@ -141,9 +141,9 @@ def test_cifar10_from_an_archive_in_the_keras_cache(tmp_path, monkeypatch):
 
 def test_cifar10_archive_with_a_wrong_hash_is_not_used(tmp_path, monkeypatch):
     _write_cifar_archive(str(tmp_path))
-    monkeypatch.setattr(data, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
+    monkeypatch.setattr(data.arrays, "CIFAR10_URL", "http://127.0.0.1:9/never-downloaded.tar.gz")
     # The official hash does not match: get_file tries to download again (refused here).
-    with pytest.raises(Exception, match="URL fetch failure"):
+    with pytest.raises(data.DataError, match="could not be downloaded: URL fetch failure"):
         load_dataset("cifar10", cache_dir=str(tmp_path))
 
 
@@ -167,16 +167,17 @@ def test_image_folder(tmp_path):
     ds = load_dataset(str(root), batch_size=4, seed=0)
     assert ds.class_names == ("cat", "dog") and ds.num_classes == 2
     assert ds.input_shape == (12, 10, 3)  # the first image's size, rgb
-    # Keras holds out int(20 * (0.2 + 0.1 * 0.8)) = 5 images: 2 for validation, 3 for test.
-    assert (ds.train_size, ds.validation_size, ds.test_size) == (15, 2, 3)
-    assert ds.augmentation == {"padding": 1, "flip": True}
+    # test: round(20 * 0.2) = 4; validation: round(16 * 0.1) = 2; training: the other 14.
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (14, 2, 4)
+    # Small images get the CIFAR recipe (pad an eighth, crop, flip), evaluation on the whole.
+    assert ds.augmentation == {"padding": 1, "flip": True} and ds.crop_fraction == 1.0
     x, y = _arrays(ds.test)
-    assert x.shape == (3, 12, 10, 3) and x.dtype == np.float32
+    assert x.shape == (4, 12, 10, 3) and x.dtype == np.float32
     # The pixels stay raw and match the class: cats are 40..59, dogs 190..209.
     for image, label in zip(x, y):
         assert (40 + 150 * label) <= image.min() and image.max() < 60 + 150 * label
     train_x, _ = _arrays(ds.train)
-    assert train_x.shape == (15, 12, 10, 3)
+    assert train_x.shape == (14, 12, 10, 3)
     assert 40 < ds.mean[0] < 210
     same = load_dataset(str(root), batch_size=4, seed=0)
     np.testing.assert_array_equal(_arrays(same.test)[0], x)
@@ -187,7 +188,8 @@ def test_image_folder_grayscale_and_resize(tmp_path):
                          mode="L")
     ds = load_dataset(root, batch_size=8, image_size=(6, 6), test_split=0.4)
     assert ds.input_shape == (6, 6, 1) and ds.class_names == ("a", "b", "c")
-    assert (ds.train_size, ds.validation_size, ds.test_size) == (9, 1, 5)
+    # test: round(15 * 0.4) = 6; validation: round(9 * 0.1) = 1
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (8, 1, 6)
 
 
 def test_empty_folder(tmp_path):
@@ -205,23 +207,30 @@ def test_corrupt_image_is_named(tmp_path):
 
 def test_single_class_folder(tmp_path):
     root = _write_folder(tmp_path / "one", classes=("only",), per_class=3)
-    with pytest.raises(ValueError, match="at least 2 class sub-folders"):
+    with pytest.raises(data.DataError, match="at least 2 class sub-folders"):
         load_dataset(str(root))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name_or_path": "imagenet"}, "unknown data set 'imagenet': not one of digits, cifar10"),
-    ({"batch_size": 0}, "batch_size must be a positive int; got 0"),
-    ({"batch_size": -3}, "batch_size must be a positive int; got -3"),
-    ({"validation_split": 1.5}, r"validation_split must be a fraction in \[0, 1\); got 1.5"),
-    ({"test_split": 0}, "test_split must be > 0"),
-    ({"seed": -1}, "seed must be an int >= 0; got -1"),
-    ({"padding": -1}, "padding must be an int >= 0"),
-    ({"image_size": (0, 4)}, "image_size must be"),
-    ({"color_mode": "cmyk"}, "color_mode must be one of"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"name_or_path": "imagenet"}, ValueError,
+     "unknown data set 'imagenet': not one of digits, cifar10"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive int \(1, 2, 64, ...\); got 0"),
+    ({"batch_size": 2.0}, TypeError, r"batch_size must be a positive int .*; got 2.0"),
+    ({"validation_split": 1.5}, ValueError,
+     r"validation_split must be a number in \[0, 1\); got 1.5"),
+    ({"test_split": 0}, ValueError, "test_split must be > 0"),
+    ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),
+    ({"padding": -1}, ValueError, "padding must be an int >= 0; got -1"),
+    ({"image_size": (0, 4)}, ValueError, "image_size must be a positive int"),
+    ({"image_size": (4, 4, 4)}, ValueError, "image_size must be an int or .height, width."),
+    ({"color_mode": "cmyk"}, ValueError, "color_mode must be one of 'rgb', 'grayscale'"),
+    ({"crop": "random"}, ValueError, "crop must be one of 'inception', 'pad'; got 'random'"),
+    ({"crop_fraction": 0}, ValueError, r"crop_fraction must be a number in \(0, 1\]"),
+    ({"deterministic": 1}, TypeError, "deterministic must be True or False; got 1"),
+    ({"input_context": "ctx"}, TypeError, "input_context must be a tf.distribute.InputContext"),
 ])
-def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         load_dataset(**kwargs)
 
 

@@ -1,0 +1,191 @@
+"""Streamed sources: directories of TFRecord shards and folders of image files.
+
+Nothing here grows with the number of images beyond the file list: records and files are read,
+decoded and augmented each epoch in parallel (``tf.data``), and only a folder whose files total
+less than ``cache_mb`` keeps their encoded bytes in memory.
+
+Training: shuffled file list -> ``interleave`` of ``TFRecordDataset`` -> shuffle buffer of
+records -> parse -> decode + augment -> batch -> prefetch, each input pipeline reading its own
+files under a ``tf.distribute.InputContext``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import numpy as np
+
+from keras_resnet.data import tfrecord
+from keras_resnet.data.dataset import DataError, Dataset
+from keras_resnet.data.options import CHANNELS, LoadOptions
+
+log = logging.getLogger(__name__)
+
+# Images (eval-preprocessed) that estimate the per-channel mean and variance when no
+# dataset.json holds them: enough for two decimals, bounded whatever the data set's size.
+STATS_SAMPLE = 256
+# Below this side length the CIFAR recipe (pad + crop) is the default, at or above it the
+# ImageNet recipe (random-resized crop, center-crop evaluation).
+INCEPTION_MIN_SIDE = 64
+DEFAULT_RECORD_IMAGE_SIDE = 224
+
+
+def recipe(options: LoadOptions, image_size, channels):
+    """``(train_fn, eval_fn, augmentation, crop_fraction)`` for one source."""
+    from keras_resnet.data import images
+    from keras_resnet.data.arrays import augmentation_layers
+
+    crop = options.crop or ("inception" if min(image_size) >= INCEPTION_MIN_SIDE else "pad")
+    default_fraction = images.EVAL_CROP_FRACTION if crop == "inception" else 1.0
+    fraction = options.crop_fraction or default_fraction
+    flip = True if options.flip is None else options.flip
+
+    def eval_fn(image_bytes):
+        return images.decode_for_eval(image_bytes, image_size, channels, fraction)
+
+    if not options.augment:
+        return eval_fn, eval_fn, None, fraction
+    if crop == "inception":
+        def train_fn(image_bytes):
+            return images.decode_for_training(image_bytes, image_size, channels, flip=flip,
+                                              seed=options.seed)
+        return train_fn, eval_fn, {"crop": "inception", "flip": flip}, fraction
+    padding = max(1, image_size[0] // 8) if options.padding is None else options.padding
+    augment = augmentation_layers((*image_size, channels), padding, flip, options.seed)
+
+    def pad_fn(image_bytes):
+        return augment(images.decode_for_eval(image_bytes, image_size, channels, 1.0))
+
+    return pad_fn, eval_fn, {"padding": padding, "flip": flip}, fraction
+
+
+def _finish(dataset, image_fn, options, training, label_offset=0):
+    import tensorflow as tf
+
+    def prepare(image_bytes, label):
+        return image_fn(image_bytes), tf.cast(label - label_offset, tf.int32)
+
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=options.is_deterministic(training))
+    return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
+
+
+def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0):
+    """Batched ``(images, labels)`` streamed from TFRecord shards.
+
+    Each input pipeline of ``options.input_context`` reads its own shards (file-level sharding);
+    with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
+    """
+    import tensorflow as tf
+
+    deterministic = options.is_deterministic(training)
+    context = options.input_context
+    pipelines = 1 if context is None else context.num_input_pipelines
+    by_record = pipelines > len(files)
+    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    if pipelines > 1 and not by_record:
+        dataset = dataset.shard(pipelines, context.input_pipeline_id)
+    if training and not by_record:
+        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
+    if by_record and pipelines > 1:
+        log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
+                    len(files), pipelines)
+        dataset = dataset.shard(pipelines, context.input_pipeline_id)
+    if training:
+        dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed,
+                                  reshuffle_each_iteration=True)
+    dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic)
+    return _finish(dataset, image_fn, options, training, label_offset)
+
+
+def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool, cache: bool):
+    """Batched ``(images, labels)`` read from image files (their bytes cached when ``cache``)."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int64")))
+    context = options.input_context
+    if context is not None and context.num_input_pipelines > 1:
+        dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+    read = dict(num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=options.is_deterministic(training))
+    if cache:  # bounded by cache_mb: read once, then shuffle the bytes in memory
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read).cache()
+    if training:
+        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+    if not cache:  # shuffle the names, read each epoch
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read)
+    return _finish(dataset, image_fn, options, training)
+
+
+def statistics(encoded, eval_fn, channels):
+    """Per-channel mean and variance of up to ``STATS_SAMPLE`` images of a dataset of bytes."""
+    import tensorflow as tf
+
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    sample = encoded.take(STATS_SAMPLE).map(eval_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    for batch in sample.batch(64):
+        pixels = batch.numpy().astype("float64").reshape(-1, channels)
+        total += pixels.sum(0)
+        total_sq += (pixels ** 2).sum(0)
+        count += len(pixels)
+    mean = total / max(count, 1)
+    return tuple(map(float, mean)), tuple(map(float, np.maximum(total_sq / max(count, 1)
+                                                                - mean ** 2, 0.0)))
+
+
+@contextlib.contextmanager
+def explain_errors(dataset: Dataset):
+    """Turns a TensorFlow error met while iterating ``dataset`` into a ``DataError`` naming the
+    shard (or image file) and the record index.
+
+    Wrap ``model.fit`` / ``evaluate`` / a loop over ``dataset.train`` in it. On a
+    ``DataLossError`` (a corrupt or truncated record) or an ``InvalidArgumentError`` (an image
+    that does not decode) it reads ``dataset.files`` again to find the first bad record; errors
+    it cannot place are re-raised unchanged.
+
+    Raises:
+        DataError: ``"corrupt record 3 in shard '.../train-00001-of-00004': ..."``.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if not dataset.files:
+            raise
+        channels = dataset.input_shape[-1]
+        if tfrecord.SHARD_PATTERN.fullmatch(os.path.basename(dataset.files[0])):
+            found = tfrecord.locate_bad_record(dataset.files, channels)
+            if found is None:
+                raise
+            file, index, reason = found
+            raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
+        found = locate_bad_image(dataset.files, channels)
+        if found is None:
+            raise
+        raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
+
+
+def locate_bad_image(files, channels):
+    """``(file, reason)`` of the first image file that does not decode, or None."""
+    import tensorflow as tf
+
+    for file in files:
+        try:
+            tf.io.decode_image(tf.io.read_file(file), channels=channels, expand_animations=False)
+        except tf.errors.OpError as error:
+            return file, tfrecord.reason(error)
+    return None
+
+
+def default_channels(color_mode):
+    """Channels of a color mode (None: 3)."""
+    return CHANNELS[color_mode or "rgb"]
