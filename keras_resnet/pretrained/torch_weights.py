@@ -162,9 +162,10 @@ def _head_fits(layers, state):
 
 def _plan(model, state):
     """Checks everything and returns (assignments, loaded keys, skipped keys)."""
-    layers = [layer for layer in flat_layers(model) if layer.weights]
+    every_layer = list(flat_layers(model))
+    layers = [layer for layer in every_layer if layer.weights]
     architecture = infer_architecture(state)
-    _check_structure(model, layers, architecture)
+    _check_structure(model, every_layer, architecture)
     avg_down = architecture.shortcut == "D"
     load_head = _head_fits(layers, state)
     skipped = [] if load_head else [key for key in HEAD_KEYS if key in state]
