@@ -26,6 +26,12 @@ DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_INITIALIZER = "he_normal"
 DEFAULT_RUNS_DIR = "runs"
 
+# ------------------------------------------------------------------ pretrained weights
+# input normalization a converted checkpoint carries: None or torchvision/timm's mean/std
+PREPROCESSINGS = (None, "torch")
+TORCH_CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin")
+WEIGHTS_EXTENSIONS = TORCH_CHECKPOINT_EXTENSIONS + (".keras", ".weights.h5", ".h5")
+
 # ------------------------------------------------------------------ data
 DATA_NAMES = ("digits", "cifar10", "synthetic")
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
-COMMANDS = ("train", "summary", "export", "serve", "predict", "tune", "bench")
+COMMANDS = ("train", "summary", "export", "serve", "predict", "tune", "bench", "convert")
 
 
 def build_parser():

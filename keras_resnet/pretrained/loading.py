@@ -7,9 +7,9 @@ import os
 
 import keras
 
+from keras_resnet.constants import PREPROCESSINGS, WEIGHTS_EXTENSIONS
 from keras_resnet.pretrained.architecture import infer_architecture
-from keras_resnet.pretrained.state_dict import (SAFETENSORS_EXTENSIONS, TORCH_EXTENSIONS,
-                                                is_torch_file, read_state_dict)
+from keras_resnet.pretrained.state_dict import is_torch_file, read_state_dict
 from keras_resnet.pretrained.torch_weights import LoadResult, flat_layers, load_state_dict
 
 logger = logging.getLogger(__name__)
@@ -17,9 +17,7 @@ logger = logging.getLogger(__name__)
 # torchvision / timm ImageNet normalization, on 0..1 RGB.
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
-PREPROCESSINGS = (None, "torch")
 PREPROCESSING_LAYER = "torch_preprocessing"
-WEIGHTS_EXTENSIONS = SAFETENSORS_EXTENSIONS + TORCH_EXTENSIONS + (".keras", ".weights.h5", ".h5")
 
 
 def torch_preprocessing(name: str = PREPROCESSING_LAYER) -> keras.layers.Layer:

@@ -10,8 +10,10 @@ import os
 
 import numpy as np
 
-SAFETENSORS_EXTENSIONS = (".safetensors",)
-TORCH_EXTENSIONS = (".pth", ".pt", ".bin")
+from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
+
+SAFETENSORS_EXTENSIONS = TORCH_CHECKPOINT_EXTENSIONS[:1]
+TORCH_EXTENSIONS = TORCH_CHECKPOINT_EXTENSIONS[1:]
 # Containers that training scripts wrap a state_dict in (timm, torchvision references, Lightning).
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 
