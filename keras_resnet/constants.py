@@ -39,6 +39,12 @@ DEFAULT_DETERMINISTIC = True
 WARMUP_LEARNING_RATE = 0.01
 WARMUP_MAX_ERROR = 0.8
 
+# ------------------------------------------------------------------ pretrained weights
+# input normalization a converted checkpoint carries: None or torchvision/timm's mean/std
+PREPROCESSINGS = (None, "torch")
+TORCH_CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin")
+WEIGHTS_EXTENSIONS = TORCH_CHECKPOINT_EXTENSIONS + (".keras", ".weights.h5", ".h5")
+
 # ------------------------------------------------------------------ data
 DATA_NAMES = ("digits", "cifar10", "synthetic")
 COLOR_MODES = ("rgb", "grayscale", "rgba")

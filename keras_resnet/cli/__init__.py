@@ -9,7 +9,8 @@ import os
 import sys
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
-COMMANDS = ("train", "prepare", "summary", "export", "serve", "predict", "tune", "bench")
+COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
+            "bench")
 
 
 def build_parser():

@@ -1,0 +1,162 @@
+"""Building a model from a checkpoint, and loading any supported weights file into a model."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+
+from keras_resnet.constants import PREPROCESSINGS, WEIGHTS_EXTENSIONS
+from keras_resnet.pretrained.architecture import infer_architecture
+from keras_resnet.pretrained.state_dict import is_torch_file, read_state_dict
+from keras_resnet.pretrained.torch_weights import LoadResult, flat_layers, load_state_dict
+
+logger = logging.getLogger(__name__)
+
+# torchvision / timm ImageNet normalization, on 0..1 RGB.
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESSING_LAYER = "torch_preprocessing"
+
+
+def torch_preprocessing(name: str = PREPROCESSING_LAYER) -> keras.layers.Layer:
+    """A layer mapping raw 0..255 RGB pixels to torchvision's input: ``(x / 255 - mean) / std``.
+
+    Args:
+        name: the layer name.
+
+    Returns:
+        A ``keras.layers.Normalization`` with fixed statistics (saved with the model).
+    """
+    return keras.layers.Normalization(
+        mean=[255.0 * m for m in TORCH_MEAN], variance=[(255.0 * s) ** 2 for s in TORCH_STD],
+        name=name)
+
+
+def _check_arguments(input_shape, classes, preprocessing):
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)
+                                or classes < 1):
+        raise ValueError(f"classes must be None (the checkpoint's) or an int >= 1; "
+                         f"got {classes!r}")
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}; got {preprocessing!r}")
+    if input_shape is not None and (not isinstance(input_shape, (tuple, list))
+                                    or len(input_shape) != 3):
+        raise ValueError(f"input_shape must be (height, width, channels); got {input_shape!r}")
+
+
+def from_torch_checkpoint(path: str | os.PathLike, *, input_shape=None, classes=None,
+                          classifier_activation="softmax", preprocessing=None,
+                          name: str | None = None) -> keras.Model:
+    """Builds the keras_resnet model a torchvision / timm ResNet checkpoint describes, loaded.
+
+    Stage depths, block kind, widths, bottleneck expansion, stem (timm's deep stem ->
+    ``stem="deep"``), avg-down projections (-> ``shortcut="D"``) and classes are read from the
+    checkpoint's keys and shapes; the model uses torchvision's conventions (``stride_on="3x3"``,
+    BN ``epsilon=1e-5``).
+
+    Args:
+        path: a ``.safetensors`` file, or ``.pth`` / ``.pt`` / ``.bin`` (needs torch).
+        input_shape: ``(height, width, channels)``; default (224, 224, C) with a head,
+            (None, None, C) without.
+        classes: head size; None keeps the checkpoint's. Another number loads everything but
+            ``fc`` (a new head for fine-tuning); a checkpoint without ``fc`` and no ``classes``
+            gives a headless model with average pooling.
+        classifier_activation: activation of the head; None returns logits.
+        preprocessing: None (the model takes what the checkpoint's network took) or
+            ``"torch"`` (a first layer normalizes raw 0..255 RGB pixels with torchvision's
+            ImageNet mean and std, so training, evaluation and export feed raw pixels).
+        name: model name (default ``resnet``).
+
+    Returns:
+        A ``keras.Model``; ``model.pretrained_load`` holds the ``LoadResult``.
+
+    Raises:
+        ValueError: for a bad argument, a bad file or a checkpoint keras_resnet cannot build.
+        ImportError: for a torch pickle without torch installed.
+    """
+    _check_arguments(input_shape, classes, preprocessing)
+    state = read_state_dict(path)
+    architecture = infer_architecture(state)
+    classes = classes if classes is not None else architecture.classes
+    include_top = classes is not None
+    if input_shape is None:
+        size = 224 if include_top else None
+        input_shape = (size, size, architecture.channels)
+    if preprocessing == "torch" and input_shape[-1] != 3:
+        raise ValueError(f"preprocessing='torch' normalizes RGB images; input_shape {input_shape}"
+                         " has another number of channels")
+    from keras_resnet.models import ResNet
+
+    tensor = None
+    if preprocessing == "torch":
+        inputs = keras.Input(shape=tuple(input_shape), name="pixels")
+        tensor = torch_preprocessing()(inputs)
+    model = ResNet(include_top=include_top, input_tensor=tensor,
+                   input_shape=None if tensor is not None else tuple(input_shape),
+                   pooling=None if include_top else "avg", classes=classes or 1,
+                   classifier_activation=classifier_activation, name=name,
+                   **architecture.resnet_options())
+    result = load_state_dict(model, state, os.fspath(path))
+    model.pretrained_load = result
+    return model
+
+
+def _is_keras_applications(model):
+    conv = next((layer for layer in flat_layers(model) if layer.name == "conv1_conv"), None)
+    return conv is not None and conv.use_bias
+
+
+def _load_keras_file(model, path, kind):
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise ValueError(f"weights file {path!r} ({kind}) does not fit model {model.name!r}: "
+                         f"{error}") from error
+    logger.info("%s: loaded %s weights into model %r", path, kind, model.name)
+    return LoadResult(path=path, format="keras")
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> LoadResult:
+    """Loads a weights file of any supported kind into ``model``, chosen by its extension.
+
+    ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin``: a torchvision / timm ResNet checkpoint
+    (``load_torch_weights``); ``.keras``: the weights of a saved keras_resnet model;
+    ``.weights.h5``: Keras weights; ``.h5``: keras.applications' published files, which only
+    fit ``compat="keras.applications"`` models.
+
+    Args:
+        model: the model to load into.
+        path: the file.
+
+    Returns:
+        A ``LoadResult``.
+
+    Raises:
+        ValueError: for another extension, a missing file, or weights that do not fit.
+        ImportError: for a torch pickle without torch installed.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model; got {model!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"weights must be a file path; got {path!r}")
+    path = os.fspath(path)
+    lower = path.lower()
+    if not lower.endswith(WEIGHTS_EXTENSIONS):
+        raise ValueError(f"weights file {path!r} must end with one of "
+                         f"{', '.join(WEIGHTS_EXTENSIONS)}")
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file {path!r} does not exist")
+    if is_torch_file(path):
+        return load_state_dict(model, read_state_dict(path), path)
+    if lower.endswith(".keras"):
+        return _load_keras_file(model, path, ".keras model")
+    if lower.endswith(".weights.h5"):
+        return _load_keras_file(model, path, "Keras .weights.h5")
+    if not _is_keras_applications(model):
+        raise ValueError(
+            f"weights file {path!r} is a legacy .h5 file such as keras.applications publishes; "
+            f"model {model.name!r} is not built like keras.applications: load it into "
+            "keras_resnet.ResNet50/101/152(compat='keras.applications', weights=PATH)")
+    return _load_keras_file(model, path, "keras.applications .h5")
