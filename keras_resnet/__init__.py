@@ -10,8 +10,8 @@ import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# Registers ZeroPadShortcut, FoldedBatchNorm, PaperSchedule and the loss with Keras.
-from keras_resnet import blocks, fold, recipe  # noqa: F401
+# Registers ZeroPadShortcut, RepeatedBlocks, FoldedBatchNorm, PaperSchedule and the loss with Keras.
+from keras_resnet import blocks, fold, loop, recipe  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
