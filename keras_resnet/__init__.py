@@ -17,6 +17,7 @@ from keras_resnet import blocks, fold, loop, recipe  # noqa: F401
 _EXPORTS = {
     "keras_resnet.blocks": ("dense_residual_block", "plain_block", "residual_block"),
     "keras_resnet.options": ("BlockOptions",),
+    "keras_resnet.loop": ("convert_stages",),
     "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
                             "ResNet101", "ResNet152", "build"),
     "keras_resnet.stats": ("model_stats", "multiply_adds"),

@@ -256,3 +256,122 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
         elif layer.weights:
             layer.set_weights([get((layer.name, p)) for p in range(len(layer.weights))])
     return target
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def _unroll(layer: RepeatedBlocks, x):
+    from keras_resnet.blocks import plain_block, residual_block
+
+    block = plain_block if layer.plain else residual_block
+    for k in range(layer.count):
+        x = block(x, layer.filters, 1, name=f"{layer.stage}_block{k + 2}", options=layer.options)
+    return x
+
+
+def _stage_blocks(model):
+    """``{stage: number of blocks}`` of an unrolled model, from its stable layer names."""
+    blocks = {}
+    for layer in model.layers:
+        stage, _, rest = layer.name.partition("_block")
+        if rest and rest.split("_", 1)[0].isdigit() and stage.startswith("conv"):
+            blocks[stage] = max(blocks.get(stage, 0), int(rest.split("_", 1)[0]))
+    return blocks
+
+
+def _options_of_block(model, prefix):
+    """The ``BlockOptions`` and width of the unrolled block ``prefix`` (e.g. ``conv2_block2``)."""
+    names = {layer.name for layer in model.layers}
+    bottleneck = f"{prefix}_3_conv" in names
+    first = model.get_layer(f"{prefix}_1_conv")
+    last = model.get_layer(f"{prefix}_{3 if bottleneck else 2}_conv")
+    bn = model.get_layer(f"{prefix}_1_bn")
+    relu = model.get_layer(f"{prefix}_1_relu")
+    if f"{prefix}_0_conv" in names:
+        raise ValueError(f"block {prefix!r} projects its shortcut (shortcut='C'): loop_stages "
+                         "needs blocks that repeat unchanged")
+    options = BlockOptions(
+        bottleneck=bottleneck, preact=f"{prefix}_preact_bn" in names,
+        expansion=last.filters // first.filters if bottleneck else 4,
+        kernel_initializer=keras.initializers.serialize(first.kernel_initializer),
+        kernel_regularizer=keras.regularizers.serialize(first.kernel_regularizer)
+        if first.kernel_regularizer is not None else None,
+        activation=keras.activations.serialize(relu.activation), momentum=float(bn.momentum),
+        epsilon=float(bn.epsilon), use_bias=bool(first.use_bias))
+    # Post-activation residual blocks add in `_add`, pre-activation ones in `_out`; plain
+    # blocks have no addition (post-activation: `_out` is the activation).
+    plain = f"{prefix}_add" not in names and not (options.preact and f"{prefix}_out" in names)
+    return options, first.filters, plain
+
+
+def _loop_call(model, counts):
+    """A ``call_function`` for ``clone_model`` that replaces blocks 2..n of each stage."""
+    stage_inputs = {}
+
+    def call(layer, *args, **kwargs):
+        stage, _, rest = layer.name.partition("_block")
+        number = rest.split("_", 1)[0] if rest else ""
+        if stage not in counts or not number.isdigit():
+            return layer(*args, **kwargs)
+        number = int(number)
+        if number == 1:
+            outputs = layer(*args, **kwargs)
+            stage_inputs[stage] = outputs  # the last layer of block 1 comes last
+            return outputs
+        options, filters, plain = _options_of_block(model, f"{stage}_block{number}")
+        if layer.name == _last_layer(model, stage, counts[stage]).name:
+            return RepeatedBlocks(counts[stage] - 1, filters, options, plain,
+                                  name=f"{stage}_blocks")(stage_inputs[stage])
+        first = args[0]
+        return first[0] if isinstance(first, (list, tuple)) else first  # pruned later
+
+    return call
+
+
+def _last_layer(model, stage, number):
+    names = {layer.name for layer in model.layers}
+    prefix = f"{stage}_block{number}"
+    if f"{prefix}_out" in names:
+        return model.get_layer(f"{prefix}_out")
+    return model.get_layer(f"{prefix}_{3 if f'{prefix}_3_conv' in names else 2}_conv")
+
+
+def convert_stages(model: keras.Model, loop: bool = True) -> keras.Model:
+    """The twin of a ResNet with its stages looped (``loop=True``) or unrolled, same weights.
+
+    Args:
+        model: a model built by ``keras_resnet.ResNet`` / ``CifarResNet`` (stable layer names).
+        loop: ``True``: blocks 2..n of each stage become one ``RepeatedBlocks`` layer;
+            ``False``: every ``RepeatedBlocks`` layer becomes its unrolled blocks.
+
+    Returns:
+        A new ``keras.Model`` computing the same function with the same weights; ``model`` is not
+        changed.
+
+    Raises:
+        TypeError: ``model`` is not a functional Keras model.
+        ValueError: a stage's blocks do not repeat unchanged (``shortcut="C"``).
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", True) \
+            or not model.inputs:
+        raise TypeError(f"model must be a functional keras.Model; got {model!r}")
+    checks.boolean(loop, "loop")
+
+    def clone(layer):
+        if isinstance(layer, RepeatedBlocks):
+            return layer
+        if isinstance(layer, keras.Model):
+            return convert_stages(layer, loop)
+        return layer.__class__.from_config(layer.get_config())
+
+    if loop:
+        counts = {stage: n for stage, n in _stage_blocks(model).items() if n > 1}
+        call = _loop_call(model, counts)
+    else:
+        def call(layer, *args, **kwargs):
+            if isinstance(layer, RepeatedBlocks):
+                return _unroll(layer, args[0])
+            return layer(*args, **kwargs)
+    twin = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    return transfer_weights(model, twin)

@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 from keras_resnet import CifarResNet, ResNet, model_stats
+from keras_resnet import convert_stages
 from keras_resnet.loop import RepeatedBlocks, transfer_weights
+from keras_resnet.stats import leaf_layers
 
 SHAPE = (8, 8, 3)
 CASES = {
@@ -168,3 +170,46 @@ def test_transfer_between_different_networks_is_an_error():
     with pytest.raises(ValueError, match="has no weight 0 of layer 'conv2_block3_1_conv'"):
         transfer_weights(CifarResNet(14, input_shape=SHAPE),
                          CifarResNet(20, input_shape=SHAPE, loop_stages=True))
+
+
+@pytest.mark.parametrize("case", ["basic, option A", "bottleneck, pre-activation", "plain",
+                                  "plain, pre-activation", "bottleneck, post-activation, biases"])
+def test_convert_stages_both_ways_keeps_function_names_and_weights(case):
+    unrolled = CifarResNet(input_shape=SHAPE, classes=5, **CASES[case])
+    _randomize_batch_norms(unrolled, np.random.default_rng(3))
+    looped = convert_stages(unrolled, loop=True)
+    assert [layer.name for layer in looped.layers if isinstance(layer, RepeatedBlocks)] == \
+        ["conv2_blocks", "conv3_blocks", "conv4_blocks"]
+    back = convert_stages(looped, loop=False)
+    assert [layer.name for layer in back.layers[1:]] == [layer.name for layer in unrolled.layers[1:]]
+    x = _images()
+    expected = np.asarray(unrolled(x, training=False))
+    np.testing.assert_allclose(looped(x, training=False), expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(back.get_weights(), unrolled.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The options read back from the unrolled layers are those the looped model is built with
+    # (the shortcut of a repeated block is the identity whatever it was called).
+    def options(layer):
+        config = layer.options.to_config()
+        return {k: v for k, v in config.items() if k not in ("shortcut", "kernel_initializer")}
+
+    built = CifarResNet(input_shape=SHAPE, loop_stages=True, **CASES[case])
+    assert options(looped.get_layer("conv3_blocks")) == options(built.get_layer("conv3_blocks"))
+    assert isinstance(looped.get_layer("conv3_blocks").options.initializer(),
+                      keras.initializers.HeNormal)
+
+
+def test_convert_stages_looks_into_stage_sub_models():
+    nested = CifarResNet(14, input_shape=SHAPE, stage_models=True)
+    looped = convert_stages(nested)
+    assert sum(isinstance(layer, RepeatedBlocks) for layer in leaf_layers(looped)) == 3
+    x = _images()
+    np.testing.assert_allclose(looped(x, training=False), nested(x, training=False), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_convert_stages_rejects_what_cannot_loop():
+    with pytest.raises(TypeError, match="model must be a functional keras.Model"):
+        convert_stages(keras.layers.Dense(2))
+    with pytest.raises(ValueError, match="block 'conv2_block2' projects its shortcut"):
+        convert_stages(CifarResNet(14, input_shape=SHAPE, shortcut="C"))
