@@ -213,3 +213,16 @@ def test_convert_stages_rejects_what_cannot_loop():
         convert_stages(keras.layers.Dense(2))
     with pytest.raises(ValueError, match="block 'conv2_block2' projects its shortcut"):
         convert_stages(CifarResNet(14, input_shape=SHAPE, shortcut="C"))
+
+
+@pytest.mark.slow
+def test_the_exported_saved_model_serves_the_looped_model(tmp_path):
+    from keras_resnet import export_saved_model
+
+    model = CifarResNet(20, input_shape=SHAPE, classes=5, loop_stages=True)
+    path = export_saved_model(model, str(tmp_path), name="looped", warmup_batch_sizes=(1,),
+                              input_dtype="float32")
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    x = _images()
+    probabilities = served(images=tf.constant(x))["probabilities"]
+    np.testing.assert_allclose(probabilities, model(x, training=False), rtol=1e-5, atol=1e-6)
