@@ -2,8 +2,8 @@
 
 Prints, per comparison, milliseconds per call by TensorFlow op type, side by side:
 ResNet-50 inference and training (ours against keras.applications.ResNet50) and
-float32 against mixed_bfloat16 (ours). It explains the `keras-resnet bench` rows: where ours
-wins (fused BatchNorm: `_FusedConv2D` absorbs the BN and ReLU) and where bfloat16 loses.
+float32 against mixed_bfloat16 (ours). It explains the `benchmarks/bench.py` rows: where ours
+wins (fused BatchNorm: the fused convolution absorbs the BN and ReLU) and where bfloat16 loses.
 
     .venv/bin/python benchmarks/profile_ops.py            # 224x224, batch 32 (a few minutes)
     .venv/bin/python benchmarks/profile_ops.py --quick    # 64x64, batch 4
@@ -18,8 +18,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_resnet import ResNet50  # noqa: E402
-from keras_resnet.bench import inference_step, train_step  # noqa: E402
-from keras_resnet.profiling import compare  # noqa: E402
+from benchlib import inference_step, train_step  # noqa: E402
+from op_profiler import compare  # noqa: E402
 
 
 def _resnet50(policy, shape):

@@ -10,13 +10,14 @@ import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# Registers ZeroPadShortcut, FoldedBatchNorm, PaperSchedule and the loss with Keras.
-from keras_resnet import blocks, fold, recipe  # noqa: F401
+# Registers ZeroPadShortcut, RepeatedBlocks, FoldedBatchNorm, PaperSchedule and the loss with Keras.
+from keras_resnet import blocks, fold, loop, recipe  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
     "keras_resnet.blocks": ("dense_residual_block", "plain_block", "residual_block"),
     "keras_resnet.options": ("BlockOptions",),
+    "keras_resnet.loop": ("convert_stages",),
     "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
                             "ResNet101", "ResNet152", "build"),
     "keras_resnet.stats": ("model_stats", "multiply_adds"),

@@ -4,10 +4,9 @@ Keras 3 computes batch normalization from separate ops on every backend: ``momen
 reductions) in training, then ``x * inv + (beta - mean * inv)``. TensorFlow has one fused kernel,
 ``FusedBatchNormV3``, for both directions of training and for inference, and TensorFlow's graph
 optimizer (grappler's remapper) fuses ``Conv2D -> FusedBatchNorm -> Relu`` into one convolution
-at inference. tf.keras used that kernel by default (``fused=True``); Keras 3 does not. On the
-project's 2-core CPU, ResNet-50 with this layer trains 1.15-1.18x faster than
-keras.applications' (1.4x less op time in the TensorFlow profiler) and infers at batch 32 with
-7-11% less op time (``keras-resnet bench resnet50``, ``benchmarks/profile_ops.py``).
+at inference. tf.keras used that kernel by default (``fused=True``); Keras 3 does not. What that
+gains is measured in the README's "Benchmarks" section (``keras-resnet bench resnet50``,
+``benchmarks/profile_ops.py``).
 
 The layer is a drop-in subclass: same arguments, same weights (names and order), same results
 within float32 rounding, same moving-statistics update. Whatever the kernel cannot do (another

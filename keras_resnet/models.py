@@ -16,6 +16,7 @@ from keras import layers
 from keras_resnet import checks, constants, presets
 from keras_resnet.batch_norm import FusedBatchNormalization
 from keras_resnet.blocks import plain_block, residual_block
+from keras_resnet.loop import RepeatedBlocks
 from keras_resnet.options import BlockOptions, resolve_activation
 
 # Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
@@ -81,6 +82,17 @@ def _check_weights(weights, depth, compat, include_top, classes):
     elif weights is not None and not os.path.isfile(weights):
         raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
                          f"{os.fspath(weights)!r} does not exist")
+
+
+def _check_loop(loop_stages, opts, plain, compat):
+    if not checks.boolean(loop_stages, "loop_stages"):
+        return
+    if compat is not None:
+        raise ValueError("loop_stages=True cannot reproduce compat='keras.applications': its "
+                         "weight files name every block's layers; pass loop_stages=False")
+    if opts.shortcut == "C" and not plain:
+        raise ValueError("loop_stages=True needs blocks that repeat unchanged, but shortcut='C' "
+                         "projects in every block; use shortcut='auto', 'A', 'B' or 'D'")
 
 
 def _check_head(include_top, pooling, classes, classifier_activation):
@@ -164,13 +176,20 @@ def _stem(x, stem, width, opts: BlockOptions):
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model):
-    """Stacks one stage; as a sub-model named ``conv{index}`` when ``as_model``."""
+def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model, loop=False):
+    """Stacks one stage; as a sub-model named ``conv{index}`` when ``as_model``.
+
+    With ``loop``, the blocks after the first (same shapes, same options) are one
+    ``RepeatedBlocks`` layer named ``conv{index}_blocks``.
+    """
     inputs = keras.Input(shape=x.shape[1:], name=f"conv{index}_input") if as_model else x
     block = plain_block if plain else residual_block
-    y = inputs
-    for i in range(1, blocks + 1):
-        y = block(y, width, stride if i == 1 else 1, name=f"conv{index}_block{i}", options=opts)
+    y = block(inputs, width, stride, name=f"conv{index}_block1", options=opts)
+    if loop and blocks > 1:
+        y = RepeatedBlocks(blocks - 1, width, opts, plain, name=f"conv{index}_blocks")(y)
+    else:
+        for i in range(2, blocks + 1):
+            y = block(y, width, 1, name=f"conv{index}_block{i}", options=opts)
     if not as_model:
         return y
     return keras.Model(inputs, y, name=f"conv{index}")(x)
@@ -197,7 +216,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
            plain=False, preact=False, shortcut="auto", stride_on="3x3", expansion=4,
            kernel_initializer="he_normal", kernel_regularizer=None, weight_decay=None,
            activation="relu", zero_init_residual=False, momentum=0.9, epsilon=1e-5,
-           use_bias=False, compat=None, stage_models=None):
+           use_bias=False, compat=None, stage_models=None, loop_stages=False):
     """Builds a residual network from data: a stem, stages of blocks and a classifier head.
 
     Args:
@@ -228,6 +247,10 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         compat: ``"keras.applications"`` reproduces keras.applications' ResNet50/101/152
             exactly (conv biases, stride in the first 1x1, BN epsilon 1.001e-5, same names).
         stage_models: build each stage as a sub-model (default: only for very deep networks).
+        loop_stages: in each stage, apply the blocks after the first as one
+            ``keras_resnet.loop.RepeatedBlocks`` layer (their weights stacked, run in a loop):
+            the same function, a graph of one block per stage whatever the depth. A no-op for
+            stages of one block; not with ``shortcut="C"`` or ``compat``.
 
     Returns:
         A ``keras.Model``.
@@ -252,15 +275,17 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     default_shape = (presets.IMAGENET_INPUT_SHAPE if stem != "cifar"
                      else presets.CIFAR_INPUT_SHAPE) if include_top else (None, None, 3)
     shape = _check_input_shape(input_shape, default_shape, total_stride, input_tensor)
-    if compat is not None:
-        stage_models = False  # keras.applications' flat layer list, for its weight files
+    _check_loop(loop_stages, opts, plain, compat)
+    if compat is not None or loop_stages:
+        stage_models = False  # keras.applications' flat layer list; a loop is small anyway
     elif stage_models is None:
         stage_models = sum(stage_depths) > _FLAT_BLOCK_LIMIT
 
     inputs, x = _inputs(input_tensor, shape)
     x = _stem(x, stem, widths[0] if stem == "cifar" else 64, opts)
     for s, (blocks, width) in enumerate(zip(stage_depths, widths)):
-        x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, opts, plain, stage_models)
+        x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, opts, plain, stage_models,
+                   loop_stages)
     x = _head(x, opts, include_top, pooling, classes, classifier_activation)
     if name is None:
         kind = "plain" if plain else ("preact_resnet" if preact else "resnet")

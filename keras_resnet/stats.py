@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from keras_resnet.loop import RepeatedBlocks
+
 
 def leaf_layers(model):
     """Yields the model's layers, looking into nested sub-models (the stages of deep nets)."""
@@ -44,19 +46,30 @@ def multiply_adds(model):
             total += math.prod(out_shape[1:]) * math.prod(kernel[:3])
         elif isinstance(layer, keras.layers.Dense):
             total += math.prod(layer.kernel.shape)
+        elif isinstance(layer, RepeatedBlocks):  # stride 1: every conv keeps the input size
+            height, width = layer.output.shape[1:3]
+            if height is None or width is None:
+                raise ValueError(f"multiply_adds needs a fixed input size; layer {layer.name!r} "
+                                 f"has output shape {layer.output.shape}")
+            total += layer.count * height * width * sum(
+                size * size * cin * cout for size, cin, cout in layer.plan)
     return total
 
 
 def layer_count(model):
-    """Counts the leaf layers (sub-models are looked into; the input layers are not counted)."""
+    """Counts the leaf layers (sub-models are looked into; the input layers are not counted).
+
+    A looped stage (``RepeatedBlocks``) counts as one layer: it is one layer of the graph.
+    """
     return sum(1 for layer in leaf_layers(model)
                if not isinstance(layer, keras.layers.InputLayer))
 
 
 def weighted_layer_count(model):
     """Counts the convolution and Dense layers off the shortcuts: the "depth" of the papers."""
-    return sum(1 for layer in leaf_layers(model)
-               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    return sum(layer.count * len(layer.plan) if isinstance(layer, RepeatedBlocks) else 1
+               for layer in leaf_layers(model)
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense, RepeatedBlocks))
                and not layer.name.endswith(("_0_conv", "_0_dense")))
 
 

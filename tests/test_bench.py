@@ -1,15 +1,22 @@
-"""`keras-resnet bench --quick` runs every benchmark end to end, so the suite cannot rot."""
+"""The benchmark suite (``benchmarks/bench.py``, a development tool outside the package) and the
+thin ``keras-resnet bench`` entry that runs it; ``--quick`` runs every benchmark end to end."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from keras_resnet import bench
-from keras_resnet.bench import Row, format_table
+from keras_resnet.cli import bench as cli_bench
+from keras_resnet.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import Row, format_table  # noqa: E402
 
 
 @pytest.mark.slow
@@ -44,23 +51,68 @@ def test_unknown_benchmark_is_rejected_before_running():
         bench.run(["gpu"])
 
 
-def test_interleaving_calibrates_samples_and_alternates_the_order():
-    log = []
+def test_cli_entry_runs_the_checkout_script(capfd):
+    assert main(["bench", "gpu"]) == 2
+    assert "bench.py: error: unknown benchmark 'gpu'; valid names: roofline" in capfd.readouterr().err
 
-    def make(name, seconds):
+
+def test_cli_entry_without_a_source_checkout_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli_bench, "SCRIPT", str(tmp_path / "benchmarks" / "bench.py"))
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet bench: error: the benchmarks are not installed with the "
+                          "package; they live in a source checkout as benchmarks/bench.py")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_benchmarks_are_not_in_the_installed_package():
+    import keras_resnet
+
+    package = os.path.dirname(keras_resnet.__file__)
+    assert not os.path.exists(os.path.join(package, "bench.py"))
+    assert not os.path.exists(os.path.join(package, "profiling.py"))
+    assert bench.BENCHMARKS == tuple(bench.RUNNERS)
+
+
+class _Clock:
+    """A fake clock: each call of a timed function moves it on by that function's cost."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.log = []
+
+    def __call__(self):
+        return self.now
+
+    def function(self, name, seconds):
         def fn():
-            log.append(name)
-            time.sleep(seconds)
+            self.log.append(name)
+            self.now += seconds
         return fn
 
-    config = bench.Config(repeats=4, warmup=1, min_sample=0.02)
-    medians = bench._interleaved({"slow": make("slow", 0.02), "fast": make("fast", 0.002)},
-                                 config)
-    # Per call, not per sample: the fast side ran ~10 calls per sample.
-    assert 0.015 < medians["slow"] < 0.05 and 0.0015 < medians["fast"] < 0.008
-    measured = log[4:]  # after warm-up and calibration (two calls each)
+
+def test_autorange_calibrates_the_samples():
+    clock = _Clock()
+    # Costs that are exact in binary floating point: 1/32 s and 1/512 s per call.
+    slow, fast = clock.function("slow", 1 / 32), clock.function("fast", 1 / 512)
+    # autorange times 1, 2, 5, 10, ... calls until they take 0.2 s: 10 slow calls, 200 fast.
+    assert benchlib.calls_per_sample(slow, 1 / 32, timer=clock) == 1
+    assert benchlib.calls_per_sample(fast, 1 / 32, timer=clock) == 16
+    assert clock.log.count("slow") == 1 + 2 + 5 + 10
+    assert clock.log.count("fast") == 1 + 2 + 5 + 10 + 20 + 50 + 100 + 200
+    assert benchlib.calls_per_sample(fast, 10.0, timer=clock) == 50  # capped
+
+
+def test_interleaving_alternates_the_order_and_reports_time_per_call():
+    clock = _Clock()
+    functions = {"slow": clock.function("slow", 1 / 32), "fast": clock.function("fast", 1 / 512)}
+    config = benchlib.Config(repeats=4, warmup=1, min_sample=1 / 32)
+    medians = benchlib.interleaved(functions, config, timer=clock)
+    assert medians == {"slow": 1 / 32, "fast": 1 / 512}  # per call, not per sample
+    calibration = 1 + (1 + 2 + 5 + 10) + 1 + (1 + 2 + 5 + 10 + 20 + 50 + 100 + 200)
+    measured = clock.log[calibration:]
+    assert measured.count("slow") == 4 and measured.count("fast") == 4 * 16
     runs = [name for i, name in enumerate(measured) if i == 0 or measured[i - 1] != name]
-    # slow | fast x10 || fast x10 | slow || slow | ...: the order reverses every round, so
-    # the runs merge; without the reversal there would be 8 alternating runs.
+    # slow | fast x16 || fast x16 | slow || slow | ...: the order reverses every round, so the
+    # runs merge; without the reversal there would be 8 alternating runs.
     assert runs == ["slow", "fast", "slow", "fast", "slow"]
-    assert 6 <= measured.count("fast") / 4 <= 14

@@ -191,3 +191,25 @@ def test_plot_by_depth_writes_an_image(tmp_path):
                                      tmp_path / "norms.png", title="t")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_looped_stages_are_measured_block_by_block():
+    from keras_resnet import convert_stages
+
+    looped = CifarResNet(14, input_shape=SHAPE, classes=10, loop_stages=True)
+    unrolled = convert_stages(looped, loop=False)
+    x, y = _batch()
+    rows = diagnostics.gradient_flow(looped, x, y)
+    assert [r["unit"] for r in rows] == [f"conv{s}_block{b}" for s in (2, 3, 4) for b in (1, 2)]
+    for a, b in zip(rows, diagnostics.gradient_flow(unrolled, x, y)):
+        assert a["gradient_norm"] == pytest.approx(b["gradient_norm"], rel=1e-5)
+        assert a["branch_ratio"] == pytest.approx(b["branch_ratio"], rel=1e-5)
+    # After a weight change the next measurement sees the new weights.
+    gamma = looped.get_layer("conv3_blocks").bn_weights[-1][0]  # the branch's last BN gamma
+    gamma.assign(gamma * 2.0)
+    again = {r["unit"]: r["branch_ratio"] for r in diagnostics.gradient_flow(looped, x, y)}
+    assert again["conv3_block2"] == pytest.approx(2 * rows[3]["branch_ratio"], rel=1e-4)
+    assert again["conv3_block1"] == pytest.approx(rows[2]["branch_ratio"], rel=1e-5)
+    zero = CifarResNet(14, input_shape=SHAPE, loop_stages=True, zero_init_residual=True)
+    checks = diagnostics.block_identity_errors(zero, x)
+    assert len(checks) == 6 and all(c["max_abs_error"] == 0.0 for c in checks)

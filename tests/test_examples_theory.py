@@ -7,13 +7,12 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, *args, timeout=600):
+def _run(root, script, *args, timeout=600):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    done = subprocess.run([sys.executable, os.path.join(root, "examples", script), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=root, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -29,8 +28,8 @@ def _png(path):
     return os.path.getsize(path)
 
 
-def test_one_by_one(tmp_path):
-    out = _run("one_by_one.py", "--out", str(tmp_path))
+def test_one_by_one(tmp_path, repo_root):
+    out = _run(repo_root, "one_by_one.py", "--out", str(tmp_path))
     assert "[[ 2  4  6  8]" in out and "[26 28 30 32]]" in out  # 1x1 conv with weight 2
     assert "28x28x32" in out and "6,176" in out and "4,816,896" in out
     stats = _json(tmp_path, "one_by_one.json")
@@ -41,8 +40,8 @@ def test_one_by_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_vanishing_exploding(tmp_path):
-    out = _run("vanishing_exploding.py", "--quick", "--out", str(tmp_path))
+def test_vanishing_exploding(tmp_path, repo_root):
+    out = _run(repo_root, "vanishing_exploding.py", "--quick", "--out", str(tmp_path))
     assert "0.5^50 = 8.88e-16" in out
     assert "1.5^50 = 637621500.214" in out
     result = _json(tmp_path, "vanishing_exploding.json")
@@ -69,8 +68,8 @@ def test_vanishing_exploding(tmp_path):
 
 
 @pytest.mark.slow
-def test_identity_every_block_of_resnet1202(tmp_path):
-    out = _run("identity.py", "--quick", "--out", str(tmp_path))
+def test_identity_every_block_of_resnet1202(tmp_path, repo_root):
+    out = _run(repo_root, "identity.py", "--quick", "--out", str(tmp_path))
     result = _json(tmp_path, "identity.json")
     assert result["residual_block_max_abs_error"] == 0.0
     assert result["plain_block_max_abs_error"] > 0.9  # the plain block outputs 0, not X
@@ -83,8 +82,8 @@ def test_identity_every_block_of_resnet1202(tmp_path):
 
 
 @pytest.mark.slow
-def test_degradation_quick(tmp_path):
-    out = _run("degradation.py", "--quick", "--out", str(tmp_path))
+def test_degradation_quick(tmp_path, repo_root):
+    out = _run(repo_root, "degradation.py", "--quick", "--out", str(tmp_path))
     result = _json(tmp_path, "degradation.json")
     meta = result["meta"]
     assert meta["data"] == "digits" and meta["seed"] == 0
@@ -100,3 +99,13 @@ def test_degradation_quick(tmp_path):
     assert meta["plain_degrades"] and meta["resnet_no_worse"]
     assert "degradation" in out
     assert _png(tmp_path / "degradation.png") > 10_000
+
+
+@pytest.mark.slow
+def test_identity_rejects_a_depth_outside_the_family(repo_root):
+    done = subprocess.run([sys.executable, os.path.join(repo_root, "examples", "identity.py"),
+                           "--depth", "21"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2
+    assert "error: --depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, 1202, ...) for a CIFAR " \
+           "ResNet with bottleneck=False; got 21" in done.stderr

@@ -1,7 +1,11 @@
 """The package surface: every public name resolves, and importing it stays light."""
 
+import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 import keras_resnet
 
@@ -32,9 +36,31 @@ def test_a_saved_model_loads_after_a_plain_import(tmp_path):
 
 
 def test_unknown_attribute_is_an_attribute_error():
-    try:
+    with pytest.raises(AttributeError, match="module 'keras_resnet' has no attribute 'ResNet42'"):
         keras_resnet.ResNet42
-    except AttributeError as error:
-        assert "ResNet42" in str(error)
-    else:
-        raise AssertionError("keras_resnet.ResNet42 should not exist")
+
+
+@pytest.mark.slow
+def test_import_leaves_the_environment_alone():
+    # A fresh process without TF_CPP_MIN_LOG_LEVEL: the environment after TensorFlow and Keras
+    # have loaded (they set a few variables of their own) must be the environment after every
+    # keras_resnet module has loaded too.
+    code = ("import json, os, keras, tensorflow; before = dict(os.environ); "
+            "import keras_resnet; [getattr(keras_resnet, n) for n in keras_resnet.__all__]; "
+            "after = dict(os.environ); "
+            "print(json.dumps({'changed': sorted(set(after.items()) ^ set(before.items())), "
+            "'tf_cpp': 'TF_CPP_MIN_LOG_LEVEL' in after}))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"changed": [], "tf_cpp": False}
+
+
+def test_the_cli_quiets_tensorflow_for_its_own_process(monkeypatch, capsys):
+    from keras_resnet.cli import main
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main(["summary", "resnet51"]) == 2
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"

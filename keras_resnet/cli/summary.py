@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras_resnet import checks, constants, presets
 
-DEFAULT_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+DEFAULT_MODELS = constants.SUMMARY_MODELS
 
 
 def register(subparsers):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet.loop import RepeatedBlocks, convert_stages, transfer_weights
 from keras_resnet.stats import leaf_layers
 
 _MEMBER = re.compile(r"^(\d+_|preact_|add$|out$)")
@@ -100,11 +102,30 @@ class _Probe:
 
 
 def _check_model(model):
+    """Returns the model to measure: ``model``, or the unrolled twin of a looped one."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {type(model).__name__}")
     if not model.built or not model.inputs:
         raise ValueError(f"model must be a built functional keras.Model; got {model.name!r} "
                          "without defined inputs")
+    return _unrolled(model)
+
+
+# A looped model's blocks live inside one while loop; each measurement reads them from the
+# unrolled twin (the same function; its weights are the looped model's per-block slices). The
+# twin is built once per model and gets the current weights at every measurement.
+_TWINS = weakref.WeakKeyDictionary()
+
+
+def _unrolled(model):
+    if not any(isinstance(layer, RepeatedBlocks) for layer in leaf_layers(model)):
+        return model
+    twin = _TWINS.get(model)
+    if twin is None:
+        twin = _TWINS[model] = convert_stages(model, loop=False)
+    else:
+        transfer_weights(model, twin)
+    return twin
 
 
 def _check_batch(model, x, y=None):
@@ -160,7 +181,7 @@ def gradient_norms(model, x, y, loss="sparse_categorical_crossentropy", *, train
         ValueError: for a batch that does not fit the model or an unknown loss.
         TypeError: for a model or loss of the wrong type.
     """
-    _check_model(model)
+    model = _check_model(model)
     x, y = _check_batch(model, x, y)
     loss_fn = _resolve_loss(loss)
     units = _units(model, units)
@@ -197,7 +218,7 @@ def branch_ratios(model, x, *, training=True):
     Raises:
         ValueError: for a batch that does not fit the model.
     """
-    _check_model(model)
+    model = _check_model(model)
     x, _ = _check_batch(model, x)
     adds = {unit["add"].name: unit["name"] for unit in _units(model) if unit["add"] is not None}
     if not adds:
@@ -247,7 +268,7 @@ def block_identity_errors(model, x, *, training=False):
     Raises:
         ValueError: for a batch that does not fit the model or a model without residual blocks.
     """
-    _check_model(model)
+    model = _check_model(model)
     x, _ = _check_batch(model, x)
     units = [unit for unit in _units(model) if unit["add"] is not None]
     if not units:

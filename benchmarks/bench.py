@@ -1,114 +1,34 @@
 """Benchmarks measured side by side: ours against the reference in the same process.
 
-Each benchmark warms both sides up, then alternates them and takes the median of the samples;
-a sample repeats a fast call until it lasts ``Config.min_sample`` and the order reverses every
-round, so a noisy machine slows both sides equally. A row's ratio is
-ours / reference for throughputs and reference / ours for times: higher is better either way.
+A development tool, not part of the installed package: run it from a source checkout.
+
+    python benchmarks/bench.py --quick                 # every benchmark, small sizes
+    python benchmarks/bench.py resnet50 --json out.json
+
+How the timing works is in ``benchlib.py``; the README's "Benchmarks" section has the measured
+table and what it means.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 import numpy as np
 
-BENCHMARKS = ("roofline", "resnet50", "precision", "cifar56", "resnet1202", "serving",
-              "accuracy")
+from benchlib import (Config, Row, format_table, inference_step, interleaved, machine,
+                      train_step)
+from benchlib import images as make_images
+from keras_resnet.constants import BENCHMARKS  # one list for `keras-resnet bench` and here
 
-
-@dataclasses.dataclass
-class Row:
-    """One line of the results table."""
-
-    benchmark: str
-    metric: str
-    ours: float
-    reference: float
-    unit: str
-    higher_is_better: bool = True
-    reference_name: str = ""
-    note: str = ""
-
-    @property
-    def ratio(self):
-        if not self.reference or not self.ours:
-            return float("nan")
-        return self.ours / self.reference if self.higher_is_better else self.reference / self.ours
-
-
-@dataclasses.dataclass
-class Config:
-    """Sizes of one run: ``quick`` keeps every benchmark, small."""
-
-    quick: bool = False
-    repeats: int = 7
-    warmup: int = 1
-    min_sample: float = 0.5  # seconds: fast calls are repeated within one sample
-
-    @classmethod
-    def make(cls, quick):
-        return cls(quick=True, repeats=3, warmup=1, min_sample=0.1) if quick else cls()
-
-
-def _interleaved(functions, config):
-    """Median seconds per call of each function, warmed up and run alternately.
-
-    A sample repeats a fast call until it lasts ``config.min_sample``; the order of the
-    functions reverses every round (A B, B A, ...), so a drift in the machine's speed hits
-    every side alike.
-    """
-    calls = {}
-    for name, fn in functions.items():
-        for _ in range(config.warmup):
-            fn()  # the first call also traces
-        start = time.perf_counter()
-        fn()
-        once = time.perf_counter() - start
-        calls[name] = max(1, min(50, round(config.min_sample / max(once, 1e-6))))
-    times = {name: [] for name in functions}
-    order = list(functions)
-    for _ in range(config.repeats):
-        for name in order:
-            fn = functions[name]
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
-            times[name].append((time.perf_counter() - start) / calls[name])
-        order.reverse()
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def inference_step(model, images):
-    """A function of no arguments: one compiled inference call of ``model`` on ``images``."""
-    import tensorflow as tf
-
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    tensor = tf.constant(images)
-    return lambda: call(tensor).numpy()
-
-
-def train_step(model, images, labels):
-    """A function of no arguments: one SGD training step of ``model`` (compiled here)."""
-    import keras
-
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss="sparse_categorical_crossentropy")
-    return lambda: model.train_on_batch(images, labels)
-
-
-def _images(batch, size, channels=3, seed=0):
-    return np.random.default_rng(seed).uniform(0, 1, (batch, size, size, channels)) \
-        .astype("float32")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ----------------------------------------------------------------------------- benchmarks
@@ -135,7 +55,7 @@ def gemm_flops(config):
     best = 0.0
     for n in _GEMM_SIZES[config.quick]:
         fn, flops = _gemm_fn(n)
-        best = max(best, flops / _interleaved({"gemm": fn}, config)["gemm"])
+        best = max(best, flops / interleaved({"gemm": fn}, config)["gemm"])
     return best
 
 
@@ -161,7 +81,7 @@ def bench_resnet50(config, state):
     shape = (size, size, 3)
     rows = []
     reference_name = "keras.applications.ResNet50"
-    builds = _interleaved({
+    builds = interleaved({
         "ours": lambda: ResNet50(stride_on="1x1", input_shape=shape),
         "reference": lambda: keras.applications.ResNet50(weights=None, input_shape=shape),
     }, Config(repeats=3 if config.quick else 5, warmup=1))
@@ -174,9 +94,9 @@ def bench_resnet50(config, state):
     best = 0.0
     gemm, gemm_ops = _gemm_fn(2048)
     for batch in ((1, 4) if config.quick else (1, 32)):
-        images = _images(batch, size)
+        images = make_images(batch, size)
         # The GEMM runs interleaved too, so the roofline sees the same machine state.
-        seconds = _interleaved({"ours": inference_step(ours, images),
+        seconds = interleaved({"ours": inference_step(ours, images),
                                 "reference": inference_step(reference, images),
                                 "gemm": gemm}, config)
         state["gemm_flops"] = max(state.get("gemm_flops", 0.0), gemm_ops / seconds["gemm"])
@@ -185,16 +105,16 @@ def bench_resnet50(config, state):
         best = max(best, batch / seconds["ours"])
     # BN folding: the same outputs with the BN statistics frozen into the kernels.
     folded = fold_batch_norm(ours)
-    images = _images(4 if config.quick else 32, size)
-    seconds = _interleaved({"ours": inference_step(folded, images),
+    images = make_images(4 if config.quick else 32, size)
+    seconds = interleaved({"ours": inference_step(folded, images),
                             "reference": inference_step(ours, images)}, config)
     rows.append(Row("resnet50", f"inference batch {len(images)}, BN folded",
                     len(images) / seconds["ours"], len(images) / seconds["reference"], "img/s",
                     reference_name="ours, BN not folded"))
     best = max(best, len(images) / seconds["ours"])
     batch = 4 if config.quick else 32
-    images, labels = _images(batch, size), np.arange(batch) % 1000
-    seconds = _interleaved({"ours": train_step(ours, images, labels),
+    images, labels = make_images(batch, size), np.arange(batch) % 1000
+    seconds = interleaved({"ours": train_step(ours, images, labels),
                             "reference": train_step(reference, images, labels)}, config)
     rows.append(Row("resnet50", f"training batch {batch}", batch / seconds["ours"],
                     batch / seconds["reference"], "img/s", reference_name=reference_name))
@@ -211,7 +131,8 @@ def bench_precision(config, state):
 
     from keras_resnet import ResNet50
 
-    # Full size trains at batch 8: emulated bfloat16 takes ~40 s per batch-32 step here.
+    # Full size trains at batch 8: where the CPU emulates bfloat16, a batch-32 step takes too
+    # long (the README's Benchmarks section has the measured times).
     size, batch, train_batch = (64, 4, 4) if config.quick else (224, 32, 8)
     shape = (size, size, 3)
     keras.config.set_dtype_policy("float32")
@@ -222,11 +143,11 @@ def bench_precision(config, state):
     finally:
         keras.config.set_dtype_policy("float32")
     bf16.set_weights(fp32.get_weights())
-    images = _images(batch, size)
-    infer = _interleaved({"ours": inference_step(bf16, images),
+    images = make_images(batch, size)
+    infer = interleaved({"ours": inference_step(bf16, images),
                           "reference": inference_step(fp32, images)}, config)
-    images, labels = _images(train_batch, size), np.arange(train_batch) % 1000
-    train = _interleaved({"ours": train_step(bf16, images, labels),
+    images, labels = make_images(train_batch, size), np.arange(train_batch) % 1000
+    train = interleaved({"ours": train_step(bf16, images, labels),
                           "reference": train_step(fp32, images, labels)},
                          Config(repeats=min(config.repeats, 3), warmup=1))
     return [
@@ -253,45 +174,18 @@ def bench_cifar56(config, state):
         bf16 = CifarResNet(depth)
     finally:
         keras.config.set_dtype_policy("float32")
-    images, labels = _images(batch, 32), np.arange(batch) % 10
-    train = _interleaved({"ours": train_step(bf16, images, labels),
+    images, labels = make_images(batch, 32), np.arange(batch) % 10
+    train = interleaved({"ours": train_step(bf16, images, labels),
                           "reference": train_step(fp32, images, labels)}, config)
     return [Row("cifar56", f"ResNet-{depth} training batch {batch}", batch / train["ours"],
                 batch / train["reference"], "img/s", reference_name="float32",
                 note="ours = mixed_bfloat16")]
 
 
-_DEEP_CHILD = textwrap.dedent("""
-    import json, resource, sys, time
-    import numpy as np
-    import keras
-    from keras_resnet import CifarResNet
-    depth, batch = int(sys.argv[1]), int(sys.argv[2])
-    start = time.perf_counter()
-    model = CifarResNet(depth)
-    build = time.perf_counter() - start
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss="sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3)).astype("float32")
-    y = np.arange(batch) % 10
-    start = time.perf_counter()
-    model.train_on_batch(x, y)
-    first = time.perf_counter() - start
-    steps = []
-    for _ in range(3):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        steps.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"build": build, "first_step": first, "step": sorted(steps)[1],
-                      "peak_rss": peak}))
-""")
-
-
 def bench_resnet1202(config, state):
     """Very deep build and training step, in a fresh process so peak memory is its own."""
     depth = 20 if config.quick else 1202
-    result = subprocess.run([sys.executable, "-c", _DEEP_CHILD, str(depth), "32"],
+    result = subprocess.run([sys.executable, os.path.join(HERE, "deep_step.py"), str(depth), "32"],
                             capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if result.returncode:
@@ -392,33 +286,7 @@ RUNNERS = {
 }
 
 
-# ----------------------------------------------------------------------------- reporting
-
-
-def format_table(rows):
-    """Returns the results as a Markdown table whose last column is the ratio."""
-    lines = ["| benchmark | metric | ours | reference | unit | ratio |",
-             "|---|---|---:|---:|---|---:|"]
-    for row in rows:
-        reference = f"{row.reference:.4g} ({row.reference_name})" if row.reference_name \
-            else f"{row.reference:.4g}"
-        metric = f"{row.metric} [{row.note}]" if row.note else row.metric
-        lines.append(f"| {row.benchmark} | {metric} | {row.ours:.4g} | {reference} | "
-                     f"{row.unit} | {row.ratio:.2f}x |")
-    return "\n".join(lines)
-
-
-def machine():
-    """A one-line description of the machine the numbers were measured on."""
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+# ----------------------------------------------------------------------------- running
 
 
 def run(names=None, *, quick=False, json_path=None, stream=sys.stdout):
@@ -462,3 +330,27 @@ def run(names=None, *, quick=False, json_path=None, stream=sys.stdout):
         with open(json_path, "w") as f:
             json.dump(payload, f, indent=2)
     return rows
+
+
+def main(argv=None):
+    """Parses the command line, runs the benchmarks; returns the exit status (2: bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description="Runs each benchmark with warm-up and interleaved repeats "
+        "and prints a table whose last column is the ratio (higher is better).")
+    parser.add_argument("benchmarks", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and few repeats; every benchmark still runs")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        run(args.benchmarks or None, quick=args.quick, json_path=args.json)
+    except ValueError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

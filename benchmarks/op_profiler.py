@@ -4,7 +4,11 @@
 (an ``XSpace`` protobuf, the file TensorBoard's profile plugin shows) with TensorFlow's own proto
 classes. Every executed op is an event named ``"<op name>:<op type>"`` on a ``tf_Compute`` thread;
 summing the events by type gives the op-type breakdown TensorBoard calls "TF ops". Fused ops
-appear under their fused type, e.g. ``_FusedConv2D`` for Conv2D + FusedBatchNorm + ReLU.
+appear under their fused type, which depends on the TensorFlow build and the CPU: e.g.
+``_FusedConv2D`` for Conv2D + FusedBatchNorm + ReLU, ``_MklNativeFusedConv2D`` for the same fusion
+in oneDNN builds on AVX-512 CPUs.
+
+A development tool (used by ``profile_ops.py`` and the tests), not part of the installed package.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import collections
 import glob
 import os
 import tempfile
+
+from keras_resnet import checks
 
 
 def op_times(fn, *, repeats=3):
@@ -27,11 +33,11 @@ def op_times(fn, *, repeats=3):
         multi-core machine the total can exceed the wall time).
 
     Raises:
-        ValueError: if ``repeats`` is not a positive integer.
+        TypeError: if ``repeats`` is not an int.
+        ValueError: if ``repeats`` is not positive.
         RuntimeError: if the profiler wrote no trace.
     """
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
+    checks.positive_int(repeats, "repeats")
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
