@@ -291,6 +291,7 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
                                result.model.predict(images, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_a_run_repeats_from_its_record(tmp_path):
     tiny = dict(data="synthetic", epochs=2, batch_size=16, out_dir=str(tmp_path),
                 export_dir=None, verbose=0, seed=5,
