@@ -139,6 +139,15 @@ def test_build_model_normalizes_raw_pixels_inside_the_model():
     assert np.allclose(normalized, 0.0, atol=1e-5)
 
 
+def test_normalization_is_adapted_when_the_data_has_no_statistics():
+    data = load_dataset("digits", augment=False)
+    unmeasured = dataclasses.replace(data, mean=None, variance=None)
+    layer = build_model("cifar-resnet20", unmeasured).get_layer("normalization")
+    # Normalization.adapt over the training images finds the statistics load_dataset computed.
+    assert np.ravel(layer.mean) == pytest.approx(data.mean, rel=1e-5)
+    assert np.ravel(layer.variance) == pytest.approx(data.variance, rel=1e-4)
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"epochs": 0}, ValueError, r"epochs must be a positive int \(1, 2, 64, ...\); got 0"),
     ({"epochs": 2.0}, TypeError, r"epochs must be a positive int \(1, 2, 64, ...\); got 2.0"),
@@ -291,6 +300,7 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
                                result.model.predict(images, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_a_run_repeats_from_its_record(tmp_path):
     tiny = dict(data="synthetic", epochs=2, batch_size=16, out_dir=str(tmp_path),
                 export_dir=None, verbose=0, seed=5,

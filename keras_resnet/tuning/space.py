@@ -17,7 +17,8 @@ import keras_tuner
 
 from keras_resnet import checks, presets
 from keras_resnet.constants import (DEFAULT_DETERMINISTIC, DEFAULT_SCHEDULE, DEFAULT_SEED,
-                                    DEFAULT_TUNE_BATCH_SIZE, FAMILIES, SCHEDULES, STEMS)
+                                    DEFAULT_TUNE_BATCH_SIZE, FAMILIES, SCHEDULES)
+from keras_resnet.tuning.choices import BOTTLENECK_SHORTCUTS, CIFAR_SHORTCUTS, check_choices
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal",
                 "orthogonal", "truncated_normal")
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -25,20 +26,13 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 # Inputs up to this many pixels a side (the embedded 8x8 digits) get the small, fast defaults.
 SMALL_INPUT = 16
 SMALL_CIFAR_DEPTHS = (8, 14, 20)
-_STEM_STRIDE = {"imagenet": 4, "deep": 4, "cifar": 1}
 _IMAGENET_STAGE_DEPTHS = (1, 2, 3, 4, 6)
-_CIFAR_SHORTCUTS = ("A", "B")          # the paper's options: zero padding, projection
-_BOTTLENECK_SHORTCUTS = ("B", "C", "D")  # projections only: zero padding wastes 3/4 of a bottleneck
 # The hyperparameters of each family, in the order they are declared (results.csv's columns).
 COMMON_NAMES = ("initializer", "zero_init_residual", "bottleneck", "preact", "shortcut",
                 "width_multiplier", "activation", "learning_rate", "weight_decay", "batch_size")
 CIFAR_NAMES = ("depth",) + COMMON_NAMES
 IMAGENET_NAMES = ("stem", "stages") + tuple(f"stage{i}_depth" for i in range(1, 5)) + \
     COMMON_NAMES
-
-
-def _describe(values):
-    return ", ".join(repr(v) for v in values)
 
 
 class HyperResNet(keras_tuner.HyperModel):
@@ -112,7 +106,7 @@ class HyperResNet(keras_tuner.HyperModel):
                 raise ValueError(f"{name} must be a value or a non-empty list of choices; got "
                                  f"an empty {type(value).__name__}")
             self.choices[name] = tuple(dict.fromkeys(values))  # keeps order, drops repeats
-        self._check_choices()
+        check_choices(self.choices, self.family, self.input_shape)
         self.last_fit = {}
         self._datasets = {}
 
@@ -143,53 +137,6 @@ class HyperResNet(keras_tuner.HyperModel):
         return {name: self.choices[name] for name in ("learning_rate", "weight_decay")
                 if self.choices[name] == self._default_choices()[name]}
 
-    def _check_choices(self):
-        from keras_resnet.recipe import resolve_initializer
-
-        c = self.choices
-        for name in ("zero_init_residual", "bottleneck", "preact"):
-            for value in c[name]:
-                checks.boolean(value, name)
-        for value in c["initializer"]:
-            if not isinstance(value, str):  # a search space holds names
-                raise TypeError(f"initializer must be a Keras initializer name (a str); got "
-                                f"{value!r}")
-            resolve_initializer(value)
-        for value in c["activation"]:
-            _check_activation(value)
-        if c["shortcut"] is not None:
-            for value in c["shortcut"]:
-                checks.one_of(value, "shortcut", _CIFAR_SHORTCUTS + _BOTTLENECK_SHORTCUTS)
-        for name in ("width_multiplier", "learning_rate", "weight_decay"):
-            for value in c[name]:
-                checks.positive_number(value, name)
-        for value in c["batch_size"]:
-            checks.positive_int(value, "batch_size")
-        if self.family == "cifar":
-            for value in c["depth"]:
-                _check_cifar_depth(value)
-        else:
-            self._check_imagenet_choices()
-
-    def _check_imagenet_choices(self):
-        c = self.choices
-        for value in c["stem"]:
-            checks.one_of(value, "stem", STEMS)
-        for value in c["stages"]:
-            checks.positive_int(value, "stages", maximum=4)
-        for i in range(1, 5):
-            for value in c[f"stage{i}_depth"]:
-                checks.positive_int(value, f"stage{i}_depth", maximum=64)
-        side = min(self.input_shape[:2])
-        for stem in c["stem"]:
-            for stages in c["stages"]:
-                stride = _STEM_STRIDE[stem] * 2 ** (stages - 1)
-                if stride > side:
-                    raise ValueError(
-                        f"stages={stages} with stem={stem!r} downsamples by {stride}, more than "
-                        f"the {side}-pixel input; narrow stages or stem (e.g. stages=[2, 3], "
-                        "stem='cifar')")
-
     def _declare(self, hp, name, parent=None):
         """Declares one hyperparameter: Fixed for one value, Choice or a log range otherwise."""
         values = self.choices[name]
@@ -208,7 +155,7 @@ class HyperResNet(keras_tuner.HyperModel):
 
     def _shortcut(self, hp, bottleneck):
         # One conditional scope per block kind: zero padding only makes sense for basic blocks.
-        options = _BOTTLENECK_SHORTCUTS if bottleneck else _CIFAR_SHORTCUTS
+        options = BOTTLENECK_SHORTCUTS if bottleneck else CIFAR_SHORTCUTS
         if self.choices["shortcut"] is not None:
             options = tuple(v for v in self.choices["shortcut"] if v in options) or \
                 (("B",) if bottleneck else self.choices["shortcut"][:1])
@@ -407,22 +354,3 @@ def _rebatched(data, batch_size):
         validation=None if data.validation is None
         else data.validation.unbatch().batch(batch_size),
         test=data.test.unbatch().batch(batch_size), batch_size=batch_size)
-
-
-def _check_activation(value):
-    if not isinstance(value, str):  # a search space holds names
-        raise TypeError(f"activation must be a Keras activation name (a str); got {value!r}")
-    try:
-        keras.activations.get(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"activation must be a Keras activation name (relu, leaky_relu, gelu, "
-                         f"...); got {value!r}") from None
-
-
-def _check_cifar_depth(value):
-    accepted = ("6n+2 (8, 14, 20, 32, 44, 56, 110, ...) for the CIFAR family; the block count "
-                "per stage n is reused for bottlenecks (9n+2 layers)")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"depth must be {accepted}; got {value!r}")
-    if value < 8 or (value - 2) % 6:
-        raise ValueError(f"depth must be {accepted}; got {value!r}")
