@@ -302,8 +302,9 @@ def test_grpc_predict_metadata_status_and_output_filter(server):
                                            "signature: nope Outputs expected to be in the set "
                                            r"\{classes,labels,probabilities,scores\}."):
         client.grpc_predict("pets", {"images": pixels[..., None]}, output_filter=["nope"])
-    with pytest.raises(ServingError, match=r"INVALID_ARGUMENT: assertion failed: \[images must have shape "
-                                           r"\[batch, 8, 8, 1\]; got shape\] \[2 8 8\]"):
+    with pytest.raises(ServingError, match=r"INVALID_ARGUMENT: assertion failed: \[images must "
+                                           r"have shape \[batch, 8, 8, 1\]; got shape\] "
+                                           r"\[2 8 8\]"):
         client.grpc_predict("pets", {"images": pixels})
 
 

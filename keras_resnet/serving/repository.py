@@ -17,8 +17,6 @@ import os
 import threading
 import time
 
-import numpy as np
-
 from keras_resnet.constants import IMAGES_SIGNATURE
 
 logger = logging.getLogger(__name__)
@@ -231,7 +229,8 @@ class Repository:
                 try:
                     for change in self.scan():
                         logger.info("serving %s", change)
-                except Exception as error:  # noqa: BLE001 - a half-copied model must not kill the server
+                # a half-copied or broken model must not kill the server
+                except Exception as error:  # noqa: BLE001
                     logger.warning("rescan failed: %s", error)
 
         thread = threading.Thread(target=loop, name="saved-models-watcher", daemon=True)
