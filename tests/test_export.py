@@ -361,3 +361,24 @@ def test_cli_export_bad_input_is_one_line_exit_2(case, message, saved_keras_file
     assert err.startswith("keras-resnet export: error: ")
     assert message.format(out=out) in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and "File not found" not in err
+
+
+def test_version_labels_land_in_models_config(exported, tmp_path):
+    model, _, _ = exported
+
+    def config():
+        with open(tmp_path / "models.config") as handle:
+            (entry,) = text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig()
+                                         ).model_config_list.config
+        return dict(entry.version_labels), list(entry.model_version_policy.specific.versions)
+
+    for labels in (("stable",), ("canary",), ()):
+        export_saved_model(model, tmp_path, warmup_batch_sizes=(1,), version_labels=labels)
+    # TF Serving lets a label name only a loaded version: the policy lists them and the newest
+    assert config() == ({"stable": 1, "canary": 2}, [1, 2, 3])
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,), version_labels=("stable",))
+    assert config() == ({"stable": 4, "canary": 2}, [2, 4])
+    with pytest.raises(TypeError, match=r"version_labels must be a sequence of labels"):
+        export_saved_model(model, tmp_path, version_labels="stable")
+    with pytest.raises(ValueError, match=r"version_labels must be 1-128 letters"):
+        export_saved_model(model, tmp_path, version_labels=("no/slash",))

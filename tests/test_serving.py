@@ -295,9 +295,12 @@ def test_grpc_predict_metadata_status_and_output_filter(server):
                                       output_filter=["classes"])) == ["classes"]
     assert sorted(client.grpc_metadata("pets")) == ["serving_bytes", "serving_default"]
     assert client.grpc_status("pets") == [(1, "AVAILABLE")]
+    with pytest.raises(ServingError, match=r"NOT_FOUND: Could not find any versions of model "
+                                           r"nope"):  # get_model_status_impl.cc
+        client.grpc_status("nope")
     with pytest.raises(ServingError, match=r"NOT_FOUND: Servable not found for request: "
                                            r"Latest\(nope\)"):
-        client.grpc_status("nope")
+        client.grpc_metadata("nope")
     with pytest.raises(ServingError, match="INVALID_ARGUMENT: output tensor alias not found in "
                                            "signature: nope Outputs expected to be in the set "
                                            r"\{classes,labels,probabilities,scores\}."):
@@ -417,3 +420,39 @@ def test_predict_cli_without_a_server_exit_2(tmp_path, capsys):
     assert err.startswith("keras-resnet predict: error: --server http://127.0.0.1:1: cannot "
                           "reach http://127.0.0.1:1/v1/models/pets/metadata: ")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_version_labels_and_pinned_versions(server):
+    """models.config's version_labels: /labels/<label> over REST, version_label over gRPC."""
+    _, base, client = server
+    first, second = small_model(seed=3), small_model(seed=4)
+    for model, label in ((first, "stable"), (second, "canary")):
+        export_saved_model(model, base, name="labelled", warmup_batch_sizes=(1,),
+                           max_batch_size=MAX_BATCH, version_labels=(label,))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if len(client.status("labelled")["model_version_status"]) == 2:
+                break
+        except ServingError:
+            pass
+        assert time.monotonic() < deadline, "both labelled versions were not loaded"
+        time.sleep(0.25)
+    assert [s["version"] for s in client.status("labelled")["model_version_status"]] == ["2", "1"]
+    pixels = np.random.default_rng(8).integers(0, 256, (1, 8, 8)).astype(np.uint8)
+    for model, label, version in ((first, "stable", 1), (second, "canary", 2)):
+        want = expected(model, pixels)
+        by_label = client.predict("labelled", instances=pixels[..., None], label=label)
+        np.testing.assert_allclose(by_label["predictions"][0]["probabilities"], want[0],
+                                   atol=1e-5)
+        by_version = client.predict("labelled", instances=pixels[..., None], version=version)
+        assert by_version == by_label
+        grpc_outputs = client.grpc_predict("labelled", {"images": pixels[..., None]},
+                                           label=label)
+        np.testing.assert_allclose(grpc_outputs["probabilities"], want, atol=1e-5)
+    assert client.metadata("labelled", label="stable")["model_spec"]["version"] == "1"
+    latest = client.predict("labelled", instances=pixels[..., None])
+    np.testing.assert_allclose(latest["predictions"][0]["probabilities"],
+                               expected(second, pixels)[0], atol=1e-5)
+    assert raw(client, "GET", "/v1/models/labelled/versions/7")[1] == {
+        "error": "Could not find version 7 of model labelled"}

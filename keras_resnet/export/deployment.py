@@ -63,14 +63,20 @@ def read_max_batch_size(base_dir) -> int | None:
 
 
 def write_models_config(base_dir, model_base_path: str | None = DEFAULT_MODEL_BASE_PATH,
-                        num_versions: int = 1) -> str:
+                        num_versions: int = 1, labels: dict | None = None) -> str:
     """Writes ``models.config``: a model_config_list entry for every model in ``base_dir``.
+
+    Version labels already in the file are kept (and moved by ``labels``); labels of versions
+    that no longer exist are dropped. A model with labels gets the ``specific`` policy listing
+    its labelled versions and its ``num_versions`` newest, since TF Serving only lets a label
+    name a loaded version; other models get ``latest { num_versions }``.
 
     Args:
         base_dir: the bundle directory.
         model_base_path: where ``base_dir`` is mounted in the serving container (``/models`` in
             the docker command); None writes absolute host paths for a natively installed server.
-        num_versions: how many of the latest versions TF Serving keeps loaded.
+        num_versions: how many of the newest versions TF Serving keeps loaded.
+        labels: ``{model name: {label: version}}`` to set, e.g. ``{"digits": {"stable": 3}}``.
 
     Returns:
         The path written.
@@ -78,19 +84,47 @@ def write_models_config(base_dir, model_base_path: str | None = DEFAULT_MODEL_BA
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2 as config_pb2
 
-    from keras_resnet.export.bundle import model_names
+    from keras_resnet.export.bundle import model_names, versions
 
     num_versions = checks.positive_int(num_versions, "num_versions")
+    previous = _read_labels(base_dir)
     config = config_pb2.ModelServerConfig()
     root = os.path.abspath(base_dir) if model_base_path is None else model_base_path
     for name in model_names(base_dir):
+        available = versions(os.path.join(base_dir, name))
+        wanted = {**previous.get(name, {}), **(labels or {}).get(name, {})}
+        wanted = {label: v for label, v in wanted.items() if v in available}
         entry = config.model_config_list.config.add()
         entry.name = name
         entry.base_path = f"{root.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
-        entry.model_version_policy.latest.num_versions = num_versions
+        if wanted:
+            served = sorted(set(wanted.values()) | set(available[-num_versions:]))
+            entry.model_version_policy.specific.versions.extend(served)
+            for label, version in sorted(wanted.items()):
+                entry.version_labels[label] = version
+        else:
+            entry.model_version_policy.latest.num_versions = num_versions
     return files.write_text(os.path.join(base_dir, MODELS_CONFIG),
                             text_format.MessageToString(config))
+
+
+def read_models_config(base_dir) -> dict:
+    """``{model name: ModelConfig}`` of ``models.config`` ({} without a readable one)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2 as config_pb2
+
+    try:
+        with open(os.path.join(base_dir, MODELS_CONFIG), encoding="utf-8") as handle:
+            config = text_format.Parse(handle.read(), config_pb2.ModelServerConfig())
+    except (FileNotFoundError, text_format.ParseError):
+        return {}
+    return {entry.name: entry for entry in config.model_config_list.config}
+
+
+def _read_labels(base_dir):
+    return {name: dict(entry.version_labels)
+            for name, entry in read_models_config(base_dir).items()}
 
 
 def write_deployment(base_dir, name: str, storage_uri: str | None = None) -> tuple[str, str]:

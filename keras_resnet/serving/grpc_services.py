@@ -112,14 +112,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.repository = repository
 
     def GetModelStatus(self, request, context):  # noqa: N802
-        """The served version's state (AVAILABLE), as TF Serving reports it."""
-        name, version, label = _spec(request)
+        """The served versions' states (AVAILABLE), newest first, as TF Serving reports them."""
         try:
-            served = self.repository.get(name, version, label)
+            if not request.HasField("model_spec"):
+                raise BadRequest("Missing ModelSpec")
+            name, version, _ = _spec(request)
+            numbers = self.repository.version_states(name, version)
         except ServingStatus as status:
             _abort(context, status)
         response = get_model_status_pb2.GetModelStatusResponse()
-        entry = response.model_version_status.add()
-        entry.version = served.version
-        entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        for number in numbers:
+            entry = response.model_version_status.add()
+            entry.version = number
+            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
         return response

@@ -173,11 +173,12 @@ def _output_aliases(signature, output_filter):
 
 
 class Repository:
-    """The latest version of every model under ``base_dir``, kept in step with the directory.
+    """The served versions of every model under ``base_dir``, kept in step with the directory.
 
-    Like TF Serving's file-system source with the ``latest {1}`` policy of ``models.config``: a
-    new version is loaded, a deleted one is unloaded (the next-latest takes its place), and a
-    version directory replaced under the same number is reloaded, never served stale.
+    Like TF Serving's file-system source under the bundle's ``models.config``: the versions its
+    policy names are loaded (``latest {n}``: the n newest; ``specific``: those listed; no config:
+    the newest), deleted ones are unloaded, and a version directory replaced under the same
+    number is reloaded, never served stale. ``version_labels`` are read from the same file.
     """
 
     def __init__(self, base_dir):
@@ -185,7 +186,7 @@ class Repository:
             raise FileNotFoundError(f"base_dir {base_dir!r} is not a directory of exported "
                                     "models (write one with `keras-resnet export`)")
         self.base_dir = base_dir
-        self.models = {}
+        self.models = {}  # name -> {version: LoadedVersion}
         self.max_batch_size = None
         self.version_labels = {}
         self.lock = threading.Lock()
@@ -193,29 +194,34 @@ class Repository:
     def _identity(self, name, version):
         # A version directory's identity: a re-export under a deleted number has a new inode.
         stat = os.stat(os.path.join(self.base_dir, name, str(version), "saved_model.pb"))
-        return version, stat.st_ino, stat.st_mtime_ns
+        return stat.st_ino, stat.st_mtime_ns
 
     def scan(self) -> list[str]:
-        """Loads new models and versions, unloads removed ones; returns the changes as text."""
+        """Loads new and replaced versions, unloads removed ones; returns the changes as text."""
         from keras_resnet.export.bundle import model_names, versions
         from keras_resnet.export.deployment import read_max_batch_size
 
         self.max_batch_size = read_max_batch_size(self.base_dir)
-        self.version_labels = _read_version_labels(self.base_dir)
+        policies, self.version_labels = _read_models_config(self.base_dir)
         changes = []
-        present = set(model_names(self.base_dir))
-        for name in sorted(present):
-            latest = versions(os.path.join(self.base_dir, name))[-1]
-            identity = self._identity(name, latest)
-            current = self.models.get(name)
-            if current is not None and current.identity == identity:
-                continue
-            loaded = LoadedVersion(name, latest, os.path.join(self.base_dir, name, str(latest)))
-            loaded.identity = identity
+        for name in model_names(self.base_dir):
+            available = versions(os.path.join(self.base_dir, name))
+            wanted = _wanted_versions(policies.get(name), available)
+            loaded = dict(self.models.get(name, {}))
+            for version in wanted:
+                identity = self._identity(name, version)
+                if version in loaded and loaded[version].identity == identity:
+                    continue
+                loaded[version] = LoadedVersion(
+                    name, version, os.path.join(self.base_dir, name, str(version)))
+                loaded[version].identity = identity
+                changes.append(f"{name} version {version}")
+            for version in set(loaded) - set(wanted):
+                del loaded[version]
+                changes.append(f"{name} version {version} unloaded")
             with self.lock:
                 self.models[name] = loaded
-            changes.append(f"{name} version {latest}")
-        for name in set(self.models) - present:
+        for name in set(self.models) - set(model_names(self.base_dir)):
             with self.lock:
                 del self.models[name]
             changes.append(f"{name} removed")
@@ -238,7 +244,7 @@ class Repository:
         return thread
 
     def get(self, name, version=None, label=None) -> LoadedVersion:
-        """The loaded version (latest by default; or by number or label), or NotFound."""
+        """A loaded version: the newest, or by number or label (ServerCore's ModelSpec rules)."""
         if version is not None and label is not None:
             raise BadRequest(f"Both model version ({version}) and model version label ({label}) "
                              "cannot be supplied.")
@@ -247,14 +253,14 @@ class Repository:
             if label not in labels:
                 raise BadRequest(f"Unrecognized servable version label: {label}")
             version = labels[label]
-        current = self.models.get(name)
-        if current is None:
-            request = "Latest" if version is None else "Specific"
-            detail = name if version is None else f"{name}, {version}"
-            raise NotFound(f"Servable not found for request: {request}({detail})")
-        if version is not None and int(version) != current.version:
+        loaded = self.models.get(name) or {}
+        if version is None:
+            if not loaded:
+                raise NotFound(f"Servable not found for request: Latest({name})")
+            return loaded[max(loaded)]
+        if int(version) not in loaded:
             raise NotFound(f"Servable not found for request: Specific({name}, {version})")
-        return current
+        return loaded[int(version)]
 
     def predict(self, name, inputs, signature_name="", version=None, label=None,
                 output_filter=()):
@@ -268,12 +274,26 @@ class Repository:
                                  f"batch size {batch_limit}")
         return served, served.run(signature_name, inputs, output_filter)
 
+    def version_states(self, name, version=None) -> list[int]:
+        """The AVAILABLE versions GetModelStatus reports, newest first (get_model_status_impl)."""
+        loaded = self.models.get(name) or {}
+        if version is not None:
+            if int(version) not in loaded:
+                raise NotFound(f"Could not find version {version} of model {name}")
+            return [int(version)]
+        if not loaded:
+            raise NotFound(f"Could not find any versions of model {name}")
+        return sorted(loaded, reverse=True)
+
     def status(self, name, version=None, label=None) -> dict:
-        """TF Serving's GetModelStatusResponse as JSON (``GET /v1/models/<name>``)."""
-        served = self.get(name, version, label)
+        """TF Serving's GetModelStatusResponse as JSON (``GET /v1/models/<name>``).
+
+        Like TF Serving, a label in the path is accepted and ignored here.
+        """
         return {"model_version_status": [
-            {"version": str(served.version), "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}]}
+            {"version": str(number), "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}}
+            for number in self.version_states(name, version)]}
 
     def metadata(self, name, version=None, label=None) -> dict:
         """TF Serving's GetModelMetadataResponse as JSON (``GET .../metadata``)."""
@@ -290,17 +310,23 @@ class Repository:
                     definitions, preserving_proto_field_name=True)}}
 
 
-def _read_version_labels(base_dir) -> dict:
-    """``{model: {label: version}}`` from ``models.config``'s ``version_labels``."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2 as config_pb2
+def _wanted_versions(entry, available):
+    """The versions a ``models.config`` entry's policy loads (default: the newest)."""
+    if entry is None or not available:
+        return available[-1:]
+    policy = entry.model_version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "specific":
+        return sorted(set(policy.specific.versions) & set(available))
+    if which == "all":
+        return list(available)
+    count = policy.latest.num_versions if which == "latest" else 1
+    return available[-max(count, 1):]
 
-    from keras_resnet.export.deployment import MODELS_CONFIG
 
-    try:
-        with open(os.path.join(base_dir, MODELS_CONFIG), encoding="utf-8") as handle:
-            config = text_format.Parse(handle.read(), config_pb2.ModelServerConfig())
-    except (FileNotFoundError, text_format.ParseError):
-        return {}
-    return {entry.name: dict(entry.version_labels)
-            for entry in config.model_config_list.config}
+def _read_models_config(base_dir):
+    """``({model: ModelConfig}, {model: {label: version}})`` from ``models.config``."""
+    from keras_resnet.export.deployment import read_models_config
+
+    entries = read_models_config(base_dir)
+    return entries, {name: dict(entry.version_labels) for name, entry in entries.items()}
