@@ -158,6 +158,7 @@ def test_warmup_records_parse_as_prediction_logs(exported):
                     ("serving_bytes", "image_bytes", 8)]
 
 
+@pytest.mark.slow
 def test_verify_in_tensorflow_only_process(exported):
     _, _, path = exported
     report = verify_export(path)
@@ -172,6 +173,7 @@ def test_verify_in_tensorflow_only_process(exported):
     print(f"verify: {report['seconds']:.2f} s")
 
 
+@pytest.mark.slow
 def test_verify_catches_a_different_model(exported):
     _, _, path = exported
     keras.utils.set_random_seed(1)
@@ -235,6 +237,7 @@ SIGKILL_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_export_leaves_nothing_loadable(tmp_path):
     base = tmp_path / "saved_models"
     child = subprocess.Popen([sys.executable, "-c", SIGKILL_CHILD, str(base)],

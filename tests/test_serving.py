@@ -236,6 +236,33 @@ def test_routes_are_case_insensitive_and_ignore_query_strings(server):
     assert raw(client, "POST", "/v1/Models/pets:PREDICT?debug=1", {"instances": ZEROS})[0] == 200
 
 
+def test_gzip_chunked_and_unpadded_base64_bodies(server):
+    import gzip
+
+    model, _, client = server
+    pixels = np.random.default_rng(9).integers(0, 256, (1, 8, 8)).astype(np.uint8)
+    want = expected(model, pixels)[0]
+    body = json.dumps({"instances": pixels[..., None].tolist()}).encode()
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/models/pets:predict", body=gzip.compress(body),
+                       headers={"Content-Encoding": "gzip"})
+    first = json.loads(connection.getresponse().read())
+    connection.request("POST", "/v1/models/pets:predict",
+                       body=iter([body[:100], body[100:]]), encode_chunked=True)
+    second = json.loads(connection.getresponse().read())
+    connection.close()
+    for answer in (first, second):
+        np.testing.assert_allclose(answer["predictions"][0]["probabilities"], want, atol=1e-5)
+    padded = base64.b64encode(png(pixels[0])).decode()
+    unpadded = padded.rstrip("=")
+    assert unpadded != padded  # this PNG's base64 does end in padding
+    status, answer = raw(client, "POST", "/v1/models/pets:predict",
+                         {"signature_name": "serving_bytes", "instances": [{"b64": unpadded}]})
+    assert status == 200
+    np.testing.assert_allclose(answer["predictions"][0]["probabilities"], want, atol=1e-5)
+
+
 def test_uint8_integers_wrap_as_tf_serving_casts_them(server):
     """TF Serving puts JSON ints in int_val and casts to uint8 (300 -> 44): no range check."""
     _, _, client = server

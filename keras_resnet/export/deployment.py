@@ -163,7 +163,8 @@ def _write_inference_service(base_dir, name, storage_uri):
     uri = storage_uri or f"pvc://saved-models/{name}"
     manifest = (
         "# KServe InferenceService: TF Serving on one GPU. storageUri must hold the version\n"
-        f"# directories of {name}/ (copy {host_dir}/{name} there).\n"
+        f"# directories of {name}/ (copy {host_dir}/{name} there). KServe serves the model\n"
+        f"# under the service name: /v1/models/{service}:predict (docker-run.sh: {name}).\n"
         "apiVersion: serving.kserve.io/v1beta1\n"
         "kind: InferenceService\n"
         "metadata:\n"

@@ -190,8 +190,9 @@ def _strings(value):
     if isinstance(value, list):
         return [_strings(item) for item in value]
     if _is_b64(value):
-        try:
-            return base64.b64decode(value["b64"], validate=True)
+        text = value["b64"]
+        try:  # absl::Base64Unescape also takes unpadded base64
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         except ValueError:
             raise BadRequest("Unable to base64 decode") from None
     if isinstance(value, str):

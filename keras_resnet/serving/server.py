@@ -61,33 +61,55 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def _read_body(self):
-        length = self.headers.get("Content-Length")
+        """The request body (chunked or not, gzip-decoded), or None after refusing it."""
+        limit = self.server.max_body_bytes
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            self._send(411, json.dumps({"error": "send a Content-Length"}).encode(),
-                       "application/json", close=True)
-            return None
-        if length is None:
-            return b""
-        if not length.strip().isdigit():
-            self._send(400, json.dumps({"error": "bad Content-Length"}).encode(),
-                       "application/json", close=True)
-            return None
-        if int(length) > self.server.max_body_bytes:
-            message = (f"request body is larger than the limit of {self.server.max_body_bytes} "
-                       "bytes (keras-resnet serve --max-body-mb); send smaller batches")
-            # Read (and drop) a body up to 4x the limit so the client gets the answer rather
-            # than a reset connection; larger ones are cut off.
-            left = int(length) if int(length) <= 4 * self.server.max_body_bytes else 0
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                left -= len(chunk)
-            self._send(413, json.dumps({"error": message}).encode(), "application/json",
-                       close=True)
-            return None
-        return self.rfile.read(int(length))
+            body = self._read_chunked(limit)
+        else:
+            length = self.headers.get("Content-Length", "0").strip()
+            if not length.isdigit():
+                return self._refuse(400, f"bad Content-Length {length!r}")
+            body = self._read_exactly(int(length), limit)
+        if body is not None and self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = _gunzip(body, limit)
+        if body is None:
+            return self._refuse(413, f"request body is larger than the limit of {limit} bytes "
+                                     "(keras-resnet serve --max-body-mb); send smaller batches")
+        return body
+
+    def _read_exactly(self, length, limit):
+        if length <= limit:
+            return self.rfile.read(length)
+        # Read (and drop) a body up to 4x the limit so the client gets the answer rather than a
+        # reset connection; larger ones are cut off.
+        left = length if length <= 4 * limit else 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+        return None
+
+    def _read_chunked(self, limit):
+        chunks, size = [], 0
+        while True:
+            line = self.rfile.readline(1024).split(b";")[0].strip()
+            length = int(line, 16) if line and all(c in b"0123456789abcdefABCDEF" for c in line) \
+                else 0
+            if length == 0:
+                while self.rfile.readline(1024).strip():  # trailers, then the empty line
+                    pass
+                return b"".join(chunks) if size <= limit else None
+            data = self.rfile.read(length)
+            self.rfile.readline(8)  # the CRLF after each chunk
+            size += len(data)
+            if size <= limit:
+                chunks.append(data)
+
+    def _refuse(self, status, message):
+        self._send(status, json.dumps({"error": message}).encode(), "application/json",
+                   close=True)
+        return None
 
     def _send(self, status, data, content_type, close=False):
         self.send_response(status)
@@ -102,6 +124,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
         logger.debug("%s %s", self.address_string(), format % args)
+
+
+def _gunzip(body, limit):
+    """The gzip-decoded body, or None when it would exceed ``limit`` bytes."""
+    import zlib
+
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        return body  # not gzip after all: let the JSON parser report it
+    return data if len(data) <= limit else None
 
 
 class RestServer(http.server.ThreadingHTTPServer):
