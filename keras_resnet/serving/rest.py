@@ -52,12 +52,24 @@ def _dispatch(repository, method, path, body):
         return repository.status(name, version, label)
     verb = match.group(4).lower()
     if verb != "predict":
-        served = repository.get(name, version, label)
-        kind = "classification" if verb == "classify" else "regression"
-        signature = served.signature(_parse(body).get("signature_name", ""))
-        raise BadRequest(f"Expected {kind} signature method_name to be tensorflow/serving/{verb}."
-                         f" Was: {signature.method_name}")
+        return _classify_or_regress(repository, name, version, label, body, verb)
     return predict(repository, name, version, label, body)
+
+
+def _classify_or_regress(repository, name, version, label, body, verb):
+    """The export has predict signatures only: TF Serving's answer (classifier.cc) to both."""
+    document = _parse(body)
+    if "examples" not in document:  # json_tensor.cc says "classify" for both methods
+        raise BadRequest(f"JSON Value: {_show(document)} When method is classify, key "
+                         "'examples' is expected and was not found")
+    served = repository.get(name, version, label)
+    key = document.get("signature_name") or "serving_default"
+    if key not in served.signature_defs:
+        raise BadRequest(f"No signature was found with the name: {key}")
+    kind, method = ("classification", "classify") if verb == "classify" else (
+        "regression", "regress")
+    raise BadRequest(f"Expected {kind} signature method_name to be tensorflow/serving/{method}. "
+                     f"Was: {served.signature_defs[key].method_name}")
 
 
 def _parse(body):
