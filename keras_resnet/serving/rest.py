@@ -161,34 +161,69 @@ def _tensor(value, dtype, body, rows):
         booleans = b"true" in body or b"false" in body
         if array is None or array.dtype.kind not in kinds or booleans:
             _check_leaves(value, np.dtype(dtype), rows)
-            array = np.asarray(value)
+            try:
+                array = np.asarray(value)
+            except ValueError as error:  # not expected after the checks; still a client error
+                raise BadRequest(f"JSON Value is not a dense tensor: {error}") from None
         array = array.astype(dtype)  # ints wrap into uint8 as in TF's FromProto (C++ cast)
     return array
 
 
 def _check_leaves(value, dtype, rows):
-    """Raises TF Serving's error for the first JSON value that is not of ``dtype``."""
+    """Raises TF Serving's error for the first value of the wrong type or list of the wrong size.
+
+    As FillTensorProto / AddInstanceItem do: the dense shape is read along the first elements,
+    every list must match it, every instance must have the size and shape of the first.
+    """
     items = value if rows and isinstance(value, list) else [value]
+    first = None
     for index, item in enumerate(items):
-        problem = _first_bad_leaf(item, dtype)
+        shape = _dense_shape(item)
+        problem = _first_bad_leaf(item, dtype, shape)
+        if problem is None and rows:
+            if first is None:
+                first = shape
+            elif int(np.prod(shape)) != int(np.prod(first)):
+                problem = (f"Expecting tensor size: {int(np.prod(first))} but got: "
+                           f"{int(np.prod(shape))}")
+            elif shape != first:
+                problem = f"Expecting shape {_shape_text(first)} but got: {_shape_text(shape)}"
         if problem and rows:
             raise BadRequest(f"Failed to process element: {index} of 'instances' list. "
                              f"Error: INVALID_ARGUMENT: {problem}")
         if problem:
             raise BadRequest(problem)
-    shapes = {np.shape(item) for item in items} if rows else set()
-    if len(shapes) > 1:
-        first, other = sorted(shapes, key=lambda s: (len(s), s))[:2]
-        raise BadRequest(f"Expecting shape {list(first)} but got: {list(other)}")
 
 
-def _first_bad_leaf(value, dtype):
+def _dense_shape(value):
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _shape_text(shape):
+    return "[" + ",".join(str(size) for size in shape) + "]"
+
+
+def _first_bad_leaf(value, dtype, shape, level=0):
     if isinstance(value, list):
+        if level >= len(shape):
+            return f"Encountered list at unexpected level: {level} expected < {len(shape)}"
+        if len(value) != shape[level]:
+            return (f"Encountered list at unexpected size: {len(value)} at level: {level} "
+                    f"expected size: {shape[level]}")
         for item in value:
-            problem = _first_bad_leaf(item, dtype)
+            problem = _first_bad_leaf(item, dtype, shape, level + 1)
             if problem:
                 return problem
         return None
+    if level != len(shape):
+        return (f"JSON Value: {_show(value)} found at incorrect level: {level + 1} in the JSON "
+                f"DOM. Expected at level: {len(shape)}")
     integer = dtype.kind in "iu"
     valid = (isinstance(value, int) and not isinstance(value, bool)) or (
         not integer and isinstance(value, float))
