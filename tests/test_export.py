@@ -141,6 +141,8 @@ def test_models_config_batching_and_deployment_files(exported):
     with open(os.path.join(base, "tiny.inferenceservice.yaml")) as handle:
         manifest = handle.read()
     assert "kind: InferenceService" in manifest and 'nvidia.com/gpu: "1"' in manifest
+    assert "--batching_parameters_file=/mnt/models/batching_parameters.txt" in manifest
+    assert "/v1/models/tiny:predict" in manifest
 
 
 def test_warmup_records_parse_as_prediction_logs(exported):
