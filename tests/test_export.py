@@ -92,7 +92,7 @@ def test_bad_options_fail_before_writing(kwargs, message, tmp_path):
 def test_signatures_dtypes_and_no_xla(exported):
     _, _, path = exported
     defs = signature_defs(path)
-    assert sorted(k for k in defs if not k.startswith("__")) == ["serving_bytes",
+    assert sorted(k for k in defs if not k.startswith("__")) == ["classify", "serving_bytes",
                                                                  "serving_default"]
     images = defs["serving_default"].inputs["images"]
     assert tf.dtypes.as_dtype(images.dtype) == tf.uint8
@@ -105,6 +105,12 @@ def test_signatures_dtypes_and_no_xla(exported):
             "labels": "string"}
         assert [d.size for d in outputs["scores"].tensor_shape.dim] == [-1, 2]
         assert defs[key].method_name == "tensorflow/serving/predict"
+    # TF Serving's classification contract (classifier.cc: PreProcessClassification)
+    classify = defs["classify"]
+    assert list(classify.inputs) == ["inputs"]
+    assert tf.dtypes.as_dtype(classify.inputs["inputs"].dtype) == tf.string
+    assert {k: tf.dtypes.as_dtype(v.dtype).name for k, v in classify.outputs.items()} == {
+        "classes": "string", "scores": "float32"}
     assert find_xla_attributes(path) == []
 
 
@@ -165,8 +171,8 @@ def test_verify_in_tensorflow_only_process(exported):
     _, _, path = exported
     report = verify_export(path)
     assert report["keras_imported"] is False
-    assert report["signatures"] == ["serving_bytes", "serving_default"]
-    assert len(report["cases"]) == 8 and report["max_abs_diff"] <= 1e-5
+    assert report["signatures"] == ["classify", "serving_bytes", "serving_default"]
+    assert len(report["cases"]) == 9 and report["max_abs_diff"] <= 1e-5
     table = report["table"]  # saved_model_cli show --all
     assert "signature_def['serving_default']:" in table
     assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 8, 1)" \
@@ -387,3 +393,20 @@ def test_version_labels_land_in_models_config(exported, tmp_path):
         export_saved_model(model, tmp_path, version_labels="stable")
     with pytest.raises(ValueError, match=r"version_labels must be 1-128 letters"):
         export_saved_model(model, tmp_path, version_labels=("no/slash",))
+
+
+def test_classify_signature_takes_tf_examples(exported):
+    """TF Serving's classification contract: serialized tf.Examples in, names and scores out."""
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, path = exported
+    pixels = np.random.default_rng(11).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    encoded = [tf.io.encode_png(p[..., None]).numpy() for p in pixels]
+    served = tf.saved_model.load(path).signatures["classify"](
+        inputs=tf.constant(list(image_examples(encoded))))
+    expected = model(pixels[..., None].astype("float32")).numpy()
+    top = np.argsort(-expected, axis=-1)[:, :2]
+    assert [[c.decode() for c in row] for row in served["classes"].numpy()] == [
+        [NAMES[i] for i in row] for row in top]
+    np.testing.assert_allclose(served["scores"].numpy(),
+                               np.take_along_axis(expected, top, axis=-1), atol=1e-5)

@@ -151,7 +151,7 @@ def test_status_and_metadata_have_tf_serving_shape(server):
     metadata = client.metadata("pets")
     assert metadata["model_spec"] == {"name": "pets", "signature_name": "", "version": "1"}
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
-    assert sorted(signatures) == ["serving_bytes", "serving_default"]
+    assert sorted(signatures) == ["classify", "serving_bytes", "serving_default"]
     assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_UINT8"
 
 
@@ -217,9 +217,15 @@ ZEROS = np.zeros((1, 8, 8, 1), int).tolist()
      "Servable not found for request: Specific(pets, 9)"),
     ("POST", "/v1/models/pets/labels/stable:predict", {"instances": ZEROS}, 400,
      "Unrecognized servable version label: stable"),
+    # classifier.cc / regressor.cc (method-name check off, TF Serving's default)
     ("POST", "/v1/models/pets:classify", {"examples": [{}]}, 400,
-     "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
-     "tensorflow/serving/predict"),
+     "Expected one or two output Tensors, found 4"),
+    ("POST", "/v1/models/pets:regress", {"examples": [{}], "signature_name": "classify"}, 400,
+     "Expected one output Tensor."),
+    ("POST", "/v1/models/pets:classify", {"examples": [{}], "signature_name": "nope"}, 400,
+     "No signature was found with the name: nope"),
+    ("POST", "/v1/models/pets:classify", {"instances": [{}]}, 400,
+     "When method is classify, key 'examples' is expected and was not found"),
     # routes: anything else under /v1/ is malformed (400), outside it there is no handler (404)
     ("PUT", "/v1/models/pets", b"", 400, "Malformed request: PUT /v1/models/pets"),
     ("DELETE", "/v1/models/pets", None, 400, "Malformed request: DELETE /v1/models/pets"),
@@ -330,7 +336,7 @@ def test_grpc_predict_metadata_status_and_output_filter(server):
     assert outputs["labels"].shape == (2, 2)
     assert sorted(client.grpc_predict("pets", {"images": pixels[..., None]},
                                       output_filter=["classes"])) == ["classes"]
-    assert sorted(client.grpc_metadata("pets")) == ["serving_bytes", "serving_default"]
+    assert sorted(client.grpc_metadata("pets")) == ["classify", "serving_bytes", "serving_default"]
     assert client.grpc_status("pets") == [(1, "AVAILABLE")]
     with pytest.raises(ServingError, match=r"NOT_FOUND: Could not find any versions of model "
                                            r"nope"):  # get_model_status_impl.cc
@@ -493,3 +499,28 @@ def test_version_labels_and_pinned_versions(server):
                                expected(second, pixels)[0], atol=1e-5)
     assert raw(client, "GET", "/v1/models/labelled/versions/7")[1] == {
         "error": "Could not find version 7 of model labelled"}
+
+
+def test_classify_over_rest_and_grpc(server):
+    """The export's classify signature answers TF Serving's :classify and Classify."""
+    from tensorflow_serving.apis import classification_pb2
+
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, client = server
+    pixels = np.random.default_rng(10).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    probabilities = expected(model, pixels)
+    want = [[NAMES[i] for i in np.argsort(-p)[:2]] for p in probabilities]
+    rows = client.classify("pets", encoded=[png(p) for p in pixels])
+    assert [[label for label, _ in row] for row in rows] == want
+    np.testing.assert_allclose([[score for _, score in row] for row in rows],
+                               np.sort(probabilities, axis=-1)[:, ::-1][:, :2], atol=1e-5)
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = "pets", "classify"
+    for serialized in image_examples([png(p) for p in pixels]):
+        request.input.example_list.examples.add().ParseFromString(serialized)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(client.grpc_target))
+    response = stub.Classify(request, timeout=30)
+    assert [[c.label for c in row.classes] for row in response.result.classifications] == want
+    assert response.model_spec.version.value == 1

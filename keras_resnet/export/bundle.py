@@ -25,7 +25,8 @@ import shutil
 import time
 
 from keras_resnet import checks, files
-from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_EXPORT_DIR,
+from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT,
+                                    CLASSIFY_SIGNATURE, DEFAULT_EXPORT_DIR,
                                     DEFAULT_MAX_BATCH_SIZE, DEFAULT_MODEL_BASE_PATH,
                                     DEFAULT_WARMUP_BATCH_SIZES, IMAGES_INPUT, IMAGES_SIGNATURE)
 from keras_resnet.export.deployment import (BATCHING_PARAMETERS, DOCKER_RUN, MODELS_CONFIG,
@@ -222,7 +223,8 @@ def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
     info = {"name": name, "spec": spec.to_json(), "keras_model": model.name,
             "dtype_policy": str(getattr(model.dtype_policy, "name", model.dtype_policy)),
             "cases": manifest, "seed": seed,
-            "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT}}
+            "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT,
+                           CLASSIFY_SIGNATURE: CLASSIFY_INPUT}}
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=1)
     _make_readable(staging)

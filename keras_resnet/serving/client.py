@@ -19,8 +19,10 @@ import urllib.request
 import numpy as np
 
 from keras_resnet import checks
-from keras_resnet.constants import (BYTES_SIGNATURE, DEFAULT_HOST, DEFAULT_REST_PORT,
-                                    DEFAULT_TIMEOUT_SECONDS, IMAGES_SIGNATURE, MAX_BODY_BYTES)
+from keras_resnet.constants import (BYTES_SIGNATURE, CLASSIFY_SIGNATURE, DEFAULT_HOST,
+                                    DEFAULT_REST_PORT, EXAMPLE_IMAGE_FEATURE,
+                                    DEFAULT_TIMEOUT_SECONDS, IMAGES_SIGNATURE,
+                                    MAX_BODY_BYTES)
 
 DEFAULT_SIGNATURE = IMAGES_SIGNATURE
 # DataType names of TF Serving's metadata JSON -> NumPy dtypes (DT_STRING: bytes, not cast)
@@ -221,6 +223,26 @@ class Client:
                 "predictions"]
         return self.predict(model, instances=[bytes(b) for b in encoded],
                             signature_name=BYTES_SIGNATURE, version=version)["predictions"]
+
+    def classify(self, model, examples=None, encoded=None, signature_name=CLASSIFY_SIGNATURE,
+                 version=None, label=None):
+        """``POST .../<model>:classify``: ``[[(label, score), ...] per example]``.
+
+        Args:
+            model: the model name.
+            examples: JSON examples (``{feature: value or list}``; bytes become ``{"b64"}``).
+            encoded: JPEG/PNG bytes instead, each sent as the export's ``image/encoded`` feature.
+            signature_name: a classification signature (the export's ``classify``).
+            version, label: pin a version by number or label.
+        """
+        if (examples is None) == (encoded is None):
+            raise ValueError("pass exactly one of examples= (JSON tf.Examples) or encoded= "
+                             "(list of JPEG/PNG bytes)")
+        if encoded is not None:
+            examples = [{EXAMPLE_IMAGE_FEATURE: bytes(b)} for b in encoded]
+        body = {"signature_name": signature_name, "examples": _jsonable(list(examples))}
+        results = self._request(self._path(model, version, ":classify", label=label), body)
+        return [[(str(c), float(s)) for c, s in row] for row in results["results"]]
 
     @staticmethod
     def predict_request(model, inputs, signature_name=DEFAULT_SIGNATURE, version=None,

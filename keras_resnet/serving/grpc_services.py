@@ -4,7 +4,9 @@
 honours ``output_filter`` and ``version_label``, and answers with the typed ``*_val`` fields as TF
 Serving does (``Tensor::AsProtoField``); ``GetModelMetadata`` and ``GetModelStatus`` answer as
 ``get_model_metadata_impl.cc`` and ``get_model_status_impl.cc``. Methods TF Serving has and this
-server lacks (Classify, Regress, MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED.
+server lacks (MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED. ``Classify`` and
+``Regress`` run tf.Examples through a signature that fits TF Serving's classification or
+regression contract (the export's ``classify`` signature).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
-from keras_resnet.serving.repository import BadRequest, ServingStatus
+from keras_resnet.serving import examples
+from keras_resnet.serving.repository import BadRequest, ServingStatus, classify_or_regress
 
 SIGNATURE_DEF = "signature_def"
 
@@ -47,6 +50,12 @@ def _spec(request):
     version = spec.version.value if spec.HasField("version") else None
     label = spec.version_label if spec.HasField("version_label") else None
     return spec.name, version, label
+
+
+def _model_spec(response, request, served):
+    response.model_spec.name = request.model_spec.name
+    response.model_spec.signature_name = request.model_spec.signature_name
+    response.model_spec.version.value = served.version
 
 
 def _abort(context, status):
@@ -81,6 +90,35 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for alias, value in outputs.items():
             response.outputs[alias].CopyFrom(as_proto_field(np.asarray(value)))
         return response
+
+    def Classify(self, request, context):  # noqa: N802
+        """TF Serving's Classify on tf.Examples (classifier.cc), via a classify signature."""
+        served, outputs = self._examples("classify", request, context)
+        response = classification_pb2.ClassificationResponse()
+        _model_spec(response, request, served)
+        for row in examples.pairs(outputs):
+            classifications = response.result.classifications.add()
+            for label, score in row:
+                classifications.classes.add(label=label, score=score)
+        return response
+
+    def Regress(self, request, context):  # noqa: N802
+        """TF Serving's Regress on tf.Examples (regressor.cc)."""
+        served, outputs = self._examples("regress", request, context)
+        response = regression_pb2.RegressionResponse()
+        _model_spec(response, request, served)
+        for value in outputs["outputs"].reshape(-1):
+            response.result.regressions.add(value=float(value))
+        return response
+
+    def _examples(self, method, request, context):
+        name, version, label = _spec(request)
+        try:
+            serialized = examples.from_input(request.input)
+            return classify_or_regress(self.repository, method, name, serialized,
+                                       request.model_spec.signature_name, version, label)
+        except ServingStatus as status:
+            _abort(context, status)
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         """TF Serving's GetModelMetadata: the signature_def field only."""

@@ -17,7 +17,9 @@ import urllib.parse
 
 import numpy as np
 
-from keras_resnet.serving.repository import BadRequest, Repository, ServingStatus
+from keras_resnet.serving import examples
+from keras_resnet.serving.repository import (BadRequest, Repository, ServingStatus,
+                                             classify_or_regress)
 
 # kPredictionApiGegex and kModelStatusApiRegex of http_rest_api_util.cc; kPathRegex of the handler.
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
@@ -56,20 +58,17 @@ def _dispatch(repository, method, path, body):
     return predict(repository, name, version, label, body)
 
 
-def _classify_or_regress(repository, name, version, label, body, verb):
-    """The export has predict signatures only: TF Serving's answer (classifier.cc) to both."""
+def _classify_or_regress(repository, name, version, label, body, method):
+    """``:classify`` / ``:regress``: JSON examples -> tf.Examples -> ``{"results": [...]}``."""
     document = _parse(body)
-    if "examples" not in document:  # json_tensor.cc says "classify" for both methods
-        raise BadRequest(f"JSON Value: {_show(document)} When method is classify, key "
-                         "'examples' is expected and was not found")
-    served = repository.get(name, version, label)
-    key = document.get("signature_name") or "serving_default"
-    if key not in served.signature_defs:
-        raise BadRequest(f"No signature was found with the name: {key}")
-    kind, method = ("classification", "classify") if verb == "classify" else (
-        "regression", "regress")
-    raise BadRequest(f"Expected {kind} signature method_name to be tensorflow/serving/{method}. "
-                     f"Was: {served.signature_defs[key].method_name}")
+    signature_name = document.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise BadRequest(f"JSON Value: {_show(document)} not formatted correctly. "
+                         "'signature_name' key must be a string value.")
+    serialized = examples.from_json(document)
+    _, outputs = classify_or_regress(repository, method, name, serialized, signature_name,
+                                     version, label)
+    return {"results": examples.results_json(method, outputs)}
 
 
 def _parse(body):
