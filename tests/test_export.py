@@ -92,7 +92,7 @@ def test_bad_options_fail_before_writing(kwargs, message, tmp_path):
 def test_signatures_dtypes_and_no_xla(exported):
     _, _, path = exported
     defs = signature_defs(path)
-    assert sorted(k for k in defs if not k.startswith("__")) == ["serving_bytes",
+    assert sorted(k for k in defs if not k.startswith("__")) == ["classify", "serving_bytes",
                                                                  "serving_default"]
     images = defs["serving_default"].inputs["images"]
     assert tf.dtypes.as_dtype(images.dtype) == tf.uint8
@@ -105,6 +105,12 @@ def test_signatures_dtypes_and_no_xla(exported):
             "labels": "string"}
         assert [d.size for d in outputs["scores"].tensor_shape.dim] == [-1, 2]
         assert defs[key].method_name == "tensorflow/serving/predict"
+    # TF Serving's classification contract (classifier.cc: PreProcessClassification)
+    classify = defs["classify"]
+    assert list(classify.inputs) == ["inputs"]
+    assert tf.dtypes.as_dtype(classify.inputs["inputs"].dtype) == tf.string
+    assert {k: tf.dtypes.as_dtype(v.dtype).name for k, v in classify.outputs.items()} == {
+        "classes": "string", "scores": "float32"}
     assert find_xla_attributes(path) == []
 
 
@@ -141,6 +147,8 @@ def test_models_config_batching_and_deployment_files(exported):
     with open(os.path.join(base, "tiny.inferenceservice.yaml")) as handle:
         manifest = handle.read()
     assert "kind: InferenceService" in manifest and 'nvidia.com/gpu: "1"' in manifest
+    assert "--batching_parameters_file=/mnt/models/batching_parameters.txt" in manifest
+    assert "/v1/models/tiny:predict" in manifest
 
 
 def test_warmup_records_parse_as_prediction_logs(exported):
@@ -158,12 +166,13 @@ def test_warmup_records_parse_as_prediction_logs(exported):
                     ("serving_bytes", "image_bytes", 8)]
 
 
+@pytest.mark.slow
 def test_verify_in_tensorflow_only_process(exported):
     _, _, path = exported
     report = verify_export(path)
     assert report["keras_imported"] is False
-    assert report["signatures"] == ["serving_bytes", "serving_default"]
-    assert len(report["cases"]) == 8 and report["max_abs_diff"] <= 1e-5
+    assert report["signatures"] == ["classify", "serving_bytes", "serving_default"]
+    assert len(report["cases"]) == 9 and report["max_abs_diff"] <= 1e-5
     table = report["table"]  # saved_model_cli show --all
     assert "signature_def['serving_default']:" in table
     assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 8, 1)" \
@@ -172,6 +181,7 @@ def test_verify_in_tensorflow_only_process(exported):
     print(f"verify: {report['seconds']:.2f} s")
 
 
+@pytest.mark.slow
 def test_verify_catches_a_different_model(exported):
     _, _, path = exported
     keras.utils.set_random_seed(1)
@@ -235,6 +245,7 @@ SIGKILL_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_export_leaves_nothing_loadable(tmp_path):
     base = tmp_path / "saved_models"
     child = subprocess.Popen([sys.executable, "-c", SIGKILL_CHILD, str(base)],
@@ -361,3 +372,41 @@ def test_cli_export_bad_input_is_one_line_exit_2(case, message, saved_keras_file
     assert err.startswith("keras-resnet export: error: ")
     assert message.format(out=out) in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and "File not found" not in err
+
+
+def test_version_labels_land_in_models_config(exported, tmp_path):
+    model, _, _ = exported
+
+    def config():
+        with open(tmp_path / "models.config") as handle:
+            (entry,) = text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig()
+                                         ).model_config_list.config
+        return dict(entry.version_labels), list(entry.model_version_policy.specific.versions)
+
+    for labels in (("stable",), ("canary",), ()):
+        export_saved_model(model, tmp_path, warmup_batch_sizes=(1,), version_labels=labels)
+    # TF Serving lets a label name only a loaded version: the policy lists them and the newest
+    assert config() == ({"stable": 1, "canary": 2}, [1, 2, 3])
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,), version_labels=("stable",))
+    assert config() == ({"stable": 4, "canary": 2}, [2, 4])
+    with pytest.raises(TypeError, match=r"version_labels must be a sequence of labels"):
+        export_saved_model(model, tmp_path, version_labels="stable")
+    with pytest.raises(ValueError, match=r"version_labels must be 1-128 letters"):
+        export_saved_model(model, tmp_path, version_labels=("no/slash",))
+
+
+def test_classify_signature_takes_tf_examples(exported):
+    """TF Serving's classification contract: serialized tf.Examples in, names and scores out."""
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, path = exported
+    pixels = np.random.default_rng(11).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    encoded = [tf.io.encode_png(p[..., None]).numpy() for p in pixels]
+    served = tf.saved_model.load(path).signatures["classify"](
+        inputs=tf.constant(list(image_examples(encoded))))
+    expected = model(pixels[..., None].astype("float32")).numpy()
+    top = np.argsort(-expected, axis=-1)[:, :2]
+    assert [[c.decode() for c in row] for row in served["classes"].numpy()] == [
+        [NAMES[i] for i in row] for row in top]
+    np.testing.assert_allclose(served["scores"].numpy(),
+                               np.take_along_axis(expected, top, axis=-1), atol=1e-5)

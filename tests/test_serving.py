@@ -1,24 +1,36 @@
-"""The client against a real `keras-resnet serve` subprocess (KServe) over HTTP and gRPC."""
+"""`keras-resnet serve` and `Client` against a real server process on 127.0.0.1, REST and gRPC.
 
+Each expected answer is TF Serving's, from its source: status codes from
+model_servers/http_server.cc (ToHTTPStatusCode), routes and "Malformed request" from
+http_rest_api_util.cc / http_rest_api_handler.cc, JSON rules and messages from util/json_tensor.cc,
+gRPC input checks from servables/tensorflow/predict_util.cc, the batch limit's message from TF's
+batch scheduler (shared_batch_scheduler.h), and TF's own dtype check ("Expects arg[0] ...").
+"""
+
+import base64
 import concurrent.futures
+import http.client
 import io
+import json
+import shutil
 import socket
 import subprocess
 import sys
 import time
 
+import grpc
 import keras
 import numpy as np
 import pytest
 from PIL import Image
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-pytest.importorskip("kserve")
-
-from keras_resnet import ResNet, export_saved_model  # noqa: E402
-from keras_resnet.cli import main  # noqa: E402
-from keras_resnet.serving import Client, ServingError  # noqa: E402
+from keras_resnet import ResNet, export_saved_model
+from keras_resnet.cli import main
+from keras_resnet.serving import Client, ServingError
 
 NAMES = ["cat", "dog", "bird"]
+MAX_BATCH = 4
 
 
 def free_port():
@@ -27,7 +39,8 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def small_model():
+def small_model(seed=0):
+    keras.utils.set_random_seed(seed)
     body = ResNet(stage_depths=(1, 1), widths=(8, 16), stem="cifar", input_shape=(8, 8, 1),
                   classes=3)
     return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255.0), body],
@@ -40,30 +53,28 @@ def png(pixels):
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    model = small_model()
-    base = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(model, base, class_names=NAMES, top_k=2, warmup_batch_sizes=(1,))
+def start_server(base, *extra):
     port, grpc_port = free_port(), free_port()
     log = open(base / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_resnet", "serve", str(base), "--port", str(port),
-         "--grpc-port", str(grpc_port), "--poll-seconds", "0.5", "--max-body-mb", "1"],
+         "--grpc-port", str(grpc_port), "--poll-seconds", "0.25", *extra],
         stdout=log, stderr=subprocess.STDOUT)
     client = Client(f"http://127.0.0.1:{port}", grpc_target=f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + 180
     while True:
         try:
             client.status("pets")
-            break
+            return process, log, client
         except ServingError:
             if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
                 log.close()
                 raise RuntimeError("server did not start:\n" + (base / "server.log").read_text())
             time.sleep(0.25)
-    yield model, base, client
+
+
+def stop_server(process, log):
     process.terminate()
     try:
         process.wait(20)
@@ -72,8 +83,34 @@ def server(tmp_path_factory):
     log.close()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model = small_model()
+    base = tmp_path_factory.mktemp("saved_models")
+    export_saved_model(model, base, class_names=NAMES, top_k=2, warmup_batch_sizes=(1,),
+                       max_batch_size=MAX_BATCH)
+    process, log, client = start_server(base, "--max-body-mb", "1")
+    yield model, base, client
+    stop_server(process, log)
+
+
 def expected(model, pixels):
     return model(pixels[..., None].astype("float32")).numpy()
+
+
+def raw(client, method, path, body=None):
+    """One raw HTTP request: (status, decoded JSON or text)."""
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    connection.request(method, path, body=data)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, text
 
 
 def test_predict_uint8_instances_and_inputs_forms(server):
@@ -89,6 +126,15 @@ def test_predict_uint8_instances_and_inputs_forms(server):
     assert columns["classes"] == [r["classes"] for r in rows]
 
 
+def test_floats_are_written_as_tf_serving_writes_float32(server):
+    _, _, client = server
+    status, body = raw(client, "POST", "/v1/models/pets:predict",
+                       {"instances": np.zeros((1, 8, 8, 1), int).tolist()})
+    assert status == 200
+    for value in body["predictions"][0]["probabilities"]:
+        assert repr(value) == str(np.float32(value))  # shortest float32 text, not 0.3330000042
+
+
 def test_b64_png_through_the_bytes_signature(server):
     model, _, client = server
     pixels = np.random.default_rng(2).integers(0, 256, (2, 8, 8)).astype(np.uint8)
@@ -99,74 +145,237 @@ def test_b64_png_through_the_bytes_signature(server):
 
 def test_status_and_metadata_have_tf_serving_shape(server):
     _, _, client = server
-    assert client.status("pets")["model_version_status"] == [
+    assert client.status("pets") == {"model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
-                                                          "error_message": ""}}]
+                                                          "error_message": ""}}]}
     metadata = client.metadata("pets")
     assert metadata["model_spec"] == {"name": "pets", "signature_name": "", "version": "1"}
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
-    assert sorted(signatures) == ["serving_bytes", "serving_default"]
+    assert sorted(signatures) == ["classify", "serving_bytes", "serving_default"]
     assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_UINT8"
 
 
-def test_32_concurrent_clients_no_errors(server):
+def test_client_casts_to_the_signature_dtype(server):
+    """float64 pixels work through the Client on REST and gRPC, as they will on TF Serving."""
     model, _, client = server
-    pixels = np.random.default_rng(3).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 8, 8)).astype(np.float64)
     want = expected(model, pixels)
-    per_client = 5
-
-    def worker(_):
-        own = Client(client.url)
-        for _ in range(per_client):
-            rows = own.predict("pets", instances=pixels[..., None])["predictions"]
-            np.testing.assert_allclose([r["probabilities"] for r in rows], want, atol=1e-5)
-        return per_client
-
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        done = sum(pool.map(worker, range(32)))
-    seconds = time.perf_counter() - started
-    assert done == 32 * per_client
-    print(f"{done} requests from 32 clients in {seconds:.2f} s: {done / seconds:.0f} req/s")
+    rows = client.predict("pets", instances=pixels[..., None])["predictions"]
+    np.testing.assert_allclose([r["probabilities"] for r in rows], want, atol=1e-5)
+    outputs = client.grpc_predict("pets", {"images": pixels[..., None]})
+    np.testing.assert_allclose(outputs["probabilities"], want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"'images' is uint8 in the model's signature: values "
+                                         r"must be integers in \[0, 255\]; got values in "
+                                         r"\[0.5, 0.5\] with fractions"):
+        client.predict("pets", instances=np.full((1, 8, 8, 1), 0.5))
+    with pytest.raises(ValueError, match=r"got values in \[300, 300\]"):
+        client.grpc_predict("pets", {"images": np.full((1, 8, 8, 1), 300)})
 
 
-@pytest.mark.parametrize("model_name, kwargs, status, message", [
-    ("pets", {"instances": np.zeros((2, 8, 4, 1), np.uint8)}, 400,
-     "must have shape [batch, 8, 8, 1]; got [2, 8, 4, 1]"),
-    ("pets", {"instances": [[["x"] * 8] * 8]}, 400, "must be numbers (uint8)"),
-    ("pets", {"instances": np.full((1, 8, 8, 1), 0.5)}, 400, "fractional values"),
-    ("pets", {"instances": np.full((1, 8, 8, 1), 300)}, 400, "values must be 0..255"),
-    ("pets", {"instances": np.zeros((1, 8, 8, 1)), "signature_name": "nope"}, 400,
-     "no signature 'nope'"),
-    ("unknown", {"instances": np.zeros((1, 8, 8, 1), np.uint8)}, 404, "unknown does not exist"),
-    ("../pets", {"instances": np.zeros((1, 8, 8, 1), np.uint8)}, 400, "invalid model name"),
-    ("pets", {"instances": np.zeros((5000, 8, 8, 1), np.uint8)}, 413, "larger than the limit"),
-    ("pets", {"instances": np.zeros((1, 8, 8, 1), np.uint8), "version": 9}, 404,
-     "version 9 is not loaded"),
+ZEROS = np.zeros((1, 8, 8, 1), int).tolist()
+
+
+@pytest.mark.parametrize("method, path, body, status, message", [
+    # json_tensor.cc: a uint8 input takes JSON integers only
+    ("POST", "/v1/models/pets:predict", {"instances": [[[[3.0]] * 8] * 8]}, 400,
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: "
+     "3.0 Type: Number is not of expected type: uint8"),
+    ("POST", "/v1/models/pets:predict", {"inputs": [[[[True]] * 8] * 8]}, 400,
+     "JSON Value: true Type: True is not of expected type: uint8"),
+    ("POST", "/v1/models/pets:predict", {"instances": [[[["x"]] * 8] * 8]}, 400,
+     'JSON Value: "x" Type: String is not of expected type: uint8'),
+    ("POST", "/v1/models/pets:predict",
+     {"instances": [np.zeros((8, 8, 1), int).tolist(), np.zeros((8, 4, 1), int).tolist()]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting "
+     "tensor size: 64 but got: 32"),
+    ("POST", "/v1/models/pets:predict",
+     {"instances": [np.zeros((8, 8, 1), int).tolist(), np.zeros((4, 16, 1), int).tolist()]},
+     400, "Expecting shape [8,8,1] but got: [4,16,1]"),
+    ("POST", "/v1/models/pets:predict", {"inputs": [np.zeros((8, 8, 1), int).tolist(),
+                                                    np.zeros((8, 4, 1), int).tolist()]}, 400,
+     "Encountered list at unexpected size: 4 at level: 2 expected size: 8"),
+    ("POST", "/v1/models/pets:predict", {"instances": ZEROS, "inputs": ZEROS}, 400,
+     "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
+    ("POST", "/v1/models/pets:predict", {"instances": []}, 400,
+     "No values in 'instances' array"),
+    ("POST", "/v1/models/pets:predict", b"{", 400, "JSON Parse error: "),
+    ("POST", "/v1/models/pets:predict", b"", 400, "JSON Parse error: The document is empty"),
+    ("POST", "/v1/models/pets:predict", {"instances": ZEROS, "signature_name": "nope"}, 400,
+     'Serving signature name: "nope" not found in signature def'),
+    # the graph's own checks (the export's shape assertion; decode_image)
+    ("POST", "/v1/models/pets:predict", {"instances": np.zeros((2, 8, 4, 1), int).tolist()},
+     400, "images must have shape [batch, 8, 8, 1]; got shape] [2 8 4 1]"),
+    ("POST", "/v1/models/pets:predict",
+     {"signature_name": "serving_bytes", "instances": [{"b64": "aGVsbG8="}]}, 400,
+     "Unknown image file format"),
+    # the bundle's batching_parameters.txt (max_batch_size 4): the batch scheduler's refusal
+    ("POST", "/v1/models/pets:predict", {"instances": np.zeros((5, 8, 8, 1), int).tolist()},
+     400, "Task size 5 is larger than maximum input batch size 4"),
+    ("POST", "/v1/models/unknown:predict", {"instances": ZEROS}, 404,
+     "Servable not found for request: Latest(unknown)"),
+    ("POST", "/v1/models/pets/versions/9:predict", {"instances": ZEROS}, 404,
+     "Servable not found for request: Specific(pets, 9)"),
+    ("POST", "/v1/models/pets/labels/stable:predict", {"instances": ZEROS}, 400,
+     "Unrecognized servable version label: stable"),
+    # classifier.cc / regressor.cc (method-name check off, TF Serving's default)
+    ("POST", "/v1/models/pets:classify", {"examples": [{}]}, 400,
+     "Expected one or two output Tensors, found 4"),
+    ("POST", "/v1/models/pets:regress", {"examples": [{}], "signature_name": "classify"}, 400,
+     "Expected one output Tensor."),
+    ("POST", "/v1/models/pets:classify", {"examples": [{}], "signature_name": "nope"}, 400,
+     "No signature was found with the name: nope"),
+    ("POST", "/v1/models/pets:classify", {"instances": [{}]}, 400,
+     "When method is classify, key 'examples' is expected and was not found"),
+    # routes: anything else under /v1/ is malformed (400), outside it there is no handler (404)
+    ("PUT", "/v1/models/pets", b"", 400, "Malformed request: PUT /v1/models/pets"),
+    ("DELETE", "/v1/models/pets", None, 400, "Malformed request: DELETE /v1/models/pets"),
+    ("GET", "/v1/models/pets:predict", None, 400, "Malformed request: GET /v1/models/pets:predict"),
+    ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("GET", "/v2/models/pets", None, 404, "Not Found"),
+    ("POST", "/v1/models/pets:predict", b"{" + b" " * (1024 * 1024 + 1) + b"}", 413,
+     "larger than the limit"),
 ])
-def test_bad_requests_get_4xx_and_server_stays_healthy(server, model_name, kwargs, status,
-                                                       message):
+def test_bad_requests_get_tf_serving_status_and_error(server, method, path, body, status,
+                                                      message):
     _, _, client = server
-    with pytest.raises(ServingError) as caught:
-        client.predict(model_name, **kwargs)
-    assert caught.value.status == status and message in caught.value.message
+    got_status, got = raw(client, method, path, body)
+    assert got_status == status
+    text = got if isinstance(got, str) else got["error"]
+    assert message in text
+    assert set(got) == {"error"} or isinstance(got, str)
     assert client.status("pets")["model_version_status"][0]["state"] == "AVAILABLE"
 
 
-def test_grpc_predict_against_prediction_service(server):
+def test_routes_are_case_insensitive_and_ignore_query_strings(server):
+    _, _, client = server
+    assert raw(client, "GET", "/V1/MODELS/pets/METADATA?x=1")[0] == 200
+    assert raw(client, "POST", "/v1/Models/pets:PREDICT?debug=1", {"instances": ZEROS})[0] == 200
+
+
+def test_gzip_chunked_and_unpadded_base64_bodies(server):
+    import gzip
+
+    model, _, client = server
+    pixels = np.random.default_rng(9).integers(0, 256, (1, 8, 8)).astype(np.uint8)
+    want = expected(model, pixels)[0]
+    body = json.dumps({"instances": pixels[..., None].tolist()}).encode()
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/models/pets:predict", body=gzip.compress(body),
+                       headers={"Content-Encoding": "gzip"})
+    first = json.loads(connection.getresponse().read())
+    connection.request("POST", "/v1/models/pets:predict",
+                       body=iter([body[:100], body[100:]]), encode_chunked=True)
+    second = json.loads(connection.getresponse().read())
+    connection.close()
+    for answer in (first, second):
+        np.testing.assert_allclose(answer["predictions"][0]["probabilities"], want, atol=1e-5)
+    padded = base64.b64encode(png(pixels[0])).decode()
+    unpadded = padded.rstrip("=")
+    assert unpadded != padded  # this PNG's base64 does end in padding
+    status, answer = raw(client, "POST", "/v1/models/pets:predict",
+                         {"signature_name": "serving_bytes", "instances": [{"b64": unpadded}]})
+    assert status == 200
+    np.testing.assert_allclose(answer["predictions"][0]["probabilities"], want, atol=1e-5)
+
+
+def test_uint8_integers_wrap_as_tf_serving_casts_them(server):
+    """TF Serving puts JSON ints in int_val and casts to uint8 (300 -> 44): no range check."""
+    _, _, client = server
+    answers = [raw(client, "POST", "/v1/models/pets:predict",
+                   {"instances": np.full((1, 8, 8, 1), v).tolist()})[1] for v in (300, 44)]
+    assert answers[0] == answers[1]
+
+
+def test_32_concurrent_clients_no_errors_with_bad_requests_interleaved(server):
+    """Keep-alive connections: a refused request in between must not cost the next good one."""
+    model, _, client = server
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    want = expected(model, pixels)
+    good = json.dumps({"instances": pixels[..., None].tolist()}).encode()
+    bad = json.dumps({"signature_name": "serving_bytes",
+                      "instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
+                     ).encode()
+    host, port = client.url.removeprefix("http://").split(":")
+    per_client = 6
+
+    def worker(_):
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        statuses, worst = [], 0.0
+        for number in range(2 * per_client):
+            connection.request("POST", "/v1/models/pets:predict",
+                               body=bad if number % 2 else good)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            statuses.append(response.status)
+            if not number % 2:
+                got = np.array([row["probabilities"] for row in body["predictions"]])
+                worst = max(worst, float(np.abs(got - want).max()))
+        connection.close()
+        return statuses, worst
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(worker, range(32)))
+    seconds = time.perf_counter() - started
+    assert [statuses for statuses, _ in results] == [[200, 400] * per_client] * 32
+    assert max(worst for _, worst in results) <= 1e-5
+    done = 32 * 2 * per_client
+    print(f"{done} requests on 32 keep-alive connections in {seconds:.2f} s: "
+          f"{done / seconds:.0f} req/s")
+
+
+def test_grpc_predict_metadata_status_and_output_filter(server):
     model, _, client = server
     pixels = np.random.default_rng(4).integers(0, 256, (2, 8, 8)).astype(np.uint8)
     request = Client.predict_request("pets", {"images": pixels[..., None]}, version=1)
     assert (request.model_spec.name, request.model_spec.version.value) == ("pets", 1)
     assert request.inputs["images"].dtype == 4  # DT_UINT8
-    assert [d.size for d in request.inputs["images"].tensor_shape.dim] == [2, 8, 8, 1]
     outputs = client.grpc_predict("pets", {"images": pixels[..., None]})
     np.testing.assert_allclose(outputs["probabilities"], expected(model, pixels), atol=1e-5)
     assert outputs["labels"].shape == (2, 2)
-    with pytest.raises(ServingError, match="NOT_FOUND"):
-        client.grpc_predict("nope", {"images": pixels[..., None]})
-    with pytest.raises(ServingError, match="INVALID_ARGUMENT: input 'images' must have shape"):
+    assert sorted(client.grpc_predict("pets", {"images": pixels[..., None]},
+                                      output_filter=["classes"])) == ["classes"]
+    assert sorted(client.grpc_metadata("pets")) == ["classify", "serving_bytes", "serving_default"]
+    assert client.grpc_status("pets") == [(1, "AVAILABLE")]
+    with pytest.raises(ServingError, match=r"NOT_FOUND: Could not find any versions of model "
+                                           r"nope"):  # get_model_status_impl.cc
+        client.grpc_status("nope")
+    with pytest.raises(ServingError, match=r"NOT_FOUND: Servable not found for request: "
+                                           r"Latest\(nope\)"):
+        client.grpc_metadata("nope")
+    with pytest.raises(ServingError, match="INVALID_ARGUMENT: output tensor alias not found in "
+                                           "signature: nope Outputs expected to be in the set "
+                                           r"\{classes,labels,probabilities,scores\}."):
+        client.grpc_predict("pets", {"images": pixels[..., None]}, output_filter=["nope"])
+    with pytest.raises(ServingError, match=r"INVALID_ARGUMENT: assertion failed: \[images must "
+                                           r"have shape \[batch, 8, 8, 1\]; got shape\] "
+                                           r"\[2 8 8\]"):
         client.grpc_predict("pets", {"images": pixels})
+
+
+def test_grpc_answers_like_tf_serving_to_raw_requests(server):
+    _, _, client = server
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(client.grpc_target))
+    floats = Client.predict_request("pets", {"images": np.zeros((1, 8, 8, 1), np.float32)})
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(floats, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "Expects arg[0] to be uint8 but float is provided"
+    extra = Client.predict_request("pets", {"images": np.zeros((1, 8, 8, 1), np.uint8),
+                                            "other": np.zeros(1, np.uint8)})
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(extra, timeout=30)
+    assert caught.value.details() == (
+        "input size does not match signature: 2!=1 len({images,other}) != len({images}). "
+        "Sent extra: {other}. Missing but required: {}.")
+    answer = stub.Predict(Client.predict_request("pets", {"images": np.zeros((1, 8, 8, 1),
+                                                                            np.uint8)}))
+    scores = answer.outputs["scores"]  # typed *_val fields, as TF Serving fills them
+    assert len(scores.float_val) == 2 and scores.tensor_content == b""
+    assert len(answer.outputs["classes"].int64_val) == 2
+    assert answer.model_spec.version.value == 1
 
 
 def test_predict_cli_prints_top_labels(server, tmp_path, capsys):
@@ -181,16 +390,34 @@ def test_predict_cli_prints_top_labels(server, tmp_path, capsys):
         f"{tmp_path / 'a.png'}: " + ", ".join(f"{NAMES[i]} ({probabilities[i]:.3f})" for i in top))
 
 
-def test_new_version_is_served_without_restart(server):
+@pytest.mark.slow
+def test_new_replaced_and_deleted_versions(server):
+    """Like TF Serving: new versions load, deleted ones unload, a reused number is reloaded."""
     model, base, client = server
-    export_saved_model(model, base, name="pets", class_names=NAMES[::-1], top_k=1,
-                       warmup_batch_sizes=(1,))
-    deadline = time.monotonic() + 60
-    while client.status("pets")["model_version_status"][0]["version"] != "2":
-        assert time.monotonic() < deadline, "version 2 was not picked up"
-        time.sleep(0.25)
-    rows = client.predict("pets", instances=np.zeros((1, 8, 8, 1), np.uint8))["predictions"]
-    assert len(rows[0]["labels"]) == 1 and rows[0]["labels"][0] in NAMES
+    pixels = np.random.default_rng(7).integers(0, 256, (1, 8, 8)).astype(np.uint8)
+
+    def wait_for(version, want):
+        deadline = time.monotonic() + 60
+        while True:
+            served = client.status("pets")["model_version_status"][0]["version"]
+            rows = client.predict("pets", instances=pixels[..., None])["predictions"]
+            if served == version and np.allclose(rows[0]["probabilities"], want, atol=1e-5):
+                return
+            assert time.monotonic() < deadline, f"version {version} was not served"
+            time.sleep(0.25)
+
+    other = small_model(seed=1)
+    export_saved_model(other, base, name="pets", class_names=NAMES, top_k=2,
+                       warmup_batch_sizes=(1,), max_batch_size=MAX_BATCH)
+    wait_for("2", expected(other, pixels)[0])
+    shutil.rmtree(base / "pets" / "2")
+    wait_for("1", expected(model, pixels)[0])
+    third = small_model(seed=2)
+    export_saved_model(third, base, name="pets", version=2, class_names=NAMES, top_k=2,
+                       warmup_batch_sizes=(1,), max_batch_size=MAX_BATCH)
+    wait_for("2", expected(third, pixels)[0])  # the new weights under the reused number
+    shutil.rmtree(base / "pets" / "2")
+    wait_for("1", expected(model, pixels)[0])
 
 
 def test_client_validates_arguments():
@@ -200,7 +427,100 @@ def test_client_validates_arguments():
         Client("http://x", grpc_target="x")
     with pytest.raises(ValueError, match="exactly one of instances"):
         Client("http://x").predict("m")
-    with pytest.raises(ValueError, match="version must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"version must be a positive int \(1, 2, 64, ...\); "
+                                         "got 0"):
         Client("http://x").predict("m", instances=[1], version=0)
     with pytest.raises(ServingError, match="cannot reach"):
         Client(f"http://127.0.0.1:{free_port()}", timeout=5).status("m")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-body-mb", "0"], "--max-body-mb must be a number > 0 (e.g. 32); got 0.0"),
+    (["--host", "203.0.113.5"], "--host '203.0.113.5' is not an address of this machine"),
+    (["--port", "0"], "--port must be an int in [1, 65535]; got 0"),
+])
+def test_serve_cli_bad_options_exit_2(argv, message, tmp_path, capsys):
+    assert main(["serve", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == f"keras-resnet serve: error: {message}\n"
+
+
+def test_serve_cli_port_in_use_exit_2(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (f"keras-resnet serve: error: --port {port} is already in "
+                                       "use on 127.0.0.1\n")
+
+
+def test_predict_cli_without_a_server_exit_2(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(png(np.zeros((8, 8), np.uint8)))
+    assert main(["predict", "--server", "http://127.0.0.1:1", "--model", "pets",
+                 str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet predict: error: --server http://127.0.0.1:1: cannot "
+                          "reach http://127.0.0.1:1/v1/models/pets/metadata: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_version_labels_and_pinned_versions(server):
+    """models.config's version_labels: /labels/<label> over REST, version_label over gRPC."""
+    _, base, client = server
+    first, second = small_model(seed=3), small_model(seed=4)
+    for model, label in ((first, "stable"), (second, "canary")):
+        export_saved_model(model, base, name="labelled", warmup_batch_sizes=(1,),
+                           max_batch_size=MAX_BATCH, version_labels=(label,))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if len(client.status("labelled")["model_version_status"]) == 2:
+                break
+        except ServingError:
+            pass
+        assert time.monotonic() < deadline, "both labelled versions were not loaded"
+        time.sleep(0.25)
+    assert [s["version"] for s in client.status("labelled")["model_version_status"]] == ["2", "1"]
+    pixels = np.random.default_rng(8).integers(0, 256, (1, 8, 8)).astype(np.uint8)
+    for model, label, version in ((first, "stable", 1), (second, "canary", 2)):
+        want = expected(model, pixels)
+        by_label = client.predict("labelled", instances=pixels[..., None], label=label)
+        np.testing.assert_allclose(by_label["predictions"][0]["probabilities"], want[0],
+                                   atol=1e-5)
+        by_version = client.predict("labelled", instances=pixels[..., None], version=version)
+        assert by_version == by_label
+        grpc_outputs = client.grpc_predict("labelled", {"images": pixels[..., None]},
+                                           label=label)
+        np.testing.assert_allclose(grpc_outputs["probabilities"], want, atol=1e-5)
+    assert client.metadata("labelled", label="stable")["model_spec"]["version"] == "1"
+    latest = client.predict("labelled", instances=pixels[..., None])
+    np.testing.assert_allclose(latest["predictions"][0]["probabilities"],
+                               expected(second, pixels)[0], atol=1e-5)
+    assert raw(client, "GET", "/v1/models/labelled/versions/7")[1] == {
+        "error": "Could not find version 7 of model labelled"}
+
+
+def test_classify_over_rest_and_grpc(server):
+    """The export's classify signature answers TF Serving's :classify and Classify."""
+    from tensorflow_serving.apis import classification_pb2
+
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, client = server
+    pixels = np.random.default_rng(10).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    probabilities = expected(model, pixels)
+    want = [[NAMES[i] for i in np.argsort(-p)[:2]] for p in probabilities]
+    rows = client.classify("pets", encoded=[png(p) for p in pixels])
+    assert [[label for label, _ in row] for row in rows] == want
+    np.testing.assert_allclose([[score for _, score in row] for row in rows],
+                               np.sort(probabilities, axis=-1)[:, ::-1][:, :2], atol=1e-5)
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = "pets", "classify"
+    for serialized in image_examples([png(p) for p in pixels]):
+        request.input.example_list.examples.add().ParseFromString(serialized)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(client.grpc_target))
+    response = stub.Classify(request, timeout=30)
+    assert [[c.label for c in row.classes] for row in response.result.classifications] == want
+    assert response.model_spec.version.value == 1

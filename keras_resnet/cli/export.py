@@ -32,6 +32,9 @@ def register(subparsers):
                              "number of classes if fewer)")
     parser.add_argument("--resize", action="store_true",
                         help="accept images of any size in `images` and resize them in the graph")
+    parser.add_argument("--version-label", action="append", default=[], metavar="LABEL",
+                        help="label the new version in models.config (repeatable), e.g. "
+                             "canary: TF Serving's /v1/models/NAME/labels/LABEL")
     parser.add_argument("--verify", action="store_true",
                         help="load the export in a TensorFlow-only process and compare outputs")
     parser.set_defaults(func=run)
@@ -81,7 +84,8 @@ def run(args):
 
     path = export_saved_model(model, args.out, name=args.name, version=args.version,
                               class_names=class_names, input_dtype=args.input_dtype,
-                              top_k=args.top_k, resize=args.resize)
+                              top_k=args.top_k, resize=args.resize,
+                              version_labels=args.version_label)
     if args.verify:
         try:
             report = verify_export(path, model=model, verbose=False)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from keras_resnet import checks
+from keras_resnet.constants import BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_HOST, DEFAULT_REST_PORT
+
 
 def register(subparsers):
     """Adds the `predict` subcommand."""
@@ -12,8 +15,8 @@ def register(subparsers):
         description="Sends each JPEG/PNG file as {\"b64\": ...} to the model's serving_bytes "
                     "signature (decoded and resized on the server) and prints the top-k labels.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    parser.add_argument("--server", default="http://127.0.0.1:8501",
-                        help="REST base URL (default: http://127.0.0.1:8501)")
+    parser.add_argument("--server", default=f"http://{DEFAULT_HOST}:{DEFAULT_REST_PORT}",
+                        help=f"REST base URL (default: http://{DEFAULT_HOST}:{DEFAULT_REST_PORT})")
     parser.add_argument("--model", required=True, help="the served model name")
     parser.add_argument("--version", type=int, default=None, help="pin a version (default: latest)")
     parser.add_argument("--top-k", type=int, default=None,
@@ -25,10 +28,9 @@ def register(subparsers):
 
 def run(args):
     """Prints one line per image: ``file: label (score), ...``."""
-    from keras_resnet.serving import Client
+    from keras_resnet.serving import Client, ServingError
 
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1; got {args.top_k}")
+    checks.optional_positive_int(args.top_k, "--top-k")
     for path in args.images:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image {path!r} does not exist")
@@ -37,16 +39,25 @@ def run(args):
         with open(path, "rb") as handle:
             encoded.append(handle.read())
     client = Client(args.server, grpc_target=args.grpc)
-    if args.grpc:
-        outputs = client.grpc_predict(args.model, {"image_bytes": encoded},
-                                      signature_name="serving_bytes", version=args.version)
-        rows = [{k: v[i].tolist() for k, v in outputs.items()} for i in range(len(encoded))]
-        for row in rows:
-            row["labels"] = [b.decode() for b in row.get("labels", [])] or None
-    else:
-        rows = client.classify_images(args.model, encoded=encoded, version=args.version)
+    try:
+        rows = _classify(client, args, encoded)
+    except ServingError as error:
+        # no server, or the server refused: one line, like every other bad input
+        option = f"--grpc {args.grpc}" if args.grpc else f"--server {args.server}"
+        raise ValueError(f"{option}: {error}") from None
     for path, row in zip(args.images, rows):
         names = row.get("labels") or [str(c) for c in row["classes"]]
         pairs = list(zip(names, row["scores"]))[:args.top_k]
         print(f"{path}: " + ", ".join(f"{name} ({score:.3f})" for name, score in pairs))
     return 0
+
+
+def _classify(client, args, encoded):
+    if not args.grpc:
+        return client.classify_images(args.model, encoded=encoded, version=args.version)
+    outputs = client.grpc_predict(args.model, {BYTES_INPUT: encoded},
+                                  signature_name=BYTES_SIGNATURE, version=args.version)
+    rows = [{k: v[i].tolist() for k, v in outputs.items()} for i in range(len(encoded))]
+    for row in rows:
+        row["labels"] = [b.decode() for b in row.get("labels", [])] or None
+    return rows

@@ -25,7 +25,8 @@ import shutil
 import time
 
 from keras_resnet import checks, files
-from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_EXPORT_DIR,
+from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT,
+                                    CLASSIFY_SIGNATURE, DEFAULT_EXPORT_DIR,
                                     DEFAULT_MAX_BATCH_SIZE, DEFAULT_MODEL_BASE_PATH,
                                     DEFAULT_WARMUP_BATCH_SIZES, IMAGES_INPUT, IMAGES_SIGNATURE)
 from keras_resnet.export.deployment import (BATCHING_PARAMETERS, DOCKER_RUN, MODELS_CONFIG,
@@ -93,7 +94,7 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
                        resize=False, scale=1.0, offset=0.0, logits=None,
                        warmup_batch_sizes=None, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
                        model_base_path=DEFAULT_MODEL_BASE_PATH, storage_uri=None,
-                       seed=0) -> str:
+                       seed=0, version_labels=()) -> str:
     """Exports ``model`` for TF Serving as ``base_dir/<name>/<version>/`` and returns that path.
 
     The version is written under ``base_dir/.staging`` and renamed into place, so TF Serving
@@ -119,6 +120,8 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
             absolute host paths into ``models.config``.
         storage_uri: the InferenceService's ``storageUri`` (default ``pvc://saved-models/NAME``).
         seed: seed of the warmup and test inputs.
+        version_labels: labels for the new version in ``models.config`` (e.g. ``("canary",)``;
+            TF Serving's ``/labels/<label>`` routes); a label on another version moves here.
 
     Returns:
         The path of the new version directory (a str).
@@ -135,6 +138,10 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
     base_dir = _check_base_dir(base_dir)
     max_batch_size = checks.positive_int(max_batch_size, "max_batch_size")
     warmup_batch_sizes = _warmup_sizes(warmup_batch_sizes, max_batch_size)
+    if isinstance(version_labels, str):
+        raise TypeError(f"version_labels must be a sequence of labels such as ('stable',); got "
+                        f"{version_labels!r}")
+    version_labels = tuple(checks.name(label, "version_labels") for label in version_labels)
     spec = sig.make_spec(model, input_dtype=input_dtype, top_k=top_k, class_names=class_names,
                          image_size=image_size, resize=resize, scale=scale, offset=offset,
                          logits=logits)
@@ -154,7 +161,8 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
         raise
     files.fsync_dir(model_dir)
     files.remove_stale_temporaries(base_dir)
-    write_models_config(base_dir, model_base_path=model_base_path)
+    write_models_config(base_dir, model_base_path=model_base_path, labels={
+        name: {label: int(os.path.basename(path)) for label in version_labels}})
     write_batching_parameters(base_dir, max_batch_size=max_batch_size)
     write_deployment(base_dir, name, storage_uri=storage_uri)
     logger.info("exported %s version %s to %s in %.1f s", name, os.path.basename(path), path,
@@ -215,7 +223,8 @@ def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
     info = {"name": name, "spec": spec.to_json(), "keras_model": model.name,
             "dtype_policy": str(getattr(model.dtype_policy, "name", model.dtype_policy)),
             "cases": manifest, "seed": seed,
-            "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT}}
+            "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT,
+                           CLASSIFY_SIGNATURE: CLASSIFY_INPUT}}
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=1)
     _make_readable(staging)

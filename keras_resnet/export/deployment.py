@@ -63,14 +63,20 @@ def read_max_batch_size(base_dir) -> int | None:
 
 
 def write_models_config(base_dir, model_base_path: str | None = DEFAULT_MODEL_BASE_PATH,
-                        num_versions: int = 1) -> str:
+                        num_versions: int = 1, labels: dict | None = None) -> str:
     """Writes ``models.config``: a model_config_list entry for every model in ``base_dir``.
+
+    Version labels already in the file are kept (and moved by ``labels``); labels of versions
+    that no longer exist are dropped. A model with labels gets the ``specific`` policy listing
+    its labelled versions and its ``num_versions`` newest, since TF Serving only lets a label
+    name a loaded version; other models get ``latest { num_versions }``.
 
     Args:
         base_dir: the bundle directory.
         model_base_path: where ``base_dir`` is mounted in the serving container (``/models`` in
             the docker command); None writes absolute host paths for a natively installed server.
-        num_versions: how many of the latest versions TF Serving keeps loaded.
+        num_versions: how many of the newest versions TF Serving keeps loaded.
+        labels: ``{model name: {label: version}}`` to set, e.g. ``{"digits": {"stable": 3}}``.
 
     Returns:
         The path written.
@@ -78,19 +84,47 @@ def write_models_config(base_dir, model_base_path: str | None = DEFAULT_MODEL_BA
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2 as config_pb2
 
-    from keras_resnet.export.bundle import model_names
+    from keras_resnet.export.bundle import model_names, versions
 
     num_versions = checks.positive_int(num_versions, "num_versions")
+    previous = _read_labels(base_dir)
     config = config_pb2.ModelServerConfig()
     root = os.path.abspath(base_dir) if model_base_path is None else model_base_path
     for name in model_names(base_dir):
+        available = versions(os.path.join(base_dir, name))
+        wanted = {**previous.get(name, {}), **(labels or {}).get(name, {})}
+        wanted = {label: v for label, v in wanted.items() if v in available}
         entry = config.model_config_list.config.add()
         entry.name = name
         entry.base_path = f"{root.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
-        entry.model_version_policy.latest.num_versions = num_versions
+        if wanted:
+            served = sorted(set(wanted.values()) | set(available[-num_versions:]))
+            entry.model_version_policy.specific.versions.extend(served)
+            for label, version in sorted(wanted.items()):
+                entry.version_labels[label] = version
+        else:
+            entry.model_version_policy.latest.num_versions = num_versions
     return files.write_text(os.path.join(base_dir, MODELS_CONFIG),
                             text_format.MessageToString(config))
+
+
+def read_models_config(base_dir) -> dict:
+    """``{model name: ModelConfig}`` of ``models.config`` ({} without a readable one)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2 as config_pb2
+
+    try:
+        with open(os.path.join(base_dir, MODELS_CONFIG), encoding="utf-8") as handle:
+            config = text_format.Parse(handle.read(), config_pb2.ModelServerConfig())
+    except (FileNotFoundError, text_format.ParseError):
+        return {}
+    return {entry.name: entry for entry in config.model_config_list.config}
+
+
+def _read_labels(base_dir):
+    return {name: dict(entry.version_labels)
+            for name, entry in read_models_config(base_dir).items()}
 
 
 def write_deployment(base_dir, name: str, storage_uri: str | None = None) -> tuple[str, str]:
@@ -106,7 +140,8 @@ def _write_docker_run(base_dir):
         f"# toolkit). REST on :{DEFAULT_REST_PORT}, gRPC on :{DEFAULT_GRPC_PORT}. Warmup requests "
         "run before the first call.\n"
         "exec docker run --gpus all --rm "
-        f"-p {DEFAULT_REST_PORT}:{DEFAULT_REST_PORT} -p {DEFAULT_GRPC_PORT}:{DEFAULT_GRPC_PORT} \\\n"
+        f"-p {DEFAULT_REST_PORT}:{DEFAULT_REST_PORT} "
+        f"-p {DEFAULT_GRPC_PORT}:{DEFAULT_GRPC_PORT} \\\n"
         f"  -v \"{host_dir}:/models:ro\" \\\n"
         "  tensorflow/serving:latest-gpu \\\n"
         f"  --model_config_file=/models/{MODELS_CONFIG} \\\n"
@@ -128,7 +163,10 @@ def _write_inference_service(base_dir, name, storage_uri):
     uri = storage_uri or f"pvc://saved-models/{name}"
     manifest = (
         "# KServe InferenceService: TF Serving on one GPU. storageUri must hold the version\n"
-        f"# directories of {name}/ (copy {host_dir}/{name} there).\n"
+        f"# directories of {name}/ and {BATCHING_PARAMETERS} (copy {host_dir}/{name}/* and\n"
+        f"# {host_dir}/{BATCHING_PARAMETERS} there; TF Serving skips non-numeric entries).\n"
+        f"# KServe serves the model under the service name: /v1/models/{service}:predict\n"
+        f"# (docker-run.sh: /v1/models/{name}:predict).\n"
         "apiVersion: serving.kserve.io/v1beta1\n"
         "kind: InferenceService\n"
         "metadata:\n"
@@ -142,6 +180,7 @@ def _write_inference_service(base_dir, name, storage_uri):
         f"      storageUri: {uri}\n"
         "      args:\n"
         "        - --enable_batching=true\n"
+        f"        - --batching_parameters_file=/mnt/models/{BATCHING_PARAMETERS}\n"
         "      resources:\n"
         "        requests:\n"
         "          cpu: \"2\"\n"

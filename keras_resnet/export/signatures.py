@@ -1,13 +1,16 @@
 """Serving signatures: a batch of images or of encoded image bytes in, named float32 outputs out.
 
-Two signatures go into every export:
+Three signatures go into every export:
 
 - ``serving_default``: ``images`` [batch, height, width, channels], uint8 (or float32) raw pixel
   values 0..255, dynamic batch;
 - ``serving_bytes``: ``image_bytes`` [batch] strings holding JPEG or PNG files, decoded and
-  resized in the graph (what a REST client sends as ``{"b64": ...}``).
+  resized in the graph (what a REST client sends as ``{"b64": ...}``);
+- ``classify``: ``inputs`` [batch] serialized ``tf.train.Example``s with the image under
+  ``image/encoded``, TF Serving's classification contract (``:classify``): top-k class names
+  ``classes`` and ``scores``.
 
-Both return ``probabilities`` [batch, classes] and the top-k ``scores`` (float32) and ``classes``
+The first two return ``probabilities`` [batch, classes] and the top-k ``scores`` (float32) and ``classes``
 (int64), plus ``labels`` (top-k class names) when the class names are known. The preprocessing
 (cast, optional resize, optional scale/offset) runs in the graph; normalization proper is a layer
 of the trained model itself.
@@ -21,11 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import checks
-from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, DEFAULT_TOP_K, IMAGES_INPUT,
-                                    IMAGES_SIGNATURE, INPUT_DTYPES, OUTPUTS)
+from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT,
+                                    CLASSIFY_SIGNATURE, DEFAULT_TOP_K, EXAMPLE_IMAGE_FEATURE,
+                                    IMAGES_INPUT, IMAGES_SIGNATURE, INPUT_DTYPES, OUTPUTS)
 
-__all__ = ["BYTES_INPUT", "BYTES_SIGNATURE", "IMAGES_INPUT", "IMAGES_SIGNATURE", "INPUT_DTYPES",
-           "OUTPUTS", "ServingSpec", "keras_reference", "make_spec", "serving_functions"]
+__all__ = ["BYTES_INPUT", "BYTES_SIGNATURE", "CLASSIFY_INPUT", "CLASSIFY_SIGNATURE",
+           "EXAMPLE_IMAGE_FEATURE", "IMAGES_INPUT", "IMAGES_SIGNATURE", "INPUT_DTYPES", "OUTPUTS",
+           "ServingSpec", "keras_reference", "make_spec", "serving_functions"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +57,7 @@ class ServingSpec:
 
     @property
     def output_names(self):
-        """Names of the outputs of both signatures."""
+        """Names of the outputs of the images and bytes signatures."""
         return OUTPUTS if self.class_names else OUTPUTS[:3]
 
 
@@ -215,7 +220,7 @@ def serving_functions(model, spec):
     size = (None, None) if spec.resize else (spec.height, spec.width)
     dtype = tf.uint8 if spec.input_dtype == "uint8" else tf.float32
 
-    # One traced copy of the network, called by both signatures (halves saved_model.pb).
+    # One traced copy of the network, called by every signature (smaller saved_model.pb).
     network = tf.function(lambda x: model(x, training=False), autograph=False)
 
     def serve_images(images):
@@ -228,11 +233,34 @@ def serving_functions(model, spec):
         resized = dataclasses.replace(spec, resize=False)
         return _postprocess(spec, network(_prepare(resized, decoded)))
 
+    def serve_examples(inputs):
+        # TF Serving's classification contract: serialized tf.Examples in, top-k class names
+        # ("classes", string) and "scores" out; this makes :classify work on TF Serving.
+        features = tf.io.parse_example(
+            inputs, {EXAMPLE_IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        outputs = serve_bytes(features[EXAMPLE_IMAGE_FEATURE])
+        return {"classes": tf.gather(tf.constant(class_labels(spec)), outputs["classes"]),
+                "scores": outputs["scores"]}
+
     return {
         IMAGES_SIGNATURE: (serve_images, [tf.TensorSpec((None, *size, spec.channels), dtype,
                                                         name=IMAGES_INPUT)]),
         BYTES_SIGNATURE: (serve_bytes, [tf.TensorSpec((None,), tf.string, name=BYTES_INPUT)]),
+        CLASSIFY_SIGNATURE: (serve_examples, [tf.TensorSpec((None,), tf.string,
+                                                            name=CLASSIFY_INPUT)]),
     }
+
+
+def class_labels(spec) -> list[str]:
+    """The ``classes`` strings of the classify signature: class names, or "0", "1", ..."""
+    return list(spec.class_names) if spec.class_names else [str(i) for i in range(spec.classes)]
+
+
+def image_examples(encoded) -> np.ndarray:
+    """Serialized ``tf.train.Example``s with each JPEG/PNG under ``EXAMPLE_IMAGE_FEATURE``."""
+    return np.array([tf.train.Example(features=tf.train.Features(feature={
+        EXAMPLE_IMAGE_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))}))
+        .SerializeToString() for b in encoded], dtype=object)
 
 
 def keras_reference(model, spec, signature, inputs):
@@ -240,6 +268,12 @@ def keras_reference(model, spec, signature, inputs):
 
     Postprocessing is done in NumPy so the check does not reuse the serving graph's code.
     """
+    if signature == CLASSIFY_SIGNATURE:
+        encoded = [tf.train.Example.FromString(bytes(e)).features.feature[
+            EXAMPLE_IMAGE_FEATURE].bytes_list.value[0] for e in inputs]
+        result = keras_reference(model, spec, BYTES_SIGNATURE, encoded)
+        return {"classes": np.asarray(class_labels(spec), dtype=object)[result["classes"]]
+                .astype(bytes), "scores": result["scores"]}
     if signature == BYTES_SIGNATURE:
         images = np.stack([_decode(spec, tf.constant(b)).numpy() for b in inputs])
         prepared = _prepare(dataclasses.replace(spec, resize=False), images)

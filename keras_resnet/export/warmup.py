@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.constants import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_INPUT, IMAGES_SIGNATURE
+from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_SIGNATURE,
+                                    IMAGES_INPUT, IMAGES_SIGNATURE)
 from keras_resnet.export import signatures as sig
 
 
@@ -46,6 +47,8 @@ def make_cases(spec: sig.ServingSpec, warmup_batch_sizes: tuple, seed: int) -> l
     odd = (spec.height + 3, spec.width + 5) if spec.resize else (spec.height, spec.width)
     cases.append(("test", IMAGES_SIGNATURE, images(3, *odd).astype(dtype)))
     cases.append(("test", BYTES_SIGNATURE, encoded(2, "png", spec.height + 3, spec.width + 5)))
+    cases.append(("test", CLASSIFY_SIGNATURE,
+                  sig.image_examples(encoded(2, "png", spec.height + 1, spec.width + 2))))
     if spec.channels != 4:  # JPEG has no alpha channel
         cases.append(("test", BYTES_SIGNATURE, encoded(2, "jpeg", spec.height + 5, spec.width)))
     return cases

@@ -1,242 +1,387 @@
-"""The models a local server serves: the latest version of each, loaded with TensorFlow only.
+"""The models a local server serves, loaded and run the way TF Serving runs them.
 
-Shared by the REST (KServe) and gRPC front ends in `keras_resnet.serving.server`; requests are
-checked against the signatures here, so both answer bad input the same way.
+Each version is loaded with TensorFlow's C++ SavedModel loader into a Session
+(``tf.compat.v1.saved_model.loader.load``) and run with ``Session.run`` on the signature's tensor
+names, as TF Serving's ``RunPredict`` does (``servables/tensorflow/predict_util.cc``): the
+request's tensors are fed whatever their shape, so the checks that hold are those in the exported
+graph (and TF's own dtype check), on this server and on TF Serving alike. This module adds only
+what TF Serving itself checks before the Session: the signature, the input names, the dtypes, the
+batching limit of ``batching_parameters.txt``, ``output_filter``. Errors carry TF Serving's status
+code and message (`ServingStatus`).
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import logging
 import os
-import re
 import threading
 import time
 
-import numpy as np
+from keras_resnet.constants import IMAGES_SIGNATURE
 
-from keras_resnet.serving.client import DEFAULT_SIGNATURE
+logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# TF Serving's status codes -> HTTP (model_servers/http_server.cc: ToHTTPStatusCode).
+HTTP_STATUS = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
+               "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
+               "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400,
+               "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
+               "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
 
-class BadRequest(ValueError):
-    """The request does not fit the model's signature (answered with HTTP 400)."""
+
+class ServingStatus(Exception):
+    """A non-OK TF Serving status: ``code`` (e.g. ``"INVALID_ARGUMENT"``) and ``message``."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status TF Serving's REST API answers this status with."""
+        return HTTP_STATUS.get(self.code, 500)
 
 
-class NotFound(LookupError):
-    """No such model or version (answered with HTTP 404)."""
+class BadRequest(ServingStatus, ValueError):
+    """INVALID_ARGUMENT (HTTP 400): the request does not fit the model's signature."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServingStatus, LookupError):
+    """NOT_FOUND (HTTP 404): no such model or version."""
+
+    code = "NOT_FOUND"
 
 
 class LoadedVersion:
-    """One SavedModel version loaded with ``tf.saved_model.load``, run by signature name."""
+    """One SavedModel version in its own Session, run by signature name like TF Serving."""
 
     def __init__(self, name, version, path):
         import tensorflow as tf
-        from google.protobuf import json_format
         from tensorflow.core.protobuf import saved_model_pb2
-        from tensorflow_serving.apis import get_model_metadata_pb2
 
         self.name, self.version, self.path = name, version, path
-        self.loaded = tf.saved_model.load(path)
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
             proto.ParseFromString(handle.read())
-        definitions = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in proto.meta_graphs[0].signature_def.items():
-            if not key.startswith("__"):
-                definitions.signature_def[key].CopyFrom(value)
-        self.signature_metadata = json_format.MessageToDict(definitions,
-                                                            preserving_proto_field_name=True)
-        self.inputs = {}
-        for key, function in self.loaded.signatures.items():
-            self.inputs[key] = {n: (s.dtype.name, tuple(s.shape.as_list()))
-                                for n, s in function.structured_input_signature[1].items()}
+        self.signature_defs = {key: value for key, value in
+                               proto.meta_graphs[0].signature_def.items()
+                               if not key.startswith("__")}
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            # Unshaped placeholders stand in for the signature inputs: a request's tensor is fed
+            # as it is, as in TF Serving's Session::Run, so only in-graph checks apply.
+            self.feeds = {}
+            for key, signature in self.signature_defs.items():
+                for alias, info in signature.inputs.items():
+                    self.feeds[info.name] = tf.compat.v1.placeholder(
+                        tf.dtypes.as_dtype(info.dtype), shape=None)
+            self.session = tf.compat.v1.Session(graph=self.graph)
+            tf_logger, level = tf.get_logger(), tf.get_logger().level
+            tf_logger.setLevel(logging.ERROR)  # the loader's deprecation notice, once per load
+            try:
+                tf.compat.v1.saved_model.loader.load(self.session, ["serve"], path,
+                                                     input_map=dict(self.feeds))
+            finally:
+                tf_logger.setLevel(level)
 
-    def run(self, signature_name, inputs):
-        """Checks ``{input: array-like}`` against the signature, runs it, returns NumPy outputs."""
-        if signature_name not in self.inputs:
-            raise BadRequest(f"model {self.name!r} has no signature {signature_name!r}; "
-                             f"signatures: {sorted(self.inputs)}")
-        expected = self.inputs[signature_name]
-        if set(inputs) != set(expected):
-            raise BadRequest(f"signature {signature_name!r} takes inputs {sorted(expected)}; "
-                             f"got {sorted(inputs)}")
-        feed = {key: _as_input(key, value, *expected[key]) for key, value in inputs.items()}
-        outputs = self.loaded.signatures[signature_name](**feed)
-        return {key: value.numpy() for key, value in outputs.items()}
+    def signature(self, signature_name):
+        """The SignatureDef for a name ('' means ``serving_default``), or FAILED_PRECONDITION."""
+        key = signature_name or IMAGES_SIGNATURE
+        if key not in self.signature_defs:
+            raise ServingStatus(f'Serving signature key "{key}" not found.',
+                                "FAILED_PRECONDITION")
+        return self.signature_defs[key]
 
+    def input_dtypes(self, signature_name) -> dict:
+        """``{input alias: NumPy dtype}`` of a signature (object for strings)."""
+        import tensorflow as tf
 
-def _as_input(key, value, dtype, shape):
-    """JSON/NumPy value -> an array of the signature's dtype and shape, or BadRequest."""
-    if dtype == "string":
-        items = value if isinstance(value, (list, tuple, np.ndarray)) else None
-        if items is None or not all(isinstance(i, (bytes, str)) for i in items):
-            raise BadRequest(f"input {key!r} takes a list of bytes ({{\"b64\": ...}} in JSON); "
-                             f"got {type(value).__name__}")
-        array = np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=object)
-    else:
+        return {alias: tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
+                for alias, info in self.signature(signature_name).inputs.items()}
+
+    def run(self, signature_name, inputs, output_filter=()):
+        """Runs a signature on ``{alias: NumPy array}`` (TF Serving's PreProcessPrediction).
+
+        Returns:
+            ``{output alias: NumPy array}``.
+
+        Raises:
+            ServingStatus: TF Serving's status for the request.
+        """
+        import tensorflow as tf
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        signature = self.signature(signature_name)
+        _check_input_names(signature, inputs)
+        feed = {}
+        for position, (alias, value) in enumerate(inputs.items()):
+            info = signature.inputs[alias]
+            wanted = tf.dtypes.as_dtype(info.dtype)
+            given = tf.dtypes.as_dtype(value.dtype) if value.dtype != object else tf.string
+            if given != wanted:  # TF's own message for a fed tensor of the wrong dtype
+                raise BadRequest(f"Expects arg[{position}] to be {_type_name(wanted)} but "
+                                 f"{_type_name(given)} is provided")
+            feed[self.feeds[info.name]] = value
+        fetches = {alias: signature.outputs[alias].name
+                   for alias in _output_aliases(signature, output_filter)}
         try:
-            array = np.asarray(value)
-        except ValueError as error:
-            raise BadRequest(f"input {key!r} is ragged: every image must have shape "
-                             f"{shape[1:]}; {error}") from None
-        if array.dtype.kind not in "biuf":
-            raise BadRequest(f"input {key!r} must be numbers ({dtype}); got {array.dtype.kind!r}"
-                             f" values such as {array.flat[0]!r}" if array.size else
-                             f"input {key!r} is empty")
-        if dtype == "uint8":
-            if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-                raise BadRequest(f"input {key!r} is uint8: integers 0..255 expected, got "
-                                 "fractional values (send raw pixels, not normalized floats)")
-            if array.size and (array.min() < 0 or array.max() > 255):
-                raise BadRequest(f"input {key!r} is uint8: values must be 0..255; got "
-                                 f"{array.min()}..{array.max()}")
-        array = array.astype(dtype)
-    if len(array.shape) != len(shape) or any(
-            e is not None and e != a for e, a in zip(shape, array.shape)):
-        wanted = "[" + ", ".join("batch" if i == 0 else ("any" if e is None else str(e))
-                                 for i, e in enumerate(shape)) + "]"
-        raise BadRequest(f"input {key!r} must have shape {wanted}; got {list(array.shape)}")
-    if array.shape[0] == 0:
-        raise BadRequest(f"input {key!r} has an empty batch")
-    return array
+            return self.session.run(fetches, feed)
+        except tf.errors.OpError as error:
+            # TF Serving answers with the C++ status message; Python prefixes this one
+            message = error.message.removeprefix("Graph execution error:\n\n")
+            raise ServingStatus(message, error_codes_pb2.Code.Name(error.error_code)) from None
+
+
+def _type_name(dtype):
+    """TF's DataTypeString: ``float``, ``double``, ``uint8``, ``string``."""
+    from tensorflow.core.framework import types_pb2
+
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)[len("DT_"):].lower()
+
+
+def _check_input_names(signature, inputs):
+    wanted, given = set(signature.inputs), set(inputs)
+    if len(given) != len(wanted):
+        raise BadRequest(
+            f"input size does not match signature: {len(given)}!={len(wanted)} "
+            f"len({{{','.join(sorted(given))}}}) != len({{{','.join(sorted(wanted))}}}). "
+            f"Sent extra: {{{','.join(sorted(given - wanted))}}}. "
+            f"Missing but required: {{{','.join(sorted(wanted - given))}}}.")
+    for alias in inputs:
+        if alias not in wanted:
+            raise BadRequest(f"input tensor alias not found in signature: {alias}. Inputs "
+                             f"expected to be in the set {{{','.join(sorted(wanted))}}}.")
+
+
+def _output_aliases(signature, output_filter):
+    seen = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise BadRequest(f"output tensor alias not found in signature: {alias} Outputs "
+                             f"expected to be in the set "
+                             f"{{{','.join(sorted(signature.outputs))}}}.")
+        if alias in seen:
+            raise BadRequest(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen or sorted(signature.outputs)
 
 
 class Repository:
-    """The latest version of every model under ``base_dir``, reloaded when a new one appears."""
+    """The served versions of every model under ``base_dir``, kept in step with the directory.
+
+    Like TF Serving's file-system source under the bundle's ``models.config``: the versions its
+    policy names are loaded (``latest {n}``: the n newest; ``specific``: those listed; no config:
+    the newest), deleted ones are unloaded, and a version directory replaced under the same
+    number is reloaded, never served stale. ``version_labels`` are read from the same file.
+    """
 
     def __init__(self, base_dir):
         if not os.path.isdir(base_dir):
             raise FileNotFoundError(f"base_dir {base_dir!r} is not a directory of exported "
                                     "models (write one with `keras-resnet export`)")
         self.base_dir = base_dir
-        self.models = {}
+        self.models = {}  # name -> {version: LoadedVersion}
+        self.max_batch_size = None
+        self.version_labels = {}
         self.lock = threading.Lock()
-        self.listeners = []
 
-    def scan(self):
-        """Loads new models and versions, drops removed ones; returns the changes as text."""
+    def _identity(self, name, version):
+        # A version directory's identity: a re-export under a deleted number has a new inode.
+        stat = os.stat(os.path.join(self.base_dir, name, str(version), "saved_model.pb"))
+        return stat.st_ino, stat.st_mtime_ns
+
+    def scan(self) -> list[str]:
+        """Loads new and replaced versions, unloads removed ones; returns the changes as text."""
         from keras_resnet.export.bundle import model_names, versions
+        from keras_resnet.export.deployment import read_max_batch_size
 
+        self.max_batch_size = read_max_batch_size(self.base_dir)
+        policies, self.version_labels = _read_models_config(self.base_dir)
         changes = []
-        present = set(model_names(self.base_dir))
-        for name in sorted(present):
-            latest = versions(os.path.join(self.base_dir, name))[-1]
-            current = self.models.get(name)
-            if current is not None and current.version >= latest:
-                continue
-            loaded = LoadedVersion(name, latest, os.path.join(self.base_dir, name, str(latest)))
+        for name in model_names(self.base_dir):
+            available = versions(os.path.join(self.base_dir, name))
+            wanted = _wanted_versions(policies.get(name), available)
+            loaded = dict(self.models.get(name, {}))
+            for version in wanted:
+                identity = self._identity(name, version)
+                if version in loaded and loaded[version].identity == identity:
+                    continue
+                loaded[version] = LoadedVersion(
+                    name, version, os.path.join(self.base_dir, name, str(version)))
+                loaded[version].identity = identity
+                changes.append(f"{name} version {version}")
+            for version in set(loaded) - set(wanted):
+                del loaded[version]
+                changes.append(f"{name} version {version} unloaded")
             with self.lock:
                 self.models[name] = loaded
-            changes.append(f"{name} version {latest}")
-            for listener in self.listeners:
-                listener(name)
-        for name in set(self.models) - present:
+        for name in set(self.models) - set(model_names(self.base_dir)):
             with self.lock:
                 del self.models[name]
             changes.append(f"{name} removed")
         return changes
 
-    def watch(self, poll_seconds):
+    def watch(self, poll_seconds: float) -> threading.Thread:
         """Rescans every ``poll_seconds`` in a daemon thread (TF Serving polls the same way)."""
         def loop():
             while True:
                 time.sleep(poll_seconds)
                 try:
                     for change in self.scan():
-                        print(f"serving {change}", flush=True)
-                except Exception as error:  # a half-copied model must not kill the server
-                    print(f"rescan failed: {error}", flush=True)
+                        logger.info("serving %s", change)
+                # a half-copied or broken model must not kill the server
+                except Exception as error:  # noqa: BLE001
+                    logger.warning("rescan failed: %s", error)
 
-        threading.Thread(target=loop, name="saved-models-watcher", daemon=True).start()
+        thread = threading.Thread(target=loop, name="saved-models-watcher", daemon=True)
+        thread.start()
+        return thread
 
-    def get(self, name, version=None):
-        """The loaded version (latest by default), or NotFound."""
-        current = self.models.get(name)
-        if current is None:
-            raise NotFound(f"model {name!r} is not served here; models: {sorted(self.models)}")
-        if version is not None and int(version) != current.version:
-            raise NotFound(f"model {name!r} version {version} is not loaded; the served version "
-                           f"is {current.version} (latest only)")
-        return current
+    def get(self, name, version=None, label=None) -> LoadedVersion:
+        """A loaded version: the newest, or by number or label (ServerCore's ModelSpec rules)."""
+        if version is not None and label is not None:
+            raise BadRequest(f"Both model version ({version}) and model version label ({label}) "
+                             "cannot be supplied.")
+        if label is not None:
+            labels = self.version_labels.get(name, {})
+            if label not in labels:
+                raise BadRequest(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        loaded = self.models.get(name) or {}
+        if version is None:
+            if not loaded:
+                raise NotFound(f"Servable not found for request: Latest({name})")
+            return loaded[max(loaded)]
+        if int(version) not in loaded:
+            raise NotFound(f"Servable not found for request: Specific({name}, {version})")
+        return loaded[int(version)]
 
-    def predict_json(self, name, body, version=None):
-        """TF Serving's REST predict: ``instances`` -> ``predictions``, ``inputs`` -> ``outputs``.
+    def predict(self, name, inputs, signature_name="", version=None, label=None,
+                output_filter=()):
+        """TF Serving's Predict on ``{alias: NumPy array}``; returns (version, outputs)."""
+        served = self.get(name, version, label)
+        batch_limit = self.max_batch_size
+        for value in inputs.values():
+            if batch_limit is not None and value.ndim and value.shape[0] > batch_limit:
+                # the batching scheduler's check (--enable_batching with the bundle's file)
+                raise BadRequest(f"Task size {value.shape[0]} is larger than maximum input "
+                                 f"batch size {batch_limit}")
+        return served, served.run(signature_name, inputs, output_filter)
+
+    def version_states(self, name, version=None) -> list[int]:
+        """The AVAILABLE versions GetModelStatus reports, newest first (get_model_status_impl)."""
+        loaded = self.models.get(name) or {}
+        if version is not None:
+            if int(version) not in loaded:
+                raise NotFound(f"Could not find version {version} of model {name}")
+            return [int(version)]
+        if not loaded:
+            raise NotFound(f"Could not find any versions of model {name}")
+        return sorted(loaded, reverse=True)
+
+    def status(self, name, version=None, label=None) -> dict:
+        """TF Serving's GetModelStatusResponse as JSON (``GET /v1/models/<name>``).
+
+        Like TF Serving, a label in the path is accepted and ignored here.
         """
-        if isinstance(body, (bytes, str)):
-            try:
-                body = json.loads(body)
-            except ValueError as error:
-                raise BadRequest(f"request body is not JSON: {error}") from None
-        if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
-            raise BadRequest('request must be a JSON object with exactly one of "instances" '
-                             '(row form) or "inputs" (columnar form)')
-        served = self.get(name, version)
-        signature = body.get("signature_name", DEFAULT_SIGNATURE)
-        if signature not in served.inputs:
-            raise BadRequest(f"model {name!r} has no signature {signature!r}; signatures: "
-                             f"{sorted(served.inputs)}")
-        input_names = sorted(served.inputs[signature])
-        rows = "instances" in body
-        data = _unb64(body["instances"] if rows else body["inputs"])
-        if rows:
-            if not isinstance(data, list) or not data:
-                raise BadRequest('"instances" must be a non-empty list of rows')
-            if all(isinstance(r, dict) for r in data):
-                inputs = {k: [r.get(k) for r in data] for k in {k for r in data for k in r}}
-            else:
-                inputs = {input_names[0]: data}
-        else:
-            inputs = data if isinstance(data, dict) else {input_names[0]: data}
-        outputs = served.run(signature, inputs)
-        outputs = {k: _to_json(v) for k, v in outputs.items()}
-        if not rows:
-            return {"outputs": outputs}
-        batch = len(next(iter(outputs.values())))
-        return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(batch)]}
+        return {"model_version_status": [
+            {"version": str(number), "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}}
+            for number in self.version_states(name, version)]}
 
-    def status(self, name, version=None):
-        """TF Serving's ``GET /v1/models/<name>`` reply (plus KServe's ``name``/``ready``)."""
-        served = self.get(name, version)
-        return {"name": name, "ready": True, "model_version_status": [
-            {"version": str(served.version), "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}]}
+    def metadata(self, name, version=None, label=None) -> dict:
+        """TF Serving's GetModelMetadataResponse as JSON (``GET .../metadata``)."""
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
 
-    def metadata(self, name, version=None):
-        """TF Serving's ``GET /v1/models/<name>/metadata`` reply."""
-        served = self.get(name, version)
+        served = self.get(name, version, label)
+        definitions = get_model_metadata_pb2.SignatureDefMap()
+        for key, value in served.signature_defs.items():
+            definitions.signature_def[key].CopyFrom(value)
         return {"model_spec": {"name": name, "signature_name": "",
                                "version": str(served.version)},
-                "metadata": {"signature_def": served.signature_metadata}}
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    definitions, preserving_proto_field_name=True)}}
 
 
-def _unb64(value):
-    if isinstance(value, dict):
-        if set(value) == {"b64"}:
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except (ValueError, TypeError):
-                raise BadRequest("a {\"b64\": ...} value is not valid base64") from None
-        return {k: _unb64(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unb64(v) for v in value]
-    return value
+def _wanted_versions(entry, available):
+    """The versions a ``models.config`` entry's policy loads (default: the newest)."""
+    if entry is None or not available:
+        return available[-1:]
+    policy = entry.model_version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "specific":
+        return sorted(set(policy.specific.versions) & set(available))
+    if which == "all":
+        return list(available)
+    count = policy.latest.num_versions if which == "latest" else 1
+    return available[-max(count, 1):]
 
 
-def _to_json(array):
-    if array.dtype == object or array.dtype.kind == "S":
-        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array).tolist()
-    return array.tolist()
+def _read_models_config(base_dir):
+    """``({model: ModelConfig}, {model: {label: version}})`` from ``models.config``."""
+    from keras_resnet.export.deployment import read_models_config
+
+    entries = read_models_config(base_dir)
+    return entries, {name: dict(entry.version_labels) for name, entry in entries.items()}
 
 
-def check_request_path(path):
-    """An error message when ``path`` names a model that cannot exist (e.g. ``../x``), else None."""
-    prefix = "/v1/models/"
-    if not path.startswith(prefix) or len(path) == len(prefix):
-        return None
-    name = path[len(prefix):].split("/")[0].split(":")[0]
-    if not _NAME.match(name) or ".." in name:
-        return (f"invalid model name {name!r}: model names are letters, digits, '_', '-' and "
-                "'.', start with a letter or digit and never contain '..' or '/'")
-    return None
+def check_classification(signature) -> list[str]:
+    """TF Serving's PreProcessClassification (method-name check off, its default for TF2).
 
+    Returns:
+        The output aliases to fetch (``classes`` and/or ``scores``).
+    """
+    if len(signature.inputs) != 1:
+        raise BadRequest("Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
+        raise BadRequest(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if "inputs" not in signature.inputs:
+        raise BadRequest(f"No classification inputs found in SignatureDef: {signature}")
+    found = [alias for alias in ("classes", "scores") if alias in signature.outputs]
+    if not found:
+        raise BadRequest('Expected classification signature outputs to contain at least one of '
+                         f'"classes" or "scores". Signature was: {signature}')
+    return found
+
+
+def check_regression(signature) -> list[str]:
+    """TF Serving's PreProcessRegression (method-name check off): one input, one output."""
+    if len(signature.inputs) != 1:
+        raise BadRequest("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise BadRequest("Expected one output Tensor.")
+    if "inputs" not in signature.inputs:
+        raise BadRequest(f"No regression inputs found in SignatureDef: {signature}")
+    if "outputs" not in signature.outputs:
+        raise BadRequest(f"No regression outputs found in SignatureDef: {signature}")
+    return ["outputs"]
+
+
+def classify_or_regress(repository, method, name, serialized, signature_name="", version=None,
+                        label=None):
+    """Runs serialized tf.Examples through a classification/regression signature.
+
+    Args:
+        method: ``"classify"`` or ``"regress"``.
+        serialized: a list of serialized ``tf.train.Example`` protos.
+
+    Returns:
+        ``(served version, {output alias: NumPy array})``.
+    """
+    served = repository.get(name, version, label)
+    key = signature_name or IMAGES_SIGNATURE
+    if key not in served.signature_defs:
+        raise BadRequest(f"No signature was found with the name: {key}")
+    check = check_classification if method == "classify" else check_regression
+    aliases = check(served.signature_defs[key])
+    import numpy as np
+
+    inputs = {"inputs": np.array(serialized, dtype=object)}
+    return repository.predict(name, inputs, key, version, label, tuple(aliases))

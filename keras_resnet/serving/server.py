@@ -1,293 +1,241 @@
-"""`serve`: KServe's Python model server with TF Serving's REST shape, plus an optional gRPC API.
+"""`serve`: TF Serving's REST API (and optionally its gRPC API) for a ``saved_models`` directory.
 
-KServe's v1 data plane already speaks TF Serving's predict shape (``POST /v1/models/<name>:
-predict``, ``instances`` -> ``predictions``). On top of it this adds what TF Serving also answers
-(model status, ``/metadata``, ``/versions/<v>`` routes), a guard in front of everything (request
-body size limit, model names that cannot exist such as ``../x``), binding to 127.0.0.1 (KServe's
-own server binds every interface), and optionally ``PredictionService`` over gRPC through
-``tensorflow-serving-api``, backed by the same loaded models.
+A plain HTTP/1.1 server (the standard library's ``ThreadingHTTPServer``) in front of
+`keras_resnet.serving.rest`, which answers each route as TF Serving's C++ handler does, and a
+``grpcio`` server with TF Serving's ``PredictionService`` (Predict, GetModelMetadata) and
+``ModelService`` (GetModelStatus) from ``tensorflow-serving-api``. Both share one `Repository`
+(models run in a Session, like TF Serving). Bound to 127.0.0.1 by default; for development and
+tests, production is TF Serving (see the ``docker-run.sh`` an export writes).
 """
 
-# No `from __future__ import annotations`: FastAPI reads the route functions' annotations.
-import asyncio
+from __future__ import annotations
+
+import http.server
 import json
 import logging
 import os
-import sys
+import socket
+import urllib.parse
 
-from keras_resnet.serving.client import MAX_BODY_BYTES
-from keras_resnet.serving.repository import (BadRequest, NotFound, Repository,
-                                             check_request_path)
+from keras_resnet import checks
+from keras_resnet.constants import (DEFAULT_EXPORT_DIR, DEFAULT_HOST, DEFAULT_POLL_SECONDS,
+                                    DEFAULT_REST_PORT, MAX_BODY_BYTES, MIN_BODY_BYTES)
+from keras_resnet.serving import rest
+from keras_resnet.serving.repository import Repository
 
-
-def _import_kserve():
-    """Imports kserve; its module-level argparse reads sys.argv, so hide ours from it."""
-    argv = sys.argv
-    sys.argv = argv[:1]
-    try:
-        import kserve
-        import kserve.errors
-        import kserve.model_server
-        from kserve.protocol.rest.server import RESTServer
-    except ImportError as error:
-        raise ImportError("`keras-resnet serve` needs KServe: pip install 'keras_resnet[serve]' "
-                          f"({error})") from None
-    finally:
-        sys.argv = argv
-    return kserve, RESTServer
+logger = logging.getLogger(__name__)
 
 
-class _OneLineClientErrors(logging.Filter):
-    """KServe logs a traceback for every refused request; a client's mistake needs one line."""
+class AddressError(ValueError):
+    """The server cannot listen where asked; ``argument`` names the option (``port``, ...)."""
 
-    def filter(self, record):
-        error = record.exc_info[1] if record.exc_info else None
-        if error is not None and type(error).__name__ in ("InvalidInput", "ModelNotFound"):
-            record.msg, record.args, record.exc_info = f"{type(error).__name__}: {error}", (), None
-        return True
+    def __init__(self, argument, detail):
+        super().__init__(f"{argument} {detail}")
+        self.argument, self.detail = argument, detail
 
 
-def _json_response(status, message):
-    body = json.dumps({"error": message}).encode()
-    return ({"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]},
-            {"type": "http.response.body", "body": body})
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """One HTTP/1.1 connection; keep-alive, every body read in full so the next request parses."""
 
+    protocol_version = "HTTP/1.1"
+    server_version = "keras-resnet-serve"
 
-class _Guard:
-    """ASGI middleware: refuses impossible model names (400) and bodies over the limit (413)."""
+    def do_GET(self):  # noqa: N802 (http.server's method names)
+        self._answer("GET")
 
-    def __init__(self, app, max_body_bytes):
-        self.app = app
-        self.max_body_bytes = max_body_bytes
+    def do_POST(self):  # noqa: N802
+        self._answer("POST")
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        problem = check_request_path(scope["path"])
-        if problem:
-            return await self._refuse(receive, send, 400, problem, drain=True)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"0")
-        too_big = (f"request body is larger than the limit of {self.max_body_bytes} bytes "
-                   "(keras-resnet serve --max-body-mb); send smaller batches")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            return await self._refuse(receive, send, 413, too_big, drain=True)
-        if scope["method"] not in ("POST", "PUT"):
-            return await self.app(scope, receive, send)
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = (
+        lambda self: self._answer(self.command))
+
+    def _answer(self, method):
+        body = self._read_body()
+        if body is None:
+            return
+        path = urllib.parse.urlsplit(self.path).path  # TF Serving matches the path only
+        if not rest.API_PATH.fullmatch(path):
+            # TF Serving registers no handler outside /v1/: its HTTP server's plain 404
+            return self._send(404, b"Not Found", "text/plain")
+        status, payload = rest.handle(self.server.repository, method, path, body)
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _read_body(self):
+        """The request body (chunked or not, gzip-decoded), or None after refusing it."""
+        limit = self.server.max_body_bytes
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = self._read_chunked(limit)
+        else:
+            length = self.headers.get("Content-Length", "0").strip()
+            if not length.isdigit():
+                return self._refuse(400, f"bad Content-Length {length!r}")
+            body = self._read_exactly(int(length), limit)
+        if body is not None and self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = _gunzip(body, limit)
+        if body is None:
+            return self._refuse(413, f"request body is larger than the limit of {limit} bytes "
+                                     "(keras-resnet serve --max-body-mb); send smaller batches")
+        return body
+
+    def _read_exactly(self, length, limit):
+        if length <= limit:
+            return self.rfile.read(length)
+        # Read (and drop) a body up to 4x the limit so the client gets the answer rather than a
+        # reset connection; larger ones are cut off.
+        left = length if length <= 4 * limit else 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+        return None
+
+    def _read_chunked(self, limit):
         chunks, size = [], 0
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return await self._refuse(receive, send, 413, too_big, drain=True)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body, replayed = b"".join(chunks), False
+            line = self.rfile.readline(1024).split(b";")[0].strip()
+            length = int(line, 16) if line and all(c in b"0123456789abcdefABCDEF" for c in line) \
+                else 0
+            if length == 0:
+                while self.rfile.readline(1024).strip():  # trailers, then the empty line
+                    pass
+                return b"".join(chunks) if size <= limit else None
+            data = self.rfile.read(length)
+            self.rfile.readline(8)  # the CRLF after each chunk
+            size += len(data)
+            if size <= limit:
+                chunks.append(data)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+    def _refuse(self, status, message):
+        self._send(status, json.dumps({"error": message}).encode(), "application/json",
+                   close=True)
+        return None
 
-        return await self.app(scope, replay, send)
+    def _send(self, status, data, content_type, close=False):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if close:  # the unread body would be parsed as the next request: end the connection
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    async def _refuse(self, receive, send, status, message, drain):
-        # Read (and drop) what the client is still sending, up to 4x the limit, so it gets the
-        # answer instead of a reset connection.
-        budget = 4 * self.max_body_bytes
-        while drain and budget > 0:
-            event = await receive()
-            budget -= len(event.get("body", b""))
-            if event["type"] != "http.request" or not event.get("more_body"):
-                break
-        start, body = _json_response(status, message)
-        await send(start)
-        await send(body)
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        logger.debug("%s %s", self.address_string(), format % args)
 
 
-def _tf_serving_router(repository):
-    """TF Serving's GET routes and the versioned predict route KServe's v1 API lacks."""
-    from fastapi import APIRouter, Request
-    from fastapi.responses import JSONResponse
+def _gunzip(body, limit):
+    """The gzip-decoded body, or None when it would exceed ``limit`` bytes."""
+    import zlib
 
-    router = APIRouter()
-
-    def answer(function, *args):
-        try:
-            return JSONResponse(function(*args))
-        except NotFound as error:
-            return JSONResponse({"error": str(error)}, status_code=404)
-        except BadRequest as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
-
-    def version_number(version):
-        if not version.isdigit():
-            raise BadRequest(f"version must be a positive integer; got {version!r}")
-        return int(version)
-
-    @router.get("/v1/models/{name}")
-    async def status(name: str):
-        return answer(repository.status, name)
-
-    @router.get("/v1/models/{name}/versions/{version}")
-    async def status_version(name: str, version: str):
-        return answer(lambda: repository.status(name, version_number(version)))
-
-    @router.get("/v1/models/{name}/metadata")
-    async def metadata(name: str):
-        return answer(repository.metadata, name)
-
-    @router.get("/v1/models/{name}/versions/{version}/metadata")
-    async def metadata_version(name: str, version: str):
-        return answer(lambda: repository.metadata(name, version_number(version)))
-
-    @router.post("/v1/models/{name}/versions/{version}:predict")
-    async def predict_version(name: str, version: str, request: Request):
-        body = await request.body()
-        return await asyncio.to_thread(
-            answer, lambda: repository.predict_json(name, body, version_number(version)))
-
-    return router
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        return body  # not gzip after all: let the JSON parser report it
+    return data if len(data) <= limit else None
 
 
-def _kserve_model(kserve, repository, name):
-    """A KServe Model for one model name; KServe's v1 endpoint routes predict calls here."""
+class RestServer(http.server.ThreadingHTTPServer):
+    """TF Serving's REST API for ``repository`` on ``(host, port)``."""
 
-    class SavedModelPredictor(kserve.Model):
-        def __init__(self):
-            super().__init__(name)
-            self.ready = True
+    daemon_threads = True
+    request_queue_size = 128
 
-        async def predict(self, payload, headers=None):
-            try:
-                return await asyncio.to_thread(repository.predict_json, name, payload)
-            except BadRequest as error:
-                raise kserve.errors.InvalidInput(str(error)) from None
-            except NotFound as error:
-                raise kserve.errors.ModelNotFound(name) from error
-
-    return SavedModelPredictor()
-
-
-class _GrpcPredictionService:
-    """TF Serving's ``PredictionService.Predict`` over gRPC, backed by the repository."""
-
-    def __init__(self, repository):
+    def __init__(self, repository, host, port, max_body_bytes=MAX_BODY_BYTES):
         self.repository = repository
-
-    def Predict(self, request, context):  # noqa: N802 (the gRPC method name)
-        import grpc
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
-        spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") else None
-        signature = spec.signature_name or "serving_default"
+        self.max_body_bytes = max_body_bytes
         try:
-            served = self.repository.get(spec.name, version)
-            outputs = served.run(signature, {k: tf.make_ndarray(v)
-                                             for k, v in request.inputs.items()})
-        except NotFound as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        except BadRequest as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = spec.name
-        response.model_spec.signature_name = signature
-        response.model_spec.version.value = served.version
-        for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-        return response
+            super().__init__((host, port), _Handler)
+        except socket.gaierror:
+            raise AddressError("host", f"{host!r} is not a host name or address of this "
+                                       "machine") from None
+        except OSError as error:
+            raise _address_error(error, host, port, "port") from None
 
 
-def _start_grpc(repository, host, port):
-    import concurrent.futures
+def _address_error(error, host, port, argument):
+    import errno
 
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8),
-                         options=[("grpc.max_receive_message_length", MAX_BODY_BYTES),
-                                  ("grpc.max_send_message_length", MAX_BODY_BYTES)])
-    servicer = type("PredictionService",
-                    (_GrpcPredictionService,
-                     prediction_service_pb2_grpc.PredictionServiceServicer), {})(repository)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
-    server.start()
-    return server
+    if error.errno == errno.EADDRINUSE:
+        return AddressError(argument, f"{port} is already in use on {host}")
+    if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return AddressError("host", f"{host!r} is not an address of this machine")
+    if error.errno == errno.EACCES:
+        return AddressError(argument, f"{port} needs privileges to bind (use a port >= 1024)")
+    return AddressError(argument, f"{port} cannot be bound on {host}: {error.strerror}")
 
 
-def serve(base_dir="saved_models", port=8501, host="127.0.0.1", grpc_port=None,
-          poll_seconds=2.0, max_body_bytes=MAX_BODY_BYTES):
+def serve(base_dir=DEFAULT_EXPORT_DIR, port=DEFAULT_REST_PORT, host=DEFAULT_HOST, grpc_port=None,
+          poll_seconds=DEFAULT_POLL_SECONDS, max_body_bytes=MAX_BODY_BYTES) -> None:
     """Serves the latest version of every model in ``base_dir`` until interrupted.
 
     Args:
         base_dir: the directory `export_saved_model` writes (``<name>/<version>/``).
         port: REST port (TF Serving's is 8501).
         host: interface to bind; 127.0.0.1 keeps it local.
-        grpc_port: also serve TF Serving's gRPC PredictionService on this port (TF Serving: 8500).
-        poll_seconds: how often ``base_dir`` is rescanned for new models and versions.
+        grpc_port: also serve TF Serving's gRPC API on this port (TF Serving: 8500).
+        poll_seconds: how often ``base_dir`` is rescanned for new, replaced or deleted versions.
         max_body_bytes: larger request bodies are refused with 413.
 
     Raises:
         FileNotFoundError: ``base_dir`` does not exist.
-        ValueError: a port or limit is out of range.
-        ImportError: KServe (the ``serve`` extra) is not installed.
+        ValueError, TypeError: a port or limit is out of range.
+        AddressError: the port is in use or the host is not an address of this machine.
     """
-    for argument, value in (("port", port), ("grpc_port", grpc_port)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 0 < value < 65536):
-            raise ValueError(f"{argument} must be an int in 1..65535; got {value!r}")
-    if isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float)) \
-            or poll_seconds <= 0:
-        raise ValueError(f"poll_seconds must be a number > 0; got {poll_seconds!r}")
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) \
-            or max_body_bytes < 1024:
-        raise ValueError(f"max_body_bytes must be an int >= 1024; got {max_body_bytes!r}")
+    checks.positive_int(port, "port", maximum=65535)
+    checks.optional_positive_int(grpc_port, "grpc_port", maximum=65535)
+    checks.positive_number(poll_seconds, "poll_seconds", example="2")
+    checks.positive_int(max_body_bytes, "max_body_bytes", minimum=MIN_BODY_BYTES)
+    if not isinstance(host, str) or not host:
+        raise TypeError(f"host must be a host name or address (e.g. 127.0.0.1); got {host!r}")
     repository = Repository(os.fspath(base_dir))
-    kserve, RESTServer = _import_kserve()
-    logging.getLogger("kserve").addFilter(_OneLineClientErrors())
-    from kserve.model_repository import ModelRepository
-    from kserve.protocol.dataplane import DataPlane
-    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-
-    registry = ModelRepository(models_dir=repository.base_dir)
-    repository.listeners.append(
-        lambda name: registry.update(_kserve_model(kserve, repository, name)))
-    for change in repository.scan():
-        print(f"serving {change}", flush=True)
-    if not repository.models:
-        print(f"no exported models in {base_dir} yet; watching for them", flush=True)
-
-    class LocalRESTServer(RESTServer):
-        def create_application(self):
-            app = kserve.model_server.app
-            app.add_middleware(_Guard, max_body_bytes=max_body_bytes)
-            # Included before KServe's v1 routes, so these answer GET /v1/models/<name>.
-            app.include_router(_tf_serving_router(repository))
-            super().create_application()
-
-    dataplane = DataPlane(model_registry=registry)
-    rest = LocalRESTServer(
-        "kserve.model_server:app", dataplane,
-        ModelRepositoryExtension(model_registry=registry), port, event_loop="asyncio")
-    rest.config.host = host  # KServe's RESTServer binds 0.0.0.0; this server stays local
-    grpc_server = _start_grpc(repository, host, grpc_port) if grpc_port else None
-    repository.watch(poll_seconds)
-    print(f"REST on http://{host}:{port}/v1/models/<name>:predict"
-          + (f", gRPC on {host}:{grpc_port}" if grpc_port else ""), flush=True)
+    rest_server = RestServer(repository, host, port, max_body_bytes)
     try:
-        asyncio.run(rest.start())
+        grpc_server = start_grpc(repository, host, grpc_port) if grpc_port else None
+    except BaseException:
+        rest_server.server_close()
+        raise
+    for change in repository.scan():
+        logger.info("serving %s", change)
+    if not repository.models:
+        logger.info("no exported models in %s yet; watching for them", base_dir)
+    repository.watch(poll_seconds)
+    logger.info("REST on http://%s:%s/v1/models/<name>:predict%s", host, port,
+                f", gRPC on {host}:{grpc_port}" if grpc_port else "")
+    try:
+        rest_server.serve_forever()
     finally:
+        rest_server.server_close()
         if grpc_server is not None:
             grpc_server.stop(grace=1)
+
+
+def start_grpc(repository, host, port):
+    """Starts TF Serving's PredictionService and ModelService on ``host:port``; returns it."""
+    import concurrent.futures
+
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    from keras_resnet.serving import grpc_services
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8),
+                         options=[("grpc.max_receive_message_length", MAX_BODY_BYTES),
+                                  ("grpc.max_send_message_length", MAX_BODY_BYTES),
+                                  ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        grpc_services.PredictionService(repository), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        grpc_services.ModelService(repository), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise AddressError("grpc_port", f"{port} cannot be bound on {host} (in use, or not an "
+                                        "address of this machine)")
+    server.start()
+    return server
