@@ -79,7 +79,10 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
         mean, variance = tuple(metadata["mean"]), tuple(metadata["variance"])
     else:
         encoded = tf.data.TFRecordDataset(shards["train"]).map(lambda r: tfrecord.parse(r)[0])
-        mean, variance = streaming.statistics(encoded, eval_fn, channels)
+        try:
+            mean, variance = streaming.statistics(encoded, eval_fn, channels)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            streaming.raise_located(shards["train"], channels, error)
     evaluation = shards.get("test", shards.get("validation"))
 
     def pipeline(files, training=False):

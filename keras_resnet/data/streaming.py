@@ -159,19 +159,24 @@ def explain_errors(dataset: Dataset):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        if not dataset.files:
-            raise
-        channels = dataset.input_shape[-1]
-        if tfrecord.SHARD_PATTERN.fullmatch(os.path.basename(dataset.files[0])):
-            found = tfrecord.locate_bad_record(dataset.files, channels)
-            if found is None:
-                raise
-            file, index, reason = found
-            raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
-        found = locate_bad_image(dataset.files, channels)
+        raise_located(dataset.files, dataset.input_shape[-1], error)
+
+
+def raise_located(files, channels, error):
+    """Raises ``DataError`` naming the first bad record (or image file) of ``files``; re-raises
+    ``error`` itself when every record reads."""
+    if not files:
+        raise error
+    if tfrecord.SHARD_PATTERN.fullmatch(os.path.basename(files[0])):
+        found = tfrecord.locate_bad_record(files, channels)
         if found is None:
-            raise
-        raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
+            raise error
+        file, index, reason = found
+        raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
+    found = locate_bad_image(files, channels)
+    if found is None:
+        raise error
+    raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
 
 
 def locate_bad_image(files, channels):
