@@ -9,7 +9,7 @@ import tensorflow as tf
 from imagefolders import CLASSES, LEVELS, MIXED, make_mixed_folder
 
 from keras_resnet.cli import main
-from keras_resnet.data import DataError, explain_errors, load_dataset, shards, tfrecord
+from keras_resnet.data import DataError, load_dataset, shards, tfrecord
 
 
 @pytest.fixture(scope="module")
