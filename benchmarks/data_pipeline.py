@@ -43,12 +43,16 @@ def folder_bytes(root):
 
 
 def child(path, batch_size, image_size):
-    """One training epoch over ``path``; prints images/s and peak RSS (MiB) as JSON."""
+    """One training epoch over ``path``; prints images/s and peak RSS (MiB) as JSON.
+
+    A folder streams (``cache_mb=0``: its bytes are not kept) and is not decoded up front.
+    """
     import tensorflow as tf  # noqa: F401 (start-up memory counts as the baseline)
 
     from keras_resnet.data import load_dataset
 
-    ds = load_dataset(path, batch_size=batch_size, image_size=image_size)
+    ds = load_dataset(path, batch_size=batch_size, image_size=image_size, cache_mb=0,
+                      check_images=False, test_split=0.1, validation_split=0.0)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     iterator = iter(ds.train)
     next(iterator)  # warm-up: threads started, first files open
@@ -80,10 +84,29 @@ def measure(count, workdir, args):
     report = shards.prepare(source, os.path.join(workdir, f"shards-{count}"),
                             shards=max(2, count // 500), workers=args.workers)
     epoch = run_child(report.dest, args.batch_size, args.image_size)
+    folder_epoch = run_child(source, args.batch_size, args.image_size)
     return {"images": count, "generate_seconds": generated,
             "prepare_images_per_s": count / report.seconds,
             "source_mib": folder_bytes(source) / 2**20, "shard_mib": report.shard_bytes / 2**20,
-            "epoch": epoch}
+            "epoch": epoch, "folder_epoch": folder_epoch}
+
+
+def resnet50_step(batch_size, image_size, steps):
+    """Images/s of ResNet-50 training steps (SGD, float32) on random data, after one warm-up."""
+    import keras
+
+    from keras_resnet import ResNet50
+
+    model = ResNet50(input_shape=(image_size, image_size, 3), classes=10)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
+    y = rng.integers(0, 10, batch_size)
+    model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return batch_size * steps / (time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -94,6 +117,10 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=2, help="prepare's threads")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
+    parser.add_argument("--resnet50-steps", type=int, default=3,
+                        help="ResNet-50 training steps timed (0: skip)")
+    parser.add_argument("--step-batch-size", type=int, default=16,
+                        help="batch of the ResNet-50 steps (default 16: CPU memory)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -101,8 +128,13 @@ def main(argv=None):
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         small, large = (measure(n, workdir, args) for n in (args.small, args.large))
+    step = resnet50_step(args.step_batch_size, args.image_size, args.resnet50_steps) \
+        if args.resnet50_steps else None
     print(json.dumps({
-        "cores": cores, "small": small, "large": large,
+        "cores": cores, "small": small, "large": large, "resnet50_step_images_per_s": step,
+        "pipeline_to_step_ratio": step and large["epoch"]["images_per_s"] / step,
+        "folder_peak_rss_difference_mib": large["folder_epoch"]["peak_rss_mib"]
+        - small["folder_epoch"]["peak_rss_mib"],
         "peak_rss_difference_mib": large["epoch"]["peak_rss_mib"]
         - small["epoch"]["peak_rss_mib"],
         "pipeline_images_per_s_per_core": large["epoch"]["images_per_s"] / cores,

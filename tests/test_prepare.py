@@ -186,3 +186,13 @@ def test_readme_data_snippet_runs(tmp_path, monkeypatch):
     assert namespace["report"].counts == {"train": 32, "validation": 8}
     assert namespace["data"].augmentation == {"crop": "inception", "flip": True}
     assert namespace["data"].input_shape == (64, 64, 3)
+
+
+def test_progress_counts_every_image(tmp_path):
+    make_mixed_folder(str(tmp_path / "src"))
+    done = []
+    shards.prepare(tmp_path / "src", tmp_path / "out", shards=2, progress=done.append)
+    assert sum(done) == 21 and set(done) == {1}  # 18 written + 3 skipped, one call each
+    again = []
+    shards.prepare(tmp_path / "src", tmp_path / "out", shards=2, progress=again.append)
+    assert sum(again) == 21  # finished shards count at once

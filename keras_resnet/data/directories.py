@@ -158,8 +158,11 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
 
     sample = [files[i] for i in np.random.default_rng(options.seed).permutation(
         train_index)[:streaming.STATS_SAMPLE]]
-    mean, variance = streaming.statistics(
-        tf.data.Dataset.from_tensor_slices(sample).map(tf.io.read_file), eval_fn, channels)
+    try:
+        mean, variance = streaming.statistics(
+            tf.data.Dataset.from_tensor_slices(sample).map(tf.io.read_file), eval_fn, channels)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        streaming.raise_located(sample, channels, error)
     return Dataset(
         name=path, train=pipeline(train_index, training=True),
         validation=pipeline(val_index) if len(val_index) else None, test=pipeline(test_index),
