@@ -267,3 +267,14 @@ def test_folder_streams_with_the_imagenet_recipe_at_64(tmp_path):
     train_x, _ = next(iter(streamed.train))
     assert train_x.shape == (4, 64, 64, 3)
     assert len(cached.files) == 20
+
+
+def test_rand_augment_is_keras_own_layer_after_the_crop(tmp_path):
+    root = make_jpeg_folder(str(tmp_path / "jpegs"), per_class=4, size=(72, 72))
+    ds = load_dataset(root, batch_size=8, image_size=64, rand_augment=True, check_images=False)
+    assert ds.augmentation == {"crop": "inception", "flip": True, "rand_augment": True}
+    x, _ = next(iter(ds.train))
+    assert x.shape[1:] == (64, 64, 3) and 0 <= float(tf.reduce_min(x))
+    assert float(tf.reduce_max(x)) <= 255
+    with pytest.raises(TypeError, match="rand_augment must be True or False; got 'yes'"):
+        load_dataset(root, rand_augment="yes")

@@ -48,10 +48,17 @@ def recipe(options: LoadOptions, image_size, channels):
     if not options.augment:
         return eval_fn, eval_fn, None, fraction
     if crop == "inception":
+        rand_augment = _rand_augment(options, channels)
+
         def train_fn(image_bytes):
-            return images.decode_for_training(image_bytes, image_size, channels, flip=flip,
-                                              seed=options.seed)
-        return train_fn, eval_fn, {"crop": "inception", "flip": flip}, fraction
+            image = images.decode_for_training(image_bytes, image_size, channels, flip=flip,
+                                               seed=options.seed)
+            return image if rand_augment is None else rand_augment(image, training=True)
+
+        augmentation = {"crop": "inception", "flip": flip}
+        if rand_augment is not None:
+            augmentation["rand_augment"] = True
+        return train_fn, eval_fn, augmentation, fraction
     padding = max(1, image_size[0] // 8) if options.padding is None else options.padding
     augment = augmentation_layers((*image_size, channels), padding, flip, options.seed)
 
@@ -59,6 +66,17 @@ def recipe(options: LoadOptions, image_size, channels):
         return augment(images.decode_for_eval(image_bytes, image_size, channels, 1.0))
 
     return pad_fn, eval_fn, {"padding": padding, "flip": flip}, fraction
+
+
+def _rand_augment(options, channels):
+    """Keras' own ``RandAugment`` layer (2 operations, magnitude 0.5) on 0..255 RGB images."""
+    if not options.rand_augment:
+        return None
+    if channels != 3:
+        raise ValueError(f"rand_augment needs RGB images; got {channels} channel(s)")
+    import keras
+
+    return keras.layers.RandAugment(value_range=(0, 255), seed=options.seed)
 
 
 def _finish(dataset, image_fn, options, training, label_offset=0):
