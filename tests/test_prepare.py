@@ -154,6 +154,10 @@ def test_prepare_source_must_be_a_class_folder(tmp_path):
     with pytest.raises(ValueError, match="source must be a folder with one sub-folder of images "
                                          "per class; got .*flat'"):
         shards.prepare(tmp_path / "flat", tmp_path / "out")
+    make_mixed_folder(str(tmp_path / "src"), truncated=False, strays=False)
+    with pytest.raises(ValueError, match="dest must be outside source .*; got .*src/records' "
+                                         "in .*src'"):
+        shards.prepare(tmp_path / "src", tmp_path / "src" / "records")
 
 
 def test_cli_prepare(tmp_path, capsys):
