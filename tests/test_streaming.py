@@ -69,6 +69,7 @@ def test_imagenet_records_with_a_label_offset(imagenet_like):
     ds = _load(imagenet_like)
     assert (ds.train_size, ds.validation_size, ds.test_size) == (40, 12, 12)
     assert ds.class_names == ("class_0", "class_1", "class_2") and ds.label_offset == 1
+    assert int(ds.train.cardinality()) == 5 and int(ds.test.cardinality()) == 2  # 40/8, 12/8
     values, labels = _values(ds.train)
     assert sorted(values) == list(range(40))
     assert all(label == value % 3 for value, label in zip(values, labels))

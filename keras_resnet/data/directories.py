@@ -83,16 +83,15 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
             mean, variance = streaming.statistics(encoded, eval_fn, channels)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             streaming.raise_located(shards["train"], channels, error)
-    evaluation = shards.get("test", shards.get("validation"))
 
-    def pipeline(files, training=False):
-        return streaming.record_pipeline(files, train_fn if training else eval_fn, options,
-                                         training, label_offset)
+    def pipeline(split, training=False):
+        return streaming.record_pipeline(shards[split], train_fn if training else eval_fn,
+                                         options, training, label_offset, sizes[split])
 
     return Dataset(
-        name=path, train=pipeline(shards["train"], training=True),
-        validation=pipeline(shards["validation"]) if "validation" in shards else None,
-        test=pipeline(evaluation), class_names=names, input_shape=(*size, channels),
+        name=path, train=pipeline("train", training=True),
+        validation=pipeline("validation") if "validation" in shards else None,
+        test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
         validation_size=sizes.get("validation", 0),
         test_size=sizes.get("test", sizes.get("validation", 0)), batch_size=options.batch_size,

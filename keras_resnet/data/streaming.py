@@ -90,11 +90,14 @@ def _finish(dataset, image_fn, options, training, label_offset=0):
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
-def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0):
+def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0,
+                    count=None):
     """Batched ``(images, labels)`` streamed from TFRecord shards.
 
     Each input pipeline of ``options.input_context`` reads its own shards (file-level sharding);
     with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
+    ``count`` (the records in ``files``) gives one pipeline a known length, so Keras shows
+    progress and does not warn at the end of the first epoch.
     """
     import tensorflow as tf
 
@@ -119,6 +122,8 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
                                   reshuffle_each_iteration=True)
     dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
+    if count is not None and pipelines == 1:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
     return _finish(dataset, image_fn, options, training, label_offset)
 
 
