@@ -279,3 +279,28 @@ def test_rand_augment_is_keras_own_layer_after_the_crop(tmp_path):
     assert float(tf.reduce_max(x)) <= 255
     with pytest.raises(TypeError, match="rand_augment must be True or False; got 'yes'"):
         load_dataset(root, rand_augment="yes")
+
+
+@pytest.mark.slow
+def test_two_runs_under_op_determinism_see_the_same_training_images(tmp_path):
+    """The deterministic mode the training engineer adds: set_random_seed + op determinism."""
+    import subprocess
+    import sys
+
+    root = make_jpeg_folder(str(tmp_path / "jpegs"), per_class=6, size=(72, 80))
+    script = (
+        "import sys, keras, numpy as np, tensorflow as tf\n"
+        "keras.utils.set_random_seed(0)\n"
+        "tf.config.experimental.enable_op_determinism()\n"
+        "from keras_resnet.data import load_dataset\n"
+        f"ds = load_dataset({root!r}, batch_size=4, image_size=64, deterministic=True)\n"
+        "x = np.concatenate([b.numpy() for b, _ in ds.train])\n"
+        "np.save(sys.argv[1], x)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{run}.npy")], check=True,
+                       env=env, capture_output=True)
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert a.shape == (9, 64, 64, 3)  # 12 images: round(2.4) = 2 test, 1 validation, 9 train
+    np.testing.assert_array_equal(a, b)
