@@ -239,3 +239,49 @@ def test_a_file_is_not_a_data_set(tmp_path):
     path.write_bytes(b"zip")
     with pytest.raises(ValueError, match="is a file"):
         load_dataset(str(path))
+
+
+def test_cifar_batches_are_read_without_running_foreign_code(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo never",))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": Boom(), b"labels": [0]}))
+    with pytest.raises(pickle.UnpicklingError, match="CIFAR-10 batch names a forbidden global "
+                                                     "posix.system"):
+        data.arrays._read_cifar_batch(str(path))
+    pixels = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072) % 251
+    path.write_bytes(pickle.dumps({b"data": pixels, b"labels": [3, 4]}, protocol=2))
+    images, labels = data.arrays._read_cifar_batch(str(path))
+    np.testing.assert_array_equal(images, pixels.reshape(2, 3, 32, 32).transpose(0, 2, 3, 1))
+    assert labels.tolist() == [3, 4] and labels.dtype == np.int32
+
+
+def test_folder_evaluation_is_decode_for_eval_of_each_file(tmp_path):
+    """What a served `serving_bytes` request must reproduce: test images = decode_for_eval."""
+    import tensorflow as tf
+
+    from keras_resnet.data import folders
+
+    root = _write_folder(tmp_path / "pets", per_class=10, size=(40, 36))
+    ds = load_dataset(str(root), batch_size=3, image_size=(32, 32), crop="inception")
+    _, files, labels = folders.list_images(str(root))
+    _, _, test_index = folders.split_indices(20, 0, folders.holdout_sizes(20, 0.1, 0.2))
+    expected = np.stack([data.decode_for_eval(tf.io.read_file(files[i]), (32, 32), 3,
+                                              ds.crop_fraction).numpy() for i in test_index])
+    x, y = _arrays(ds.test)
+    np.testing.assert_array_equal(x, expected)
+    assert y.tolist() == [labels[i] for i in test_index]
+
+
+def test_a_corrupt_image_met_in_training_names_the_file(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=3)
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    # met while loading (the statistics pass) or while iterating, the error names the file
+    with pytest.raises(data.DataError, match=r"corrupt or unreadable image .*dog/broken\.png"):
+        ds = load_dataset(str(root), check_images=False, test_split=0.3)
+        with data.explain_errors(ds):
+            for split in (ds.train, ds.test):
+                for _ in split:
+                    pass

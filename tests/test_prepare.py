@@ -9,7 +9,7 @@ import tensorflow as tf
 from imagefolders import CLASSES, LEVELS, MIXED, make_mixed_folder
 
 from keras_resnet.cli import main
-from keras_resnet.data import DataError, explain_errors, load_dataset, shards, tfrecord
+from keras_resnet.data import DataError, load_dataset, shards, tfrecord
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,10 @@ def test_prepare_source_must_be_a_class_folder(tmp_path):
     with pytest.raises(ValueError, match="source must be a folder with one sub-folder of images "
                                          "per class; got .*flat'"):
         shards.prepare(tmp_path / "flat", tmp_path / "out")
+    make_mixed_folder(str(tmp_path / "src"), truncated=False, strays=False)
+    with pytest.raises(ValueError, match="dest must be outside source .*; got .*src/records' "
+                                         "in .*src'"):
+        shards.prepare(tmp_path / "src", tmp_path / "src" / "records")
 
 
 def test_cli_prepare(tmp_path, capsys):
@@ -168,3 +172,31 @@ def test_cli_prepare(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"keras-resnet prepare: error: dest must be a directory; got "
         f"{str(tmp_path / 'file')!r}, which is a file")
+
+
+@pytest.mark.slow
+def test_readme_data_snippet_runs(tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n### Data that does not fit in memory", 1)[1]
+    section = section.split("\nBad input fails before training", 1)[0]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(snippets) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(snippets[0], "README.md (data)", "exec"), namespace)
+    assert namespace["report"].counts == {"train": 32, "validation": 8}
+    assert namespace["data"].augmentation == {"crop": "inception", "flip": True}
+    assert namespace["data"].input_shape == (64, 64, 3)
+
+
+def test_progress_counts_every_image(tmp_path):
+    make_mixed_folder(str(tmp_path / "src"))
+    done = []
+    shards.prepare(tmp_path / "src", tmp_path / "out", shards=2, progress=done.append)
+    assert sum(done) == 21 and set(done) == {1}  # 18 written + 3 skipped, one call each
+    again = []
+    shards.prepare(tmp_path / "src", tmp_path / "out", shards=2, progress=again.append)
+    assert sum(again) == 21  # finished shards count at once

@@ -30,7 +30,8 @@ __all__ = ["CIFAR10_CACHE_NAME", "CIFAR10_CLASSES", "CIFAR10_SHA256", "CIFAR10_U
 def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_split=0.1,
                  test_split=0.2, augment=True, padding=None, flip=None, image_size=None,
                  color_mode=None, cache_dir=None, num_classes=None, num_examples=1000,
-                 check_images=True, crop=None, crop_fraction=None, label_offset=None,
+                 check_images=True, crop=None, crop_fraction=None, rand_augment=False,
+                 label_offset=None,
                  input_context=None, deterministic=None,
                  shuffle_buffer=constants.DEFAULT_SHUFFLE_BUFFER,
                  cache_mb=constants.DEFAULT_CACHE_MB) -> Dataset:
@@ -77,6 +78,7 @@ def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_spl
         check_images: decode every image of a folder once before training.
         crop: ``"inception"`` or ``"pad"`` for folders and shards (default by image size).
         crop_fraction: the evaluation center crop (default 0.875 with ``"inception"``, else 1).
+        rand_augment: add Keras' ``RandAugment`` layer after the random-resized crop.
         label_offset: subtracted from stored labels (default: dataset.json's, else 0).
         input_context: a ``tf.distribute.InputContext``: this pipeline reads its share (by
             shard file where there are enough) at the per-replica batch size.
@@ -98,7 +100,8 @@ def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_spl
         test_split=test_split, augment=augment, padding=padding, flip=flip,
         image_size=image_size, color_mode=color_mode, cache_dir=cache_dir,
         num_classes=num_classes, num_examples=num_examples, check_images=check_images,
-        crop=crop, crop_fraction=crop_fraction, label_offset=label_offset,
+        crop=crop, crop_fraction=crop_fraction, rand_augment=rand_augment,
+        label_offset=label_offset,
         input_context=input_context, deterministic=deterministic,
         shuffle_buffer=shuffle_buffer, cache_mb=cache_mb)
     return _load(_source(name_or_path), options)

@@ -79,17 +79,19 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
         mean, variance = tuple(metadata["mean"]), tuple(metadata["variance"])
     else:
         encoded = tf.data.TFRecordDataset(shards["train"]).map(lambda r: tfrecord.parse(r)[0])
-        mean, variance = streaming.statistics(encoded, eval_fn, channels)
-    evaluation = shards.get("test", shards.get("validation"))
+        try:
+            mean, variance = streaming.statistics(encoded, eval_fn, channels)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            streaming.raise_located(shards["train"], channels, error)
 
-    def pipeline(files, training=False):
-        return streaming.record_pipeline(files, train_fn if training else eval_fn, options,
-                                         training, label_offset)
+    def pipeline(split, training=False):
+        return streaming.record_pipeline(shards[split], train_fn if training else eval_fn,
+                                         options, training, label_offset, sizes[split])
 
     return Dataset(
-        name=path, train=pipeline(shards["train"], training=True),
-        validation=pipeline(shards["validation"]) if "validation" in shards else None,
-        test=pipeline(evaluation), class_names=names, input_shape=(*size, channels),
+        name=path, train=pipeline("train", training=True),
+        validation=pipeline("validation") if "validation" in shards else None,
+        test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
         validation_size=sizes.get("validation", 0),
         test_size=sizes.get("test", sizes.get("validation", 0)), batch_size=options.batch_size,
@@ -155,8 +157,11 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
 
     sample = [files[i] for i in np.random.default_rng(options.seed).permutation(
         train_index)[:streaming.STATS_SAMPLE]]
-    mean, variance = streaming.statistics(
-        tf.data.Dataset.from_tensor_slices(sample).map(tf.io.read_file), eval_fn, channels)
+    try:
+        mean, variance = streaming.statistics(
+            tf.data.Dataset.from_tensor_slices(sample).map(tf.io.read_file), eval_fn, channels)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        streaming.raise_located(sample, channels, error)
     return Dataset(
         name=path, train=pipeline(train_index, training=True),
         validation=pipeline(val_index) if len(val_index) else None, test=pipeline(test_index),

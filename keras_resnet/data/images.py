@@ -80,7 +80,8 @@ def random_crop_window(height, width, seed=None):
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.stack([height, width, 3]), bounding_boxes=bbox, min_object_covered=0.1,
         aspect_ratio_range=CROP_ASPECT, area_range=CROP_AREA, max_attempts=CROP_ATTEMPTS,
-        use_image_if_no_bounding_boxes=True, seed=seed or 0)
+        # a non-zero op seed: under op determinism TensorFlow requires one
+        use_image_if_no_bounding_boxes=True, seed=(seed or 0) + 1)
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 

@@ -32,6 +32,7 @@ class LoadOptions:
     check_images: bool = True
     crop: str | None = None
     crop_fraction: float | None = None
+    rand_augment: bool = False
     label_offset: int | None = None
     input_context: object = None
     deterministic: bool | None = None
@@ -92,6 +93,7 @@ def make_options(**kwargs) -> LoadOptions:
     o["check_images"] = checks.boolean(o["check_images"], "check_images")
     if o["crop"] is not None:
         checks.one_of(o["crop"], "crop", CROPS)
+    o["rand_augment"] = checks.boolean(o["rand_augment"], "rand_augment")
     if o["crop_fraction"] is not None:
         o["crop_fraction"] = checks.number(o["crop_fraction"], "crop_fraction", minimum=0,
                                            maximum=1, min_inclusive=False, example="0.875")

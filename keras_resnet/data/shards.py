@@ -186,8 +186,10 @@ def _check(source, dest, shards, validation_split, seed, label_offset, color_mod
         raise ValueError(f"source must be a folder with one sub-folder of images per class; got "
                          f"{source!r}")
     dest = checks.writable_dir(dest, "dest")
-    if os.path.abspath(dest) == os.path.abspath(source):
-        raise ValueError(f"dest must differ from source; got {dest!r} for both")
+    inside = os.path.commonpath([os.path.abspath(dest), os.path.abspath(source)])
+    if inside == os.path.abspath(source):
+        raise ValueError(f"dest must be outside source (it would become a class folder); got "
+                         f"{dest!r} in {source!r}")
     checks.positive_int(shards, "shards", maximum=99999)
     checks.fraction(validation_split, "validation_split")
     checks.positive_int(seed, "seed", minimum=0)

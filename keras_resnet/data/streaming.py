@@ -48,10 +48,17 @@ def recipe(options: LoadOptions, image_size, channels):
     if not options.augment:
         return eval_fn, eval_fn, None, fraction
     if crop == "inception":
+        rand_augment = _rand_augment(options, channels)
+
         def train_fn(image_bytes):
-            return images.decode_for_training(image_bytes, image_size, channels, flip=flip,
-                                              seed=options.seed)
-        return train_fn, eval_fn, {"crop": "inception", "flip": flip}, fraction
+            image = images.decode_for_training(image_bytes, image_size, channels, flip=flip,
+                                               seed=options.seed)
+            return image if rand_augment is None else rand_augment(image, training=True)
+
+        augmentation = {"crop": "inception", "flip": flip}
+        if rand_augment is not None:
+            augmentation["rand_augment"] = True
+        return train_fn, eval_fn, augmentation, fraction
     padding = max(1, image_size[0] // 8) if options.padding is None else options.padding
     augment = augmentation_layers((*image_size, channels), padding, flip, options.seed)
 
@@ -59,6 +66,17 @@ def recipe(options: LoadOptions, image_size, channels):
         return augment(images.decode_for_eval(image_bytes, image_size, channels, 1.0))
 
     return pad_fn, eval_fn, {"padding": padding, "flip": flip}, fraction
+
+
+def _rand_augment(options, channels):
+    """Keras' own ``RandAugment`` layer (2 operations, magnitude 0.5) on 0..255 RGB images."""
+    if not options.rand_augment:
+        return None
+    if channels != 3:
+        raise ValueError(f"rand_augment needs RGB images; got {channels} channel(s)")
+    import keras
+
+    return keras.layers.RandAugment(value_range=(0, 255), seed=options.seed)
 
 
 def _finish(dataset, image_fn, options, training, label_offset=0):
@@ -72,11 +90,14 @@ def _finish(dataset, image_fn, options, training, label_offset=0):
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
-def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0):
+def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0,
+                    count=None):
     """Batched ``(images, labels)`` streamed from TFRecord shards.
 
     Each input pipeline of ``options.input_context`` reads its own shards (file-level sharding);
     with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
+    ``count`` (the records in ``files``) gives one pipeline a known length, so Keras shows
+    progress and does not warn at the end of the first epoch.
     """
     import tensorflow as tf
 
@@ -101,6 +122,8 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
                                   reshuffle_each_iteration=True)
     dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
+    if count is not None and pipelines == 1:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
     return _finish(dataset, image_fn, options, training, label_offset)
 
 
@@ -159,19 +182,24 @@ def explain_errors(dataset: Dataset):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        if not dataset.files:
-            raise
-        channels = dataset.input_shape[-1]
-        if tfrecord.SHARD_PATTERN.fullmatch(os.path.basename(dataset.files[0])):
-            found = tfrecord.locate_bad_record(dataset.files, channels)
-            if found is None:
-                raise
-            file, index, reason = found
-            raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
-        found = locate_bad_image(dataset.files, channels)
+        raise_located(dataset.files, dataset.input_shape[-1], error)
+
+
+def raise_located(files, channels, error):
+    """Raises ``DataError`` naming the first bad record (or image file) of ``files``; re-raises
+    ``error`` itself when every record reads."""
+    if not files:
+        raise error
+    if tfrecord.SHARD_PATTERN.fullmatch(os.path.basename(files[0])):
+        found = tfrecord.locate_bad_record(files, channels)
         if found is None:
-            raise
-        raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
+            raise error
+        file, index, reason = found
+        raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
+    found = locate_bad_image(files, channels)
+    if found is None:
+        raise error
+    raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
 
 
 def locate_bad_image(files, channels):
