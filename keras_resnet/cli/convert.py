@@ -1,4 +1,4 @@
-"""`keras-resnet convert SRC --out MODEL.keras`: a torchvision / timm checkpoint as a .keras model."""
+"""`keras-resnet convert SRC --out MODEL.keras`: a torchvision/timm checkpoint as a .keras file."""
 
 from __future__ import annotations
 

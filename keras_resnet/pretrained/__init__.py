@@ -14,7 +14,7 @@ from keras_resnet.pretrained.state_dict import read_state_dict
 from keras_resnet.pretrained.torch_weights import (LoadResult, load_state_dict,
                                                    load_torch_weights, torch_prefix)
 
-__all__ = ["FineTuneResult", "LoadResult", "PREPROCESSINGS", "TORCH_MEAN", "TORCH_STD", "TorchResNet",
-           "fine_tune", "freeze_backbone", "from_torch_checkpoint", "infer_architecture", "load_state_dict",
-           "load_torch_weights", "load_weights", "read_state_dict", "torch_preprocessing",
-           "torch_prefix"]
+__all__ = ["FineTuneResult", "LoadResult", "PREPROCESSINGS", "TORCH_MEAN", "TORCH_STD",
+           "TorchResNet", "fine_tune", "freeze_backbone", "from_torch_checkpoint",
+           "infer_architecture", "load_state_dict", "load_torch_weights", "load_weights",
+           "read_state_dict", "torch_preprocessing", "torch_prefix"]
