@@ -60,6 +60,20 @@ def test_train_batch_norm_lets_the_top_statistics_move():
     assert moved == {"conv3_block1_0_bn", "conv3_block1_1_bn", "conv3_block1_2_bn"}
 
 
+def test_a_resumed_run_skips_the_finished_head_phase():
+    model = keras_resnet.ResNet(stage_depths=(1, 1), widths=(8, 16), input_shape=(32, 32, 3),
+                                classes=2)
+    x, y = stripes(16, (0, 90), seed=0)
+    head = _kernel(model, "predictions")
+    result = fine_tune(model, (x, y), head_epochs=2, fine_tune_from="conv3", fine_tune_epochs=2,
+                       initial_epoch=3, batch_size=8,
+                       optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9))
+    assert result.head is None and result.fine_tune.epoch == [3]
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+    assert not np.array_equal(_kernel(model, "predictions"), head)
+
+
 @pytest.mark.parametrize("arguments, error, message", [
     (dict(fine_tune_from="conv7", fine_tune_epochs=1), ValueError,
      r"fine_tune_from must be a stage of model 'resnet' \(conv2, conv3, or its number\); "
@@ -72,6 +86,9 @@ def test_train_batch_norm_lets_the_top_statistics_move():
     (dict(fine_tune_lr=-1.0, fine_tune_from="conv3", fine_tune_epochs=1), ValueError,
      r"fine_tune_lr must be"),
     (dict(head_epochs=1.5), TypeError, r"head_epochs must be a positive int"),
+    (dict(initial_epoch=1), ValueError, r"initial_epoch must be an int in \[0, 0\]; got 1"),
+    (dict(optimizer="adam"), TypeError,
+     r"optimizer must be None or a callable learning_rate -> optimizer; got 'adam'"),
 ])
 def test_bad_arguments_fail_before_training(arguments, error, message):
     model = keras_resnet.ResNet(stage_depths=(1, 1), widths=(8, 16), input_shape=(32, 32, 3),

@@ -34,7 +34,7 @@ class FineTuneResult:
         fine_tune: ``History`` of phase 2 (top stages unfrozen), or None if it did not run.
     """
 
-    head: keras.callbacks.History
+    head: keras.callbacks.History | None
     fine_tune: keras.callbacks.History | None = None
 
 
@@ -100,39 +100,9 @@ def _fit(model, train_data, val_data, epochs, initial_epoch, batch_size, callbac
                      validation_data=val_data, callbacks=list(callbacks), verbose=0)
 
 
-def fine_tune(model: keras.Model, train_data, val_data=None, *, head_epochs: int,
-              fine_tune_from: str | int | None = None, fine_tune_epochs: int = 0,
-              head_lr: float = 1e-3, fine_tune_lr: float = 1e-4, train_batch_norm: bool = False,
-              batch_size: int = 32, callbacks=()) -> FineTuneResult:
-    """Trains a pretrained model on a new task: the head first, then optionally the top stages.
-
-    Both phases use Adam (as Keras' guide does) and sparse categorical cross-entropy (from
-    logits when the head has no softmax) with an ``accuracy`` metric; phase 2's epochs are
-    numbered after phase 1's, so the two histories form one curve.
-
-    Args:
-        model: a keras_resnet model with a ``predictions`` head, e.g. from
-            ``from_torch_checkpoint(path, classes=N)``.
-        train_data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, or an
-            ``(images, labels)`` tuple of arrays.
-        val_data: validation data in the same form, or None.
-        head_epochs: epochs of phase 1 (backbone frozen, BN in inference mode).
-        fine_tune_from: None, or the lowest stage to unfreeze in phase 2 (``"conv4"`` or 4).
-        fine_tune_epochs: epochs of phase 2; needs ``fine_tune_from``.
-        head_lr: Adam learning rate of phase 1.
-        fine_tune_lr: Adam learning rate of phase 2 (lower: the pretrained features move little).
-        train_batch_norm: let the unfrozen stages' BN layers train in phase 2.
-        batch_size: batch size for array inputs.
-        callbacks: Keras callbacks for both phases.
-
-    Returns:
-        A ``FineTuneResult`` with both histories; the model is left as phase 2 (or 1) left it.
-
-    Raises:
-        ValueError: for a stage the model does not have, a model without a head or a bad number,
-            before any training.
-        TypeError: for an argument of the wrong type.
-    """
+def _check_arguments(model, head_epochs, fine_tune_from, fine_tune_epochs, head_lr,
+                     fine_tune_lr, train_batch_norm, batch_size, optimizer, initial_epoch):
+    """Validates ``fine_tune``'s arguments; returns (stage or None, total epochs, start epoch)."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {model!r}")
     if HEAD_LAYER not in {layer.name for layer in model.layers}:
@@ -149,18 +119,72 @@ def fine_tune(model: keras.Model, train_data, val_data=None, *, head_epochs: int
         raise ValueError("fine_tune_from and fine_tune_epochs go together: phase 2 needs a stage "
                          f"and epochs >= 1; got fine_tune_from={fine_tune_from!r}, "
                          f"fine_tune_epochs={fine_tune_epochs}")
-    freeze_backbone(model)
-    model.compile(optimizer=keras.optimizers.Adam(head_lr), loss=_loss(model),
-                  metrics=["accuracy"])
-    logger.info("phase 1: training the head of %r for %d epochs", model.name, head_epochs)
-    head = _fit(model, train_data, val_data, head_epochs, 0, batch_size, callbacks)
-    if stage is None:
-        return FineTuneResult(head=head)
-    trainable = freeze_backbone(model, stage, train_batch_norm)
-    model.compile(optimizer=keras.optimizers.Adam(fine_tune_lr), loss=_loss(model),
-                  metrics=["accuracy"])
-    logger.info("phase 2: training %d layers from %s up for %d epochs at learning rate %g",
-                len(trainable), stage, fine_tune_epochs, fine_tune_lr)
-    tuned = _fit(model, train_data, val_data, head_epochs + fine_tune_epochs, head_epochs,
-                 batch_size, callbacks)
+    total = head_epochs + fine_tune_epochs
+    initial_epoch = checks.positive_int(initial_epoch, "initial_epoch", minimum=0,
+                                        maximum=total - 1)
+    if optimizer is not None and not callable(optimizer):
+        raise TypeError(f"optimizer must be None or a callable learning_rate -> optimizer; got "
+                        f"{optimizer!r}")
+    return stage, total, initial_epoch
+
+
+def fine_tune(model: keras.Model, train_data, val_data=None, *, head_epochs: int,
+              fine_tune_from: str | int | None = None, fine_tune_epochs: int = 0,
+              head_lr: float = 1e-3, fine_tune_lr: float = 1e-4, train_batch_norm: bool = False,
+              batch_size: int = 32, callbacks=(), optimizer=None,
+              initial_epoch: int = 0) -> FineTuneResult:
+    """Trains a pretrained model on a new task: the head first, then optionally the top stages.
+
+    Both phases use Adam (as Keras' guide does; see ``optimizer``) and sparse categorical
+    cross-entropy (from logits when the head has no softmax) with an ``accuracy`` metric; phase
+    2's epochs are numbered after phase 1's, so the two histories form one curve, and a run
+    resumed at ``initial_epoch`` skips what is done (phase 1 entirely past ``head_epochs``).
+
+    Args:
+        model: a keras_resnet model with a ``predictions`` head, e.g. from
+            ``from_torch_checkpoint(path, classes=N)``.
+        train_data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, or an
+            ``(images, labels)`` tuple of arrays.
+        val_data: validation data in the same form, or None.
+        head_epochs: epochs of phase 1 (backbone frozen, BN in inference mode).
+        fine_tune_from: None, or the lowest stage to unfreeze in phase 2 (``"conv4"`` or 4).
+        fine_tune_epochs: epochs of phase 2; needs ``fine_tune_from``.
+        head_lr: Adam learning rate of phase 1.
+        fine_tune_lr: Adam learning rate of phase 2 (lower: the pretrained features move little).
+        train_batch_norm: let the unfrozen stages' BN layers train in phase 2.
+        batch_size: batch size for array inputs.
+        callbacks: Keras callbacks for both phases.
+        optimizer: None (Adam) or a callable ``learning_rate -> keras optimizer``, called once
+            per phase (e.g. ``lambda lr: keras.optimizers.SGD(lr, momentum=0.9)``).
+        initial_epoch: the epoch to start from when resuming (0 .. head_epochs +
+            fine_tune_epochs - 1).
+
+    Returns:
+        A ``FineTuneResult`` with both histories (``head`` is None when a resumed run starts
+        after phase 1); the model is left as phase 2 (or 1) left it.
+
+    Raises:
+        ValueError: for a stage the model does not have, a model without a head or a bad number,
+            before any training.
+        TypeError: for an argument of the wrong type.
+    """
+    stage, total, initial_epoch = _check_arguments(
+        model, head_epochs, fine_tune_from, fine_tune_epochs, head_lr, fine_tune_lr,
+        train_batch_norm, batch_size, optimizer, initial_epoch)
+    make = optimizer or keras.optimizers.Adam
+    head = tuned = None
+    if initial_epoch < head_epochs:
+        freeze_backbone(model)
+        model.compile(optimizer=make(head_lr), loss=_loss(model), metrics=["accuracy"])
+        logger.info("phase 1: training the head of %r for %d epochs", model.name,
+                    head_epochs - initial_epoch)
+        head = _fit(model, train_data, val_data, head_epochs, initial_epoch, batch_size,
+                    callbacks)
+    if stage is not None:
+        trainable = freeze_backbone(model, stage, train_batch_norm)
+        model.compile(optimizer=make(fine_tune_lr), loss=_loss(model), metrics=["accuracy"])
+        start = max(initial_epoch, head_epochs)
+        logger.info("phase 2: training %d layers from %s up for %d epochs at learning rate %g",
+                    len(trainable), stage, total - start, fine_tune_lr)
+        tuned = _fit(model, train_data, val_data, total, start, batch_size, callbacks)
     return FineTuneResult(head=head, fine_tune=tuned)
