@@ -343,3 +343,18 @@ def test_readme_pretrained_snippets_run(tmp_path, monkeypatch):
     assert namespace["model"].pretrained_load.skipped == ("fc.weight", "fc.bias")
     assert len(namespace["result"].fine_tune.history["val_accuracy"]) == 1
     assert namespace["resnet18"].layers[1].name == "torch_preprocessing"
+
+
+def test_caffe_preprocessing_matches_keras_applications(tmp_path):
+    from keras_resnet.pretrained import caffe_preprocessing
+
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, caffe_preprocessing()(inputs))
+    expected = keras.applications.resnet.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-4)
+    assert model.trainable_weights == []
+    path = str(tmp_path / "caffe.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(pixels, verbose=0),
+                               expected, atol=1e-4)

@@ -8,13 +8,13 @@ a new head, then optionally the top stages.
 from keras_resnet.pretrained.architecture import TorchResNet, infer_architecture
 from keras_resnet.pretrained.finetune import FineTuneResult, fine_tune, freeze_backbone
 from keras_resnet.pretrained.loading import (PREPROCESSINGS, TORCH_MEAN, TORCH_STD,
-                                             from_torch_checkpoint, load_weights,
-                                             torch_preprocessing)
+                                             caffe_preprocessing, from_torch_checkpoint,
+                                             load_weights, torch_preprocessing)
 from keras_resnet.pretrained.state_dict import read_state_dict
 from keras_resnet.pretrained.torch_weights import (LoadResult, load_state_dict,
                                                    load_torch_weights, torch_prefix)
 
 __all__ = ["FineTuneResult", "LoadResult", "PREPROCESSINGS", "TORCH_MEAN", "TORCH_STD",
-           "TorchResNet", "fine_tune", "freeze_backbone", "from_torch_checkpoint",
+           "TorchResNet", "caffe_preprocessing", "fine_tune", "freeze_backbone", "from_torch_checkpoint",
            "infer_architecture", "load_state_dict", "load_torch_weights", "load_weights",
            "read_state_dict", "torch_preprocessing", "torch_prefix"]
