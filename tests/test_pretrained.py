@@ -191,7 +191,10 @@ def _assert_unchanged(model, before):
     (lambda s: s.update({"layer3.0.conv1.weight": np.ones((16, 16, 3, 5), "float32")}),
      r"checkpoint key 'layer3\.0\.conv1\.weight' of shape \(16, 16, 3, 5\) does not fit layer "
      r"'conv4_block1_1_conv' weight 'kernel' of shape \(3, 3, 16, 16\)"),
-], ids=["unused-key", "missing-key", "bn-shape", "conv-shape"])
+    (lambda s: s.update({"fc.weight": np.ones(10, "float32")}),
+     r"checkpoint key 'fc\.weight' of shape \(10,\) does not fit layer 'predictions' weight "
+     r"'kernel' of shape \(32, 10\)"),
+], ids=["unused-key", "missing-key", "bn-shape", "conv-shape", "fc-rank"])
 def test_a_checkpoint_that_does_not_fit_loads_nothing(tmp_path, edit, message):
     path = write_checkpoint(tmp_path, small_model(), edit=edit)
     target = keras_resnet.ResNet(stage_depths=(1, 2, 1, 1), **SMALL)

@@ -184,7 +184,9 @@ def _plan(model, state):
             label = f"layer {layer.name!r} weight {variable.name!r}"
             if key not in state:
                 raise ValueError(f"{label} has no checkpoint key {key!r}")
-            value = state[key] if convert is None else convert(state[key])
+            value = state[key]
+            if convert is not None and value.ndim == len(variable.shape):
+                value = convert(value)
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"checkpoint key {key!r} of shape {tuple(state[key].shape)} "
                                  f"does not fit {label} of shape {tuple(variable.shape)}")
@@ -224,6 +226,10 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
     assignments, loaded, skipped, architecture = _plan(model, state)
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))
+    if not skipped and not any(key in HEAD_KEYS for key in loaded) and \
+            any(layer.name == HEAD_LAYER for layer in flat_layers(model)):
+        logger.info("%s: the checkpoint has no fc; model %r's head keeps its initial "
+                    "weights", path, model.name)
     if skipped:
         logger.info("%s: kept model %r's own head; skipped %s (the checkpoint's classifier has "
                     "another number of classes)", path, model.name, ", ".join(skipped))
