@@ -23,6 +23,7 @@ def _kernel(model, name):
     return model.get_layer(name).kernel.numpy().copy()
 
 
+@pytest.mark.slow
 def test_phases_freeze_the_backbone_and_keep_bn_in_inference_mode():
     model = keras_resnet.ResNet(stage_depths=(1, 1, 1), widths=(8, 16, 16),
                                 input_shape=(32, 32, 3), classes=2)

@@ -4,6 +4,7 @@ through safetensors for other architectures, and every way a checkpoint can fail
 import logging
 import os
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -290,6 +291,7 @@ def test_bad_arguments_come_before_reading(tmp_path, arguments, error, message):
 # ------------------------------------------------------------------ load_weights
 
 
+@pytest.mark.slow
 def test_load_weights_dispatches_on_the_file_type(tmp_path):
     original = small_model()
     torch_path = write_checkpoint(tmp_path, original)
@@ -322,7 +324,8 @@ def test_load_weights_dispatches_on_the_file_type(tmp_path):
         load_weights(target, str(tmp_path / "absent.keras"))
     other = keras_resnet.ResNet(stage_depths=(1, 1, 1, 1), **SMALL)
     with pytest.raises(ValueError, match=r"weights file '.*saved\.keras' \(\.keras model\) does "
-                                         r"not fit model 'resnet'"):
+                                         r"not fit model 'resnet'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras' own notes on the layers it skips
         load_weights(other, str(tmp_path / "saved.keras"))
 
 
@@ -361,3 +364,16 @@ def test_caffe_preprocessing_matches_keras_applications(tmp_path):
     model.save(path)
     np.testing.assert_allclose(keras.models.load_model(path).predict(pixels, verbose=0),
                                expected, atol=1e-4)
+
+
+def test_torch_pickles_read_like_safetensors(tmp_path):
+    """Only where the optional torch extra is installed (it is not needed for .safetensors)."""
+    torch = pytest.importorskip("torch")
+    state = read_state_dict(fixture("tv_bottleneck_1111.safetensors"))
+    tensors = {f"module.{key}": torch.from_numpy(value) for key, value in state.items()}
+    path = str(tmp_path / "wrapped.pth")
+    torch.save({"state_dict": tensors, "epoch": 3}, path)
+    again = read_state_dict(path)
+    assert set(again) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(again[key], value)
