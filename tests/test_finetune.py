@@ -66,10 +66,14 @@ def test_a_resumed_run_skips_the_finished_head_phase():
                                 classes=2)
     x, y = stripes(16, (0, 90), seed=0)
     head = _kernel(model, "predictions")
-    result = fine_tune(model, (x, y), head_epochs=2, fine_tune_from="conv3", fine_tune_epochs=2,
-                       initial_epoch=3, batch_size=8,
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    result = fine_tune(model, batches, batches, head_epochs=2, fine_tune_from="conv3",
+                       fine_tune_epochs=2, initial_epoch=3,
                        optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9))
     assert result.head is None and result.fine_tune.epoch == [3]
+    assert len(result.fine_tune.history["val_accuracy"]) == 1
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
     assert not np.array_equal(_kernel(model, "predictions"), head)
