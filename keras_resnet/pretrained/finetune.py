@@ -96,7 +96,8 @@ def _fit(model, train_data, val_data, epochs, initial_epoch, batch_size, callbac
         return model.fit(*train_data, batch_size=batch_size, epochs=epochs,
                          initial_epoch=initial_epoch, validation_data=val_data,
                          callbacks=list(callbacks), verbose=0)
-    return model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
+    # A dataset shuffles itself (Keras would ignore shuffle=True and warn).
+    return model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
                      validation_data=val_data, callbacks=list(callbacks), verbose=0)
 
 
