@@ -21,6 +21,7 @@ _EXPORTS = {
     "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
                             "ResNet101", "ResNet152", "build"),
     "keras_resnet.stats": ("model_stats", "multiply_adds"),
+    "keras_resnet.pretrained": ("fine_tune", "from_torch_checkpoint", "load_torch_weights"),
     "keras_resnet.fold": ("fold_batch_norm",),
     "keras_resnet.data": ("Dataset", "load_dataset"),
     "keras_resnet.training": ("PaperSchedule", "PaperWarmup", "TrainResult", "build_model",

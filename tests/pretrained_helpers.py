@@ -66,3 +66,17 @@ def torch_state_dict(model, avg_down=False):
             state[f"{name}.weight"] = np.ascontiguousarray(layer.kernel.numpy().T)
             state[f"{name}.bias"] = layer.bias.numpy()
     return state
+
+
+def stripes(n, angles, seed, size=32, noise=1.0):
+    """Noisy coloured stripes; the label is the index of the orientation in ``angles``."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(angles), n)
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
+    theta = np.deg2rad(np.asarray(angles)[labels] + rng.uniform(-8, 8, n))[:, None, None]
+    frequency = rng.uniform(0.8, 1.4, n)[:, None, None]
+    phase = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+    wave = np.sin(frequency * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+    colour = rng.uniform(0.3, 1.0, (n, 1, 1, 3))
+    images = wave[..., None] * colour + rng.normal(0, noise, (n, size, size, 3))
+    return images.astype("float32"), labels.astype("int32")

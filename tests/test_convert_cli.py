@@ -41,7 +41,8 @@ def test_convert_writes_a_model_taking_raw_pixels(tmp_path, checkpoint, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["missing.safetensors", "--out", "m.keras"], "checkpoint 'missing.safetensors' does not exist"),
+    (["missing.safetensors", "--out", "m.keras"],
+     "checkpoint 'missing.safetensors' does not exist"),
     (["{src}", "--out", "m.h5"], "--out must name a .keras file; got 'm.h5'"),
     (["weights.npz", "--out", "m.keras"], "SRC must be a torch checkpoint (.safetensors, .pth, "
                                           ".pt, .bin); got 'weights.npz'"),

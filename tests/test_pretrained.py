@@ -4,6 +4,7 @@ through safetensors for other architectures, and every way a checkpoint can fail
 import logging
 import os
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -191,7 +192,10 @@ def _assert_unchanged(model, before):
     (lambda s: s.update({"layer3.0.conv1.weight": np.ones((16, 16, 3, 5), "float32")}),
      r"checkpoint key 'layer3\.0\.conv1\.weight' of shape \(16, 16, 3, 5\) does not fit layer "
      r"'conv4_block1_1_conv' weight 'kernel' of shape \(3, 3, 16, 16\)"),
-], ids=["unused-key", "missing-key", "bn-shape", "conv-shape"])
+    (lambda s: s.update({"fc.weight": np.ones(10, "float32")}),
+     r"checkpoint key 'fc\.weight' of shape \(10,\) does not fit layer 'predictions' weight "
+     r"'kernel' of shape \(32, 10\)"),
+], ids=["unused-key", "missing-key", "bn-shape", "conv-shape", "fc-rank"])
 def test_a_checkpoint_that_does_not_fit_loads_nothing(tmp_path, edit, message):
     path = write_checkpoint(tmp_path, small_model(), edit=edit)
     target = keras_resnet.ResNet(stage_depths=(1, 2, 1, 1), **SMALL)
@@ -287,6 +291,7 @@ def test_bad_arguments_come_before_reading(tmp_path, arguments, error, message):
 # ------------------------------------------------------------------ load_weights
 
 
+@pytest.mark.slow
 def test_load_weights_dispatches_on_the_file_type(tmp_path):
     original = small_model()
     torch_path = write_checkpoint(tmp_path, original)
@@ -319,5 +324,56 @@ def test_load_weights_dispatches_on_the_file_type(tmp_path):
         load_weights(target, str(tmp_path / "absent.keras"))
     other = keras_resnet.ResNet(stage_depths=(1, 1, 1, 1), **SMALL)
     with pytest.raises(ValueError, match=r"weights file '.*saved\.keras' \(\.keras model\) does "
-                                         r"not fit model 'resnet'"):
+                                         r"not fit model 'resnet'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras' own notes on the layers it skips
         load_weights(other, str(tmp_path / "saved.keras"))
+
+
+# ------------------------------------------------------------------ README
+
+
+@pytest.mark.slow
+def test_readme_pretrained_snippets_run(tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Pretrained weights\n", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert snippets
+    os.symlink(fixture("tv_resnet18.safetensors"), tmp_path / "resnet18.safetensors")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for snippet in snippets:
+        exec(compile(snippet, "README.md (Pretrained weights)", "exec"), namespace)
+    assert namespace["model"].pretrained_load.skipped == ("fc.weight", "fc.bias")
+    assert len(namespace["result"].fine_tune.history["val_accuracy"]) == 1
+    assert namespace["resnet18"].layers[1].name == "torch_preprocessing"
+
+
+def test_caffe_preprocessing_matches_keras_applications(tmp_path):
+    from keras_resnet.pretrained import caffe_preprocessing
+
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, caffe_preprocessing()(inputs))
+    expected = keras.applications.resnet.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-4)
+    assert model.trainable_weights == []
+    path = str(tmp_path / "caffe.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(pixels, verbose=0),
+                               expected, atol=1e-4)
+
+
+def test_torch_pickles_read_like_safetensors(tmp_path):
+    """Only where the optional torch extra is installed (it is not needed for .safetensors)."""
+    torch = pytest.importorskip("torch")
+    state = read_state_dict(fixture("tv_bottleneck_1111.safetensors"))
+    tensors = {f"module.{key}": torch.from_numpy(value) for key, value in state.items()}
+    path = str(tmp_path / "wrapped.pth")
+    torch.save({"state_dict": tensors, "epoch": 3}, path)
+    again = read_state_dict(path)
+    assert set(again) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(again[key], value)

@@ -1,6 +1,8 @@
-"""`keras-resnet convert SRC --out MODEL.keras`: a torchvision / timm checkpoint as a .keras model."""
+"""`keras-resnet convert SRC --out MODEL.keras`: a torchvision/timm checkpoint as a .keras file."""
 
 from __future__ import annotations
+
+import os
 
 from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
 
@@ -47,8 +49,6 @@ def _input_shape(text):
 
 def run(args):
     """Converts the checkpoint and prints what was mapped."""
-    import os
-
     if not args.out.endswith(".keras"):
         raise ValueError(f"--out must name a .keras file; got {args.out!r}")
     if not args.source.lower().endswith(TORCH_CHECKPOINT_EXTENSIONS):
@@ -60,17 +60,17 @@ def run(args):
         raise ValueError(f"--classes must be an int >= 1; got {args.classes}")
     shape = _input_shape(args.input_shape)
     from keras_resnet.files import atomic_path
-    from keras_resnet.pretrained import from_torch_checkpoint, infer_architecture, read_state_dict
+    from keras_resnet.pretrained import from_torch_checkpoint
 
     preprocessing = None if args.preprocessing == "none" else args.preprocessing
     try:
-        architecture = infer_architecture(read_state_dict(args.source))
         model = from_torch_checkpoint(args.source, input_shape=shape, classes=args.classes,
                                       classifier_activation=None if args.logits else "softmax",
                                       preprocessing=preprocessing, name=args.name)
     except ImportError as error:  # a .pth without torch: a usage error, not a crash
         raise ValueError(str(error)) from None
     result = model.pretrained_load
+    architecture = result.architecture
     kind = "bottleneck" if architecture.bottleneck else "basic"
     print(f"{args.source}: {kind} blocks, stage_depths {architecture.stage_depths}, widths "
           f"{architecture.widths}, stem={architecture.stem}, shortcut={architecture.shortcut}, "

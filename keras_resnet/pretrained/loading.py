@@ -6,6 +6,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 
 from keras_resnet.constants import PREPROCESSINGS, WEIGHTS_EXTENSIONS
 from keras_resnet.pretrained.architecture import infer_architecture
@@ -17,6 +18,8 @@ logger = logging.getLogger(__name__)
 # torchvision / timm ImageNet normalization, on 0..1 RGB.
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
+# keras.applications' "caffe" mode: BGR channel order, ImageNet BGR means subtracted.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 PREPROCESSING_LAYER = "torch_preprocessing"
 
 
@@ -32,6 +35,28 @@ def torch_preprocessing(name: str = PREPROCESSING_LAYER) -> keras.layers.Layer:
     return keras.layers.Normalization(
         mean=[255.0 * m for m in TORCH_MEAN], variance=[(255.0 * s) ** 2 for s in TORCH_STD],
         name=name)
+
+
+def caffe_preprocessing(name: str = "caffe_preprocessing") -> keras.layers.Layer:
+    """A layer doing keras.applications' ``preprocess_input`` (caffe mode) on raw RGB pixels.
+
+    RGB -> BGR and the ImageNet BGR means subtracted, for keras.applications' ResNet weights
+    (``compat="keras.applications"``). It is a frozen 1x1 convolution (a channel permutation
+    plus a bias), so a saved model needs no custom layer to load.
+
+    Args:
+        name: the layer name.
+
+    Returns:
+        A non-trainable ``keras.layers.Conv2D``, already built for 3 channels.
+    """
+    layer = keras.layers.Conv2D(3, 1, use_bias=True, trainable=False, name=name,
+                                dtype="float32")
+    layer.build((None, None, None, 3))
+    permutation = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]
+    layer.set_weights([np.asarray(permutation, "float32"),
+                       -np.asarray(CAFFE_MEAN_BGR, "float32")])
+    return layer
 
 
 def _check_arguments(input_shape, classes, preprocessing):

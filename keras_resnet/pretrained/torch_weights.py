@@ -19,7 +19,7 @@ import re
 import keras
 import numpy as np
 
-from keras_resnet.pretrained.architecture import infer_architecture
+from keras_resnet.pretrained.architecture import TorchResNet, infer_architecture
 from keras_resnet.pretrained.state_dict import read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,14 @@ class LoadResult:
         format: ``"torch"`` (torchvision / timm state_dict) or ``"keras"``.
         loaded: checkpoint keys assigned to the model's weights (torch files).
         skipped: checkpoint keys deliberately not loaded (a head with another number of classes).
+        architecture: what the torch checkpoint describes (None for Keras files).
     """
 
     path: str
     format: str
     loaded: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    architecture: TorchResNet | None = None
 
 
 def flat_layers(model):
@@ -161,7 +163,7 @@ def _head_fits(layers, state):
 
 
 def _plan(model, state):
-    """Checks everything and returns (assignments, loaded keys, skipped keys)."""
+    """Checks everything and returns (assignments, loaded keys, skipped keys, architecture)."""
     every_layer = list(flat_layers(model))
     layers = [layer for layer in every_layer if layer.weights]
     architecture = infer_architecture(state)
@@ -182,7 +184,9 @@ def _plan(model, state):
             label = f"layer {layer.name!r} weight {variable.name!r}"
             if key not in state:
                 raise ValueError(f"{label} has no checkpoint key {key!r}")
-            value = state[key] if convert is None else convert(state[key])
+            value = state[key]
+            if convert is not None and value.ndim == len(variable.shape):
+                value = convert(value)
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"checkpoint key {key!r} of shape {tuple(state[key].shape)} "
                                  f"does not fit {label} of shape {tuple(variable.shape)}")
@@ -197,7 +201,7 @@ def _plan(model, state):
         more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
         raise ValueError(f"checkpoint keys {shown}{more} match no layer of model {model.name!r}")
     loaded = tuple(key for key in state if key in used and key not in skipped)
-    return assignments, loaded, tuple(skipped)
+    return assignments, loaded, tuple(skipped), architecture
 
 
 def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
@@ -219,14 +223,19 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {model!r}")
-    assignments, loaded, skipped = _plan(model, state)
+    assignments, loaded, skipped, architecture = _plan(model, state)
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))
+    if not skipped and not any(key in HEAD_KEYS for key in loaded) and \
+            any(layer.name == HEAD_LAYER for layer in flat_layers(model)):
+        logger.info("%s: the checkpoint has no fc; model %r's head keeps its initial "
+                    "weights", path, model.name)
     if skipped:
         logger.info("%s: kept model %r's own head; skipped %s (the checkpoint's classifier has "
                     "another number of classes)", path, model.name, ", ".join(skipped))
     logger.info("%s: loaded %d tensors into model %r", path, len(assignments), model.name)
-    return LoadResult(path=path, format="torch", loaded=loaded, skipped=skipped)
+    return LoadResult(path=path, format="torch", loaded=loaded, skipped=skipped,
+                      architecture=architecture)
 
 
 def load_torch_weights(model: keras.Model, path: str | os.PathLike) -> LoadResult:
