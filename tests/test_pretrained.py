@@ -255,7 +255,7 @@ def test_bad_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
     with pytest.raises(ImportError, match=r"reading '.*resnet18\.pth' needs PyTorch, which is "
                                           r"not installed: install the optional extra "
-                                          r"\(pip install 'keras-resnet\[torch\]'"):
+                                          r"\(pip install -e '\.\[torch\]' in this checkout"):
         from_torch_checkpoint(str(pickle))
 
 

@@ -73,7 +73,7 @@ def _read_torch_pickle(path):
     except ImportError:
         raise ImportError(
             f"reading {path!r} needs PyTorch, which is not installed: install the optional "
-            "extra (pip install 'keras-resnet[torch]' or pip install torch), or convert the "
+            "extra (pip install -e '.[torch]' in this checkout, or pip install torch), or convert the "
             "checkpoint to .safetensors") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
