@@ -31,7 +31,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate of He et al.: step decay (÷10 at 50% and 75% of training) or cosine.
 
     The decay itself is Keras': ``PiecewiseConstantDecay`` for ``"step"``, ``CosineDecay`` (to
-    0 at ``total_steps``) for ``"cosine"``. This class adds the paper's warm-up, which Keras'
+    0 at ``total_steps``, after a linear warm-up of ``warmup_steps`` with Keras' own
+    ``warmup_steps``) for ``"cosine"``. This class adds the paper's warm-up, which Keras'
     ``warmup_steps`` cannot express because it ends on the training error, not on a step count:
     with ``warmup_learning_rate`` the rate is held there until ``PaperWarmup`` ends the warm-up
     (the paper's 0.01 for ResNet-110, until the training error falls below 80%); the decay
@@ -45,6 +46,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay: the step-decay factor.
         warmup_learning_rate: rate while warming up; None for no warm-up.
         name: name of the schedule.
+        warmup_steps: ``"cosine"`` only: steps of a linear ramp from 0 to
+            ``initial_learning_rate`` before the cosine decay (Keras' ``CosineDecay`` warm-up).
 
     Raises:
         TypeError, ValueError: for a bad argument (``keras_resnet.checks``' messages).
@@ -52,7 +55,7 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial_learning_rate=DEFAULT_LEARNING_RATE, total_steps=64000,
                  kind="step", boundaries=(0.5, 0.75), decay=0.1, warmup_learning_rate=None,
-                 name="paper_schedule"):
+                 name="paper_schedule", warmup_steps=0):
         super().__init__()
         self.initial_learning_rate = checks.positive_number(
             initial_learning_rate, "initial_learning_rate", example="0.1")
@@ -65,6 +68,11 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 warmup_learning_rate, "warmup_learning_rate", example=str(WARMUP_LEARNING_RATE))
         self.warmup_learning_rate = warmup_learning_rate
         self.name = name
+        self.warmup_steps = checks.positive_int(warmup_steps, "warmup_steps", minimum=0,
+                                                maximum=self.total_steps - 1)
+        if self.warmup_steps and self.kind != "cosine":
+            raise ValueError(f"warmup_steps must be 0 unless kind is 'cosine'; got "
+                             f"{warmup_steps!r} with kind {kind!r}")
         self._decayed = self._keras_schedule()
         # 1.0 while warming up; PaperWarmup sets it to 0.0 (a variable: read inside the graph).
         self.warming_up = keras.Variable(1.0 if warmup_learning_rate else 0.0, trainable=False,
@@ -77,6 +85,10 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def _keras_schedule(self):
         schedules = keras.optimizers.schedules
+        if self.kind == "cosine" and self.warmup_steps:
+            return schedules.CosineDecay(0.0, self.total_steps - self.warmup_steps,
+                                         warmup_target=self.initial_learning_rate,
+                                         warmup_steps=self.warmup_steps)
         if self.kind == "cosine":
             return schedules.CosineDecay(self.initial_learning_rate, self.total_steps)
         if self.kind == "constant" or not self.boundaries:
@@ -103,7 +115,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"initial_learning_rate": self.initial_learning_rate,
                 "total_steps": self.total_steps, "kind": self.kind,
                 "boundaries": list(self.boundaries), "decay": self.decay,
-                "warmup_learning_rate": self.warmup_learning_rate, "name": self.name}
+                "warmup_learning_rate": self.warmup_learning_rate, "name": self.name,
+                "warmup_steps": self.warmup_steps}
 
 
 def _boundaries(boundaries):

@@ -63,6 +63,21 @@ def test_schedule_round_trips_through_its_config(kind):
     assert len(set(_rates(again, steps))) == {"step": 3, "cosine": 8, "constant": 1}[kind]
 
 
+def test_cosine_warmup_steps_are_keras_cosine_decay_warmup():
+    schedule = PaperSchedule(0.1, 1000, "cosine", warmup_steps=100)
+    keras_cosine = keras.optimizers.schedules.CosineDecay(0.0, 900, warmup_target=0.1,
+                                                          warmup_steps=100)
+    steps = [0, 50, 99, 100, 550, 999, 1000, 1200]
+    assert _rates(schedule, steps) == _rates(keras_cosine, steps)
+    assert _rates(schedule, [0, 50, 100, 550, 1000]) == pytest.approx(
+        [0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-7)
+    with pytest.raises(ValueError, match="warmup_steps must be 0 unless kind is 'cosine'; got "
+                                         "10 with kind 'step'"):
+        PaperSchedule(0.1, 1000, "step", warmup_steps=10)
+    with pytest.raises(ValueError, match=r"warmup_steps must be an int in \[0, 999\]; got 1000"):
+        PaperSchedule(0.1, 1000, "cosine", warmup_steps=1000)
+
+
 def test_schedule_config_written_by_the_first_version_still_loads():
     # As a .keras file of the first version records it (module keras_resnet.recipe).
     old = {"module": "keras_resnet.recipe", "class_name": "PaperSchedule",
@@ -172,6 +187,8 @@ def test_normalization_is_adapted_when_the_data_has_no_statistics():
     ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),
     ({"warmup": 1}, TypeError, "warmup must be True or False; got 1"),
     ({"deterministic": "yes"}, TypeError, "deterministic must be True or False; got 'yes'"),
+    ({"warmup_steps": 5}, ValueError, "warmup_steps must be 0 unless schedule is 'cosine'; got 5 "
+                                      "with schedule 'step'"),
     ({"model_options": {"classes": 5}}, ValueError, "model head has classes=5 but data "
                                                     "'digits' has 10"),
     ({"model": "resnet50"}, ValueError, r"height 8 is too small; this network downsamples by "

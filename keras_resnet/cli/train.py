@@ -43,6 +43,9 @@ def register(subparsers):
                              "constant (default step)")
     parser.add_argument("--warmup", action="store_true",
                         help="the paper's warm-up: lr 0.01 until training error < 80%%")
+    parser.add_argument("--warmup-steps", type=int, default=0, metavar="STEPS",
+                        help="with --schedule cosine: a linear ramp from 0 over STEPS optimizer "
+                             "steps before the decay (default 0)")
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
                         help=f"L2 weight decay on kernels ({DEFAULT_WEIGHT_DECAY:g})")
     parser.add_argument("--label-smoothing", type=float, default=DEFAULT_LABEL_SMOOTHING,
@@ -85,6 +88,7 @@ def run(args):
     result = train(
         args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, schedule=args.schedule, warmup=args.warmup,
+        warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         initializer=args.initializer, precision=args.precision,
         jit_compile=JIT_COMPILE_FLAGS[args.jit_compile], early_stopping=args.early_stopping,

@@ -36,6 +36,8 @@ class TrainConfig:
         momentum, weight_decay, label_smoothing, jit_compile: see ``compile_model``.
         schedule: ``"step"`` (÷10 at 50% and 75% of training), ``"cosine"`` or ``"constant"``.
         warmup: the paper's warm-up (0.01 until the training error is below 80%).
+        warmup_steps: ``schedule="cosine"`` only: a linear ramp from 0 over this many steps
+            before the cosine decay (Keras' ``CosineDecay(warmup_steps=...)``).
         initializer: kernel initializer of a named model (any ``keras.initializers.get`` name).
         precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
         early_stopping: None, or the patience in epochs of ``keras.callbacks.EarlyStopping`` on
@@ -65,6 +67,7 @@ class TrainConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     schedule: str = DEFAULT_SCHEDULE
     warmup: bool = False
+    warmup_steps: int = 0
     label_smoothing: float = DEFAULT_LABEL_SMOOTHING
     initializer: object = DEFAULT_INITIALIZER
     precision: str = DEFAULT_PRECISION
@@ -90,6 +93,7 @@ class TrainConfig:
         checks.positive_number(self.learning_rate, "learning_rate", example="0.1")
         checks.optional_positive_int(self.early_stopping, "early_stopping")
         checks.positive_int(self.seed, "seed", minimum=0)
+        checks.positive_int(self.warmup_steps, "warmup_steps", minimum=0)
 
     def _check_choices(self):
         from keras_resnet.recipe import check_compile_arguments, resolve_initializer
@@ -98,6 +102,9 @@ class TrainConfig:
                                 label_smoothing=self.label_smoothing,
                                 jit_compile=self.jit_compile)
         checks.one_of(self.schedule, "schedule", SCHEDULES)
+        if self.warmup_steps and self.schedule != "cosine":
+            raise ValueError(f"warmup_steps must be 0 unless schedule is 'cosine'; got "
+                             f"{self.warmup_steps!r} with schedule {self.schedule!r}")
         checks.one_of(self.precision, "precision", PRECISIONS)
         checks.boolean(self.warmup, "warmup")
         checks.boolean(self.deterministic, "deterministic")

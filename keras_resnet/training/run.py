@@ -103,6 +103,7 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             are objects. Not together with ``options``.
         **options: the fields of ``TrainConfig``: ``epochs``, ``batch_size``,
             ``learning_rate``, ``momentum``, ``weight_decay``, ``schedule``, ``warmup``,
+            ``warmup_steps``,
             ``label_smoothing``, ``initializer``, ``precision``, ``jit_compile``,
             ``early_stopping``, ``out_dir``, ``export_dir``, ``name``, ``seed``,
             ``deterministic``, ``verbose``, ``model_options``, ``data_options``.
@@ -216,7 +217,8 @@ def _run(config, model, dataset):
     resumed_from = run_files.prepare()
     schedule = PaperSchedule(config.learning_rate, config.epochs * dataset.steps_per_epoch,
                              config.schedule,
-                             warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None)
+                             warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
+                             warmup_steps=config.warmup_steps)
     compile_model(model, learning_rate=schedule, momentum=config.momentum,
                   weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
                   jit_compile=config.jit_compile)
@@ -267,6 +269,7 @@ def _metrics(config, model, dataset, history, test, *, resumed_from, warmup_ende
         "test_size": dataset.test_size, "batch_size": dataset.batch_size,
         "learning_rate": config.learning_rate, "schedule": config.schedule,
         "warmup": config.warmup, "warmup_ended_at_step": warmup_ended_at_step,
+        "warmup_steps": config.warmup_steps,
         "weight_decay": config.weight_decay, "momentum": config.momentum,
         "label_smoothing": config.label_smoothing, "precision": config.precision,
         "seed": config.seed, "deterministic": config.deterministic, "export_path": export_path,
