@@ -3,7 +3,7 @@ directories of TFRecord shards (``prepare``'s output, ImageNet TFRecords).
 
 ``load_dataset`` returns a ``Dataset``: batched ``train`` / ``validation`` / ``test`` pipelines of
 ``(images, integer labels)`` plus metadata. Images are float32 *raw* pixel values (0..255);
-normalization belongs to the model (``keras_resnet.training.build_model`` prepends a
+normalization belongs to the model (``keras_resnet.recipe.build_model`` prepends a
 ``Normalization`` layer holding ``Dataset.mean`` / ``Dataset.variance``), so an exported model takes
 raw pixels. The small sources live in memory (``arrays``); folders and shards stream
 (``streaming``); ``prepare`` turns a folder into shards.
