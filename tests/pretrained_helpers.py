@@ -11,12 +11,7 @@ import keras
 import numpy as np
 
 
-def walk(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from walk(layer)
-        else:
-            yield layer
+from keras_resnet.stats import leaf_layers
 
 
 def torch_name(layer_name, avg_down):
@@ -37,7 +32,7 @@ def torch_name(layer_name, avg_down):
 def randomize_batch_norm(model, seed=0):
     """Random gamma, beta and moving statistics, so that a conversion ignoring them shows."""
     rng = np.random.default_rng(seed)
-    for layer in walk(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
@@ -49,7 +44,7 @@ def randomize_batch_norm(model, seed=0):
 def torch_state_dict(model, avg_down=False):
     """{torchvision key: array} for a post-activation keras_resnet ResNet."""
     state = {}
-    for layer in walk(model):
+    for layer in leaf_layers(model):
         if not layer.weights:
             continue
         name = torch_name(layer.name, avg_down)

@@ -17,7 +17,8 @@ import re
 import keras
 
 from keras_resnet import checks
-from keras_resnet.pretrained.torch_weights import HEAD_LAYER, flat_layers
+from keras_resnet.pretrained.torch_weights import HEAD_LAYER
+from keras_resnet.stats import leaf_layers
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class FineTuneResult:
 def model_stages(model: keras.Model) -> tuple[str, ...]:
     """The residual stages of a keras_resnet model, bottom to top (``conv2`` ... ``conv5``)."""
     stages = []
-    for layer in flat_layers(model):
+    for layer in leaf_layers(model):
         match = _STAGE.match(layer.name)
         if match and match[1] not in stages:
             stages.append(match[1])
@@ -73,7 +74,7 @@ def freeze_backbone(model: keras.Model, unfreeze_from: str | None = None,
     """
     first = None if unfreeze_from is None else int(unfreeze_from[len("conv"):])
     trainable = []
-    for layer in flat_layers(model):
+    for layer in leaf_layers(model):
         match = _LAYER_STAGE.match(layer.name)
         # Layers outside every stage and the stem are the top: post_bn of a pre-activation net.
         above = first is not None and (int(match[1]) >= first if match else True)

@@ -11,7 +11,8 @@ import numpy as np
 from keras_resnet.constants import PREPROCESSINGS, WEIGHTS_EXTENSIONS
 from keras_resnet.pretrained.architecture import infer_architecture
 from keras_resnet.pretrained.state_dict import is_torch_file, read_state_dict
-from keras_resnet.pretrained.torch_weights import LoadResult, flat_layers, load_state_dict
+from keras_resnet.pretrained.torch_weights import LoadResult, load_state_dict
+from keras_resnet.stats import leaf_layers
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def from_torch_checkpoint(path: str | os.PathLike, *, input_shape=None, classes=
 
 
 def _is_keras_applications(model):
-    conv = next((layer for layer in flat_layers(model) if layer.name == "conv1_conv"), None)
+    conv = next((layer for layer in leaf_layers(model) if layer.name == "conv1_conv"), None)
     return conv is not None and conv.use_bias
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_resnet.pretrained.architecture import TorchResNet, infer_architecture
 from keras_resnet.pretrained.state_dict import read_state_dict
+from keras_resnet.stats import leaf_layers
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ class LoadResult:
     loaded: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     architecture: TorchResNet | None = None
-
-
-def flat_layers(model):
-    """Yields the model's layers, descending into sub-models (``stage_models=True`` stages)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from flat_layers(layer)
-        else:
-            yield layer
 
 
 def torch_prefix(layer_name: str, avg_down: bool = False) -> str | None:
@@ -164,7 +156,7 @@ def _head_fits(layers, state):
 
 def _plan(model, state):
     """Checks everything and returns (assignments, loaded keys, skipped keys, architecture)."""
-    every_layer = list(flat_layers(model))
+    every_layer = list(leaf_layers(model))
     layers = [layer for layer in every_layer if layer.weights]
     architecture = infer_architecture(state)
     _check_structure(model, every_layer, architecture)
@@ -227,7 +219,7 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))
     if not skipped and not any(key in HEAD_KEYS for key in loaded) and \
-            any(layer.name == HEAD_LAYER for layer in flat_layers(model)):
+            any(layer.name == HEAD_LAYER for layer in leaf_layers(model)):
         logger.info("%s: the checkpoint has no fc; model %r's head keeps its initial "
                     "weights", path, model.name)
     if skipped:
