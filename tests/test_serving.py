@@ -127,12 +127,20 @@ def test_predict_uint8_instances_and_inputs_forms(server):
 
 
 def test_floats_are_written_as_tf_serving_writes_float32(server):
+    """json_tensor.cc's WriteDecimal: %g (six digits) if it reads back as the float, else %.9g."""
     _, _, client = server
     status, body = raw(client, "POST", "/v1/models/pets:predict",
                        {"instances": np.zeros((1, 8, 8, 1), int).tolist()})
     assert status == 200
     for value in body["predictions"][0]["probabilities"]:
-        assert repr(value) == str(np.float32(value))  # shortest float32 text, not 0.3330000042
+        single = np.float32(value)
+        six = "%g" % single
+        text = six if np.float32(six) == single else "%.9g" % single
+        assert value == float(text)
+    from keras_resnet.serving.json_text import decimal_text
+
+    assert [decimal_text(np.float32(v), float32=True) for v in (1 / 3, 0.25, 3, 1e6, 1e-5)] == [
+        "0.333333343", "0.25", "3.0", "1e+06", "1e-05"]
 
 
 def test_b64_png_through_the_bytes_signature(server):
