@@ -251,7 +251,7 @@ def test_bad_requests_get_tf_serving_status_and_error(server, method, path, body
     text = got if isinstance(got, str) else got["error"]
     assert message in text
     assert set(got) == {"error"} or isinstance(got, str)
-    assert client.status("pets")["model_version_status"][0]["state"] == "AVAILABLE"
+    assert "AVAILABLE" in [s["state"] for s in client.status("pets")["model_version_status"]]
 
 
 def test_routes_are_case_insensitive_and_ignore_query_strings(server):
@@ -407,9 +407,10 @@ def test_new_replaced_and_deleted_versions(server):
     def wait_for(version, want):
         deadline = time.monotonic() + 60
         while True:
-            served = client.status("pets")["model_version_status"][0]["version"]
+            served = [s["version"] for s in client.status("pets")["model_version_status"]
+                      if s["state"] == "AVAILABLE"]
             rows = client.predict("pets", instances=pixels[..., None])["predictions"]
-            if served == version and np.allclose(rows[0]["probabilities"], want, atol=1e-5):
+            if served == [version] and np.allclose(rows[0]["probabilities"], want, atol=1e-5):
                 return
             assert time.monotonic() < deadline, f"version {version} was not served"
             time.sleep(0.25)
@@ -483,7 +484,8 @@ def test_version_labels_and_pinned_versions(server):
     deadline = time.monotonic() + 60
     while True:
         try:
-            if len(client.status("labelled")["model_version_status"]) == 2:
+            states = client.status("labelled")["model_version_status"]
+            if [s["state"] for s in states] == ["AVAILABLE", "AVAILABLE"]:
                 break
         except ServingError:
             pass
@@ -532,3 +534,51 @@ def test_classify_over_rest_and_grpc(server):
     response = stub.Classify(request, timeout=30)
     assert [[c.label for c in row.classes] for row in response.result.classifications] == want
     assert response.model_spec.version.value == 1
+
+
+def wait_status(client, name, want, seconds=60):
+    """Polls ``GET /v1/models/<name>`` until its versions' (version, state, error_code) are
+    ``want``; returns the last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status, body = raw(client, "GET", f"/v1/models/{name}")
+        got = [(s["version"], s["state"], s["status"]["error_code"])
+               for s in body.get("model_version_status", [])] if status == 200 else body
+        if got == want:
+            return body
+        assert time.monotonic() < deadline, f"{name} status stayed {got}, wanted {want}"
+        time.sleep(0.1)
+
+
+def test_version_states_as_the_servable_state_monitor_keeps_them(server):
+    """get_model_status_impl.cc reads ServableStateMonitor, which never forgets a version:
+    unloaded ones are END (OK), a failed load is END with its error, and the newest serving
+    version stays while a newer one fails (AvailabilityPreservingPolicy)."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    _, base, client = server
+    shutil.copytree(base / "pets" / "1", base / "states" / "1")
+    wait_status(client, "states", [("1", "AVAILABLE", "OK")])
+    shutil.copytree(base / "pets" / "1", base / "states" / "2")
+    wait_status(client, "states", [("2", "AVAILABLE", "OK"), ("1", "END", "OK")])
+    (base / "states" / "3").mkdir()
+    (base / "states" / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    body = wait_status(client, "states", [("3", "END", "UNKNOWN"), ("2", "AVAILABLE", "OK"),
+                                          ("1", "END", "OK")])
+    assert body["model_version_status"][0]["status"]["error_message"]
+    assert client.metadata("states")["model_spec"]["version"] == "2"
+    assert raw(client, "GET", "/v1/models/states/versions/1") == (200, {
+        "model_version_status": [{"version": "1", "state": "END",
+                                  "status": {"error_code": "OK", "error_message": ""}}]})
+    shutil.rmtree(base / "states")
+    wait_status(client, "states", [("3", "END", "UNKNOWN"), ("2", "END", "OK"),
+                                   ("1", "END", "OK")])
+    assert raw(client, "POST", "/v1/models/states:predict", {"instances": ZEROS}) == (
+        404, {"error": "Servable not found for request: Latest(states)"})
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(client.grpc_target))
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "states"
+    answer = stub.GetModelStatus(request, timeout=30)
+    assert [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state))
+            for s in answer.model_version_status] == [(3, "END"), (2, "END"), (1, "END")]
+    assert answer.model_version_status[0].status.error_code != 0

@@ -150,17 +150,21 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.repository = repository
 
     def GetModelStatus(self, request, context):  # noqa: N802
-        """The served versions' states (AVAILABLE), newest first, as TF Serving reports them."""
+        """Every version's state (AVAILABLE, LOADING, END) and status, newest first, as TF Serving."""
         try:
             if not request.HasField("model_spec"):
                 raise BadRequest("Missing ModelSpec")
             name, version, _ = _spec(request)
-            numbers = self.repository.version_states(name, version)
+            states = self.repository.version_states(name, version)
         except ServingStatus as status:
             _abort(context, status)
+        from tensorflow.core.protobuf import error_codes_pb2
+
         response = get_model_status_pb2.GetModelStatusResponse()
-        for number in numbers:
+        for number, state, code, message in states:
             entry = response.model_version_status.add()
             entry.version = number
-            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            entry.status.error_code = error_codes_pb2.Code.Value(code)
+            entry.status.error_message = message
         return response

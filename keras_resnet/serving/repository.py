@@ -187,6 +187,10 @@ class Repository:
                                     "models (write one with `keras-resnet export`)")
         self.base_dir = base_dir
         self.models = {}  # name -> {version: LoadedVersion}
+        # name -> {version: (state, error code, message)}: every version ever aspired, as TF
+        # Serving's ServableStateMonitor keeps them (unloaded and failed ones END, never forgotten)
+        self.states = {}
+        self._failed = {}  # (name, version) -> identity of a version whose load failed
         self.max_batch_size = None
         self.version_labels = {}
         self.lock = threading.Lock()
@@ -210,22 +214,56 @@ class Repository:
             loaded = dict(self.models.get(name, {}))
             for version in wanted:
                 identity = self._identity(name, version)
-                if version in loaded and loaded[version].identity == identity:
+                if version in loaded and loaded[version].identity == identity or \
+                        self._failed.get((name, version)) == identity:
                     continue
-                loaded[version] = LoadedVersion(
-                    name, version, os.path.join(self.base_dir, name, str(version)))
-                loaded[version].identity = identity
-                changes.append(f"{name} version {version}")
-            for version in set(loaded) - set(wanted):
+                served = self._load(name, version, identity)
+                if served is not None:
+                    loaded[version] = served
+                    changes.append(f"{name} version {version}")
+            unaspired = sorted(set(loaded) - set(wanted))
+            if wanted and not set(wanted) & set(loaded):
+                # AvailabilityPreservingPolicy: while no aspired version is serving (a failed
+                # load), the newest serving one stays
+                unaspired = unaspired[:-1]
+            for version in unaspired:
                 del loaded[version]
+                self._set_state(name, version, "END")
                 changes.append(f"{name} version {version} unloaded")
             with self.lock:
                 self.models[name] = loaded
         for name in set(self.models) - set(model_names(self.base_dir)):
             with self.lock:
-                del self.models[name]
+                versions_gone = self.models.pop(name)
+            for version in versions_gone:
+                self._set_state(name, version, "END")
             changes.append(f"{name} removed")
         return changes
+
+    def _set_state(self, name, version, state, code="OK", message=""):
+        with self.lock:
+            self.states.setdefault(name, {})[version] = (state, code, message)
+
+    def _load(self, name, version, identity):
+        """Loads one version (LOADING, then AVAILABLE, or END with the error, not retried)."""
+        self._set_state(name, version, "LOADING")
+        try:
+            served = LoadedVersion(name, version, os.path.join(self.base_dir, name, str(version)))
+        except Exception as error:  # noqa: BLE001 (a broken version must not stop the others)
+            code = getattr(error, "error_code", None)
+            if code is not None:
+                from tensorflow.core.protobuf import error_codes_pb2
+
+                code = error_codes_pb2.Code.Name(code)
+            self._failed[(name, version)] = identity
+            self._set_state(name, version, "END", code or "UNKNOWN",
+                            getattr(error, "message", None) or str(error))
+            logger.warning("%s version %s failed to load: %s", name, version, error)
+            return None
+        served.identity = identity
+        self._failed.pop((name, version), None)
+        self._set_state(name, version, "AVAILABLE")
+        return served
 
     def watch(self, poll_seconds: float) -> threading.Thread:
         """Rescans every ``poll_seconds`` in a daemon thread (TF Serving polls the same way)."""
@@ -274,16 +312,21 @@ class Repository:
                                  f"batch size {batch_limit}")
         return served, served.run(signature_name, inputs, output_filter)
 
-    def version_states(self, name, version=None) -> list[int]:
-        """The AVAILABLE versions GetModelStatus reports, newest first (get_model_status_impl)."""
-        loaded = self.models.get(name) or {}
+    def version_states(self, name, version=None) -> list[tuple]:
+        """GetModelStatus's ``(version, state, error code, message)``, newest first.
+
+        As get_model_status_impl.cc reads the ServableStateMonitor: every version ever loaded
+        or tried, AVAILABLE, LOADING, or END once unloaded (error OK) or failed (its error).
+        """
+        with self.lock:
+            states = dict(self.states.get(name) or {})
         if version is not None:
-            if int(version) not in loaded:
+            if int(version) not in states:
                 raise NotFound(f"Could not find version {version} of model {name}")
-            return [int(version)]
-        if not loaded:
+            return [(int(version), *states[int(version)])]
+        if not states:
             raise NotFound(f"Could not find any versions of model {name}")
-        return sorted(loaded, reverse=True)
+        return [(number, *states[number]) for number in sorted(states, reverse=True)]
 
     def status(self, name, version=None, label=None) -> dict:
         """TF Serving's GetModelStatusResponse as JSON (``GET /v1/models/<name>``).
@@ -291,9 +334,9 @@ class Repository:
         Like TF Serving, a label in the path is accepted and ignored here.
         """
         return {"model_version_status": [
-            {"version": str(number), "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
-            for number in self.version_states(name, version)]}
+            {"version": str(number), "state": state,
+             "status": {"error_code": code, "error_message": message}}
+            for number, state, code, message in self.version_states(name, version)]}
 
     def metadata(self, name, version=None, label=None) -> dict:
         """TF Serving's GetModelMetadataResponse as JSON (``GET .../metadata``)."""
