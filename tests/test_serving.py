@@ -89,6 +89,8 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("saved_models")
     export_saved_model(model, base, class_names=NAMES, top_k=2, warmup_batch_sizes=(1,),
                        max_batch_size=MAX_BATCH)
+    export_saved_model(model, base, name="floaty", input_dtype="float32", top_k=2,
+                       warmup_batch_sizes=(1,), max_batch_size=MAX_BATCH)
     process, log, client = start_server(base, "--max-body-mb", "1")
     yield model, base, client
     stop_server(process, log)
@@ -582,3 +584,150 @@ def test_version_states_as_the_servable_state_monitor_keeps_them(server):
     assert [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state))
             for s in answer.model_version_status] == [(3, "END"), (2, "END"), (1, "END")]
     assert answer.model_version_status[0].status.error_code != 0
+
+
+def raw_text(client, path, body):
+    """POSTs ``body`` (bytes) and returns (status, the response body as text)."""
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", path, body=body)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    return response.status, text
+
+
+def test_non_finite_numbers_in_and_out_as_rapidjson_and_json_tensor(server):
+    """ParseJson's kParseNanAndInfFlag (RapidJSON 1.1.0) reads NaN, -NaN, Inf, -Inf, Infinity,
+    -Infinity; a float input takes them (IsLosslessDecimal lets non-finite through) and
+    WriteDecimal writes non-finite outputs as NaN / Infinity / -Infinity."""
+    model, _, client = server
+    image = np.zeros((8, 8, 1))
+    image[0, 0, 0] = 12345.5  # replaced by the token in the JSON text
+    template = json.dumps({"instances": [image.tolist()]}).encode()
+    for token in ("NaN", "-NaN", "Inf", "-Inf", "Infinity", "-Infinity"):
+        body = template.replace(b"12345.5", token.encode())
+        status, text = raw_text(client, "/v1/models/floaty:predict", body)
+        assert status == 200, text
+        assert len(json.loads(text)["predictions"][0]["probabilities"]) == 3
+    want = expected(model, np.zeros((1, 8, 8)))
+    status, text = raw_text(client, "/v1/models/floaty:predict",
+                            b'{"inputs": %s}' % json.dumps(np.zeros((1, 8, 8, 1)).tolist()).encode())
+    assert status == 200
+    np.testing.assert_allclose(json.loads(text)["outputs"]["probabilities"], want, atol=1e-5)
+    # outputs: the JSON the server writes for non-finite float32 and float64 values
+    from keras_resnet.serving import rest
+
+    values = np.array([np.nan, np.inf, -np.inf, 0.1], np.float32)
+    assert json.dumps(rest._to_json({"x": values}, rows=False)) == (
+        '{"outputs": [NaN, Infinity, -Infinity, 0.1]}')
+    assert json.dumps(rest._to_json({"x": values[:, None].astype(np.float64), "y": values[:, None]},
+                                    rows=True)["predictions"][:3]) == (
+        '[{"x": [NaN], "y": [NaN]}, {"x": [Infinity], "y": [Infinity]}, '
+        '{"x": [-Infinity], "y": [-Infinity]}]')
+    # a uint8 input takes JSON integers only: the token is quoted as WriteDecimal writes it
+    for token, shown in (("NaN", "NaN"), ("-Inf", "-Infinity"), ("Infinity", "Infinity")):
+        body = b'{"instances": [[[[%s]]]]}' % token.encode()
+        assert raw_text(client, "/v1/models/pets:predict", body) == (400, json.dumps({
+            "error": "Failed to process element: 0 of 'instances' list. Error: "
+                     f"INVALID_ARGUMENT: JSON Value: {shown} Type: Number is not of expected "
+                     "type: uint8"}))
+    # tf.Example features: a double is a float_list value, non-finite included
+    status, text = raw_text(client, "/v1/models/pets:classify", json.dumps({
+        "signature_name": "classify", "context": {"weight": [float("nan"), float("-inf")]},
+        "examples": [{"image/encoded": {"b64": base64.b64encode(png(np.zeros((8, 8), np.uint8)))
+                                        .decode()}}]}).encode())
+    assert status == 200 and len(json.loads(text)["results"][0]) == 2
+
+
+ELEMENT_0 = "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("pets", b'{"instances": [1,}', "JSON Parse error: Invalid value. at offset: 17"),
+    ("pets", b'{"instances": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array "
+                                      "element. at offset: 17"),
+    ("pets", b'{"instances": [1]', "JSON Parse error: Missing a comma or '}' after an object "
+                                   "member. at offset: 17"),
+    ("pets", b'{"instances": [Inf] "x"}', "JSON Parse error: Missing a comma or '}' after an "
+                                          "object member. at offset: 20"),
+    ("pets", b'  ', "JSON Parse error: The document is empty. at offset: 2"),
+    ("pets", b'[1]', "JSON Value: [\n    1\n] Is not object"),
+    ("pets", b'{"instances": 5}',
+     "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array"),
+    ("pets", b'{"instances": [], "x": 2.5e-7}',
+     "JSON Value: {\n    \"instances\": [],\n    \"x\": 2.5e-7\n} No values in 'instances' "
+     "array"),
+    ("pets", b'{"instances": [[[[2147483648]]]]}', ELEMENT_0 + "JSON Value: 2147483648 Type: "
+     "Number is not of expected type: uint8"),
+    ("pets", b'{"instances": [[[[3.14159265]]]]}', ELEMENT_0 + "JSON Value: 3.1415926500000002 "
+     "Type: Number is not of expected type: uint8"),
+    ("floaty", b'{"instances": [[[[16777217]]]]}', ELEMENT_0 + "Cannot convert JSON value: "
+     "16777217 to float without loss of precision."),
+    ("floaty", b'{"inputs": [[[[1e39]]]]}', "Cannot convert JSON value: 1e+39 to float "
+                                            "without loss of precision."),
+    ("pets", b'{"instances": [{"images": [[[0]]], "x": 1}]}', "Failed to process element: 0 "
+     "key: x of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not have named "
+     "input: x"),
+    ("pets", b'{"instances": [[[[0]]], {"images": 1}]}', "Expecting value/list but got object "
+                                                         "at item 1 of input list"),
+])
+def test_json_errors_read_as_tf_serving_writes_them(server, path, body, message):
+    _, _, client = server
+    status, text = raw_text(client, f"/v1/models/{path}:predict", body)
+    assert (status, json.loads(text)) == (400, {"error": message})
+
+
+def test_grpc_multi_inference_and_example_checks(server):
+    """multi_inference.cc's checks and results; classifier/regressor check the signature
+    before reading the Input ("Input is empty."); ServerCore refuses a nameless ModelSpec."""
+    from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2,
+                                         regression_pb2)
+
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, client = server
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(client.grpc_target))
+    pixels = np.random.default_rng(11).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add(method_name="tensorflow/serving/classify")
+    task.model_spec.name, task.model_spec.signature_name = "pets", "classify"
+    for serialized in image_examples([png(p) for p in pixels]):
+        request.input.example_list.examples.add().ParseFromString(serialized)
+    response = stub.MultiInference(request, timeout=30)
+    probabilities = expected(model, pixels)
+    (result,) = response.results
+    assert result.model_spec.version.value == 1 and result.model_spec.signature_name == "classify"
+    assert [[c.label for c in row.classes] for row in
+            result.classification_result.classifications] == [
+        [NAMES[i] for i in np.argsort(-p)[:2]] for p in probabilities]
+
+    def refused(method, message, code=grpc.StatusCode.INVALID_ARGUMENT):
+        with pytest.raises(grpc.RpcError) as raised:
+            method(timeout=30)
+        assert (raised.value.code(), raised.value.details()) == (code, message)
+
+    duplicate = inference_pb2.MultiInferenceRequest()
+    duplicate.CopyFrom(request)
+    duplicate.tasks.add().CopyFrom(task)
+    refused(lambda **kw: stub.MultiInference(duplicate, **kw),
+            "Duplicate evaluation of signature: classify")
+    regress = inference_pb2.MultiInferenceRequest()
+    regress.CopyFrom(request)
+    regress.tasks[0].method_name = "tensorflow/serving/regress"
+    refused(lambda **kw: stub.MultiInference(regress, **kw), "Expected one output Tensor.")
+    regress.tasks[0].method_name = "tensorflow/serving/predict"
+    refused(lambda **kw: stub.MultiInference(regress, **kw),
+            "Unsupported signature method_name: tensorflow/serving/predict",
+            grpc.StatusCode.UNIMPLEMENTED)
+    refused(lambda **kw: stub.MultiInference(inference_pb2.MultiInferenceRequest(), **kw),
+            "ModelSpec has no name specified.")
+    empty = classification_pb2.ClassificationRequest()
+    empty.model_spec.name, empty.model_spec.signature_name = "pets", "classify"
+    refused(lambda **kw: stub.Classify(empty, **kw), "Input is empty.")
+    empty_regress = regression_pb2.RegressionRequest()
+    empty_regress.model_spec.name = "pets"
+    refused(lambda **kw: stub.Regress(empty_regress, **kw), "Expected one output Tensor.")
+    refused(lambda **kw: stub.Predict(predict_pb2.PredictRequest(), **kw),
+            "ModelSpec has no name specified.")

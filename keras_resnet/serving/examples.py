@@ -87,21 +87,23 @@ def from_json(document) -> list[bytes]:
 def _with_context(example, context):
     if context is None:
         return example.SerializeToString()
-    merged = type(example)()
-    merged.CopyFrom(context)
-    merged.MergeFrom(example)  # the example's own features win, as in TF Serving
-    return merged.SerializeToString()
+    # InputToSerializedExampleTensor: the context's bytes, then the example's (which win when
+    # the parsed message has a feature twice)
+    return context.SerializeToString() + example.SerializeToString()
 
 
 def from_input(request_input) -> list[bytes]:
-    """The serialized Examples of a gRPC ``tensorflow.serving.Input``."""
+    """The serialized Examples of a gRPC ``tensorflow.serving.Input`` (util.cc's rules)."""
     which = request_input.WhichOneof("kind")
+    serialized = []
     if which == "example_list":
-        return [e.SerializeToString() for e in request_input.example_list.examples]
-    if which == "example_list_with_context":
+        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif which == "example_list_with_context":
         listed = request_input.example_list_with_context
-        return [_with_context(e, listed.context) for e in listed.examples]
-    raise BadRequest("Input is empty")
+        serialized = [_with_context(e, listed.context) for e in listed.examples]
+    if not serialized:
+        raise BadRequest("Input is empty.")
+    return serialized
 
 
 def results_json(method, outputs) -> list:

@@ -3,10 +3,10 @@
 ``Predict`` feeds the request's tensors as they come (TF's own dtype check, the graph's checks),
 honours ``output_filter`` and ``version_label``, and answers with the typed ``*_val`` fields as TF
 Serving does (``Tensor::AsProtoField``); ``GetModelMetadata`` and ``GetModelStatus`` answer as
-``get_model_metadata_impl.cc`` and ``get_model_status_impl.cc``. Methods TF Serving has and this
-server lacks (MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED. ``Classify`` and
-``Regress`` run tf.Examples through a signature that fits TF Serving's classification or
-regression contract (the export's ``classify`` signature).
+``get_model_metadata_impl.cc`` and ``get_model_status_impl.cc``. ``Classify``, ``Regress`` and
+``MultiInference`` run tf.Examples through signatures that fit TF Serving's classification or
+regression contract (the export's ``classify`` signature). ``HandleReloadConfigRequest``, which
+this server lacks, answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
+                                     get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
 from keras_resnet.serving import examples
-from keras_resnet.serving.repository import BadRequest, ServingStatus, classify_or_regress
+from keras_resnet.serving.inference import REGRESS_METHOD, classify_or_regress, multi_inference
+from keras_resnet.serving.repository import BadRequest, ServingStatus
 
 SIGNATURE_DEF = "signature_def"
 
@@ -111,10 +112,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.result.regressions.add(value=float(value))
         return response
 
+    def MultiInference(self, request, context):  # noqa: N802
+        """TF Serving's MultiInference (multi_inference.cc): classify/regress tasks at once."""
+        try:
+            served, results = multi_inference(self.repository, request,
+                                              lambda: examples.from_input(request.input))
+        except ServingStatus as status:
+            _abort(context, status)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, outputs in results:
+            result = response.results.add()
+            result.model_spec.name = task.model_spec.name
+            result.model_spec.signature_name = task.model_spec.signature_name
+            result.model_spec.version.value = served.version
+            if task.method_name == REGRESS_METHOD:
+                for value in outputs["outputs"].reshape(-1):
+                    result.regression_result.regressions.add(value=float(value))
+                continue
+            for row in examples.pairs(outputs):
+                classifications = result.classification_result.classifications.add()
+                for label, score in row:
+                    classifications.classes.add(label=label, score=score)
+        return response
+
     def _examples(self, method, request, context):
         name, version, label = _spec(request)
         try:
-            serialized = examples.from_input(request.input)
+            serialized = lambda: examples.from_input(request.input)  # noqa: E731
             return classify_or_regress(self.repository, method, name, serialized,
                                        request.model_spec.signature_name, version, label)
         except ServingStatus as status:

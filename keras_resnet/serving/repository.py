@@ -283,6 +283,8 @@ class Repository:
 
     def get(self, name, version=None, label=None) -> LoadedVersion:
         """A loaded version: the newest, or by number or label (ServerCore's ModelSpec rules)."""
+        if not name:  # ServerCore::ServableRequestFromModelSpec
+            raise BadRequest("ModelSpec has no name specified.")
         if version is not None and label is not None:
             raise BadRequest(f"Both model version ({version}) and model version label ({label}) "
                              "cannot be supplied.")
@@ -303,7 +305,10 @@ class Repository:
     def predict(self, name, inputs, signature_name="", version=None, label=None,
                 output_filter=()):
         """TF Serving's Predict on ``{alias: NumPy array}``; returns (version, outputs)."""
-        served = self.get(name, version, label)
+        return self.run(self.get(name, version, label), inputs, signature_name, output_filter)
+
+    def run(self, served, inputs, signature_name="", output_filter=()):
+        """Runs a loaded version after the batching limit check; returns (version, outputs)."""
         batch_limit = self.max_batch_size
         for value in inputs.values():
             if batch_limit is not None and value.ndim and value.shape[0] > batch_limit:
@@ -373,58 +378,3 @@ def _read_models_config(base_dir):
 
     entries = read_models_config(base_dir)
     return entries, {name: dict(entry.version_labels) for name, entry in entries.items()}
-
-
-def check_classification(signature) -> list[str]:
-    """TF Serving's PreProcessClassification (method-name check off, its default for TF2).
-
-    Returns:
-        The output aliases to fetch (``classes`` and/or ``scores``).
-    """
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) not in (1, 2):
-        raise BadRequest(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    if "inputs" not in signature.inputs:
-        raise BadRequest(f"No classification inputs found in SignatureDef: {signature}")
-    found = [alias for alias in ("classes", "scores") if alias in signature.outputs]
-    if not found:
-        raise BadRequest('Expected classification signature outputs to contain at least one of '
-                         f'"classes" or "scores". Signature was: {signature}')
-    return found
-
-
-def check_regression(signature) -> list[str]:
-    """TF Serving's PreProcessRegression (method-name check off): one input, one output."""
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) != 1:
-        raise BadRequest("Expected one output Tensor.")
-    if "inputs" not in signature.inputs:
-        raise BadRequest(f"No regression inputs found in SignatureDef: {signature}")
-    if "outputs" not in signature.outputs:
-        raise BadRequest(f"No regression outputs found in SignatureDef: {signature}")
-    return ["outputs"]
-
-
-def classify_or_regress(repository, method, name, serialized, signature_name="", version=None,
-                        label=None):
-    """Runs serialized tf.Examples through a classification/regression signature.
-
-    Args:
-        method: ``"classify"`` or ``"regress"``.
-        serialized: a list of serialized ``tf.train.Example`` protos.
-
-    Returns:
-        ``(served version, {output alias: NumPy array})``.
-    """
-    served = repository.get(name, version, label)
-    key = signature_name or IMAGES_SIGNATURE
-    if key not in served.signature_defs:
-        raise BadRequest(f"No signature was found with the name: {key}")
-    check = check_classification if method == "classify" else check_regression
-    aliases = check(served.signature_defs[key])
-    import numpy as np
-
-    inputs = {"inputs": np.array(serialized, dtype=object)}
-    return repository.predict(name, inputs, key, version, label, tuple(aliases))

@@ -17,8 +17,8 @@ import urllib.parse
 import numpy as np
 
 from keras_resnet.serving import examples, json_text
-from keras_resnet.serving.repository import (BadRequest, Repository, ServingStatus,
-                                             classify_or_regress)
+from keras_resnet.serving.inference import classify_or_regress
+from keras_resnet.serving.repository import BadRequest, Repository, ServingStatus
 
 # kPredictionApiGegex and kModelStatusApiRegex of http_rest_api_util.cc; kPathRegex of the handler.
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
