@@ -161,8 +161,14 @@ def test_status_and_metadata_have_tf_serving_shape(server):
     metadata = client.metadata("pets")
     assert metadata["model_spec"] == {"name": "pets", "signature_name": "", "version": "1"}
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
-    assert sorted(signatures) == ["classify", "serving_bytes", "serving_default"]
-    assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_UINT8"
+    # get_model_metadata_impl.cc copies every SignatureDef, the init op's included
+    assert sorted(signatures) == ["__saved_model_init_op", "classify", "serving_bytes",
+                                  "serving_default"]
+    images = signatures["serving_default"]["inputs"]["images"]
+    assert images["dtype"] == "DT_UINT8"
+    # ToJsonString's always_print_fields_with_no_presence: defaults are written too
+    assert images["tensor_shape"]["unknown_rank"] is False
+    assert signatures["serving_default"]["defaults"] == {}
 
 
 def test_client_casts_to_the_signature_dtype(server):
@@ -346,7 +352,8 @@ def test_grpc_predict_metadata_status_and_output_filter(server):
     assert outputs["labels"].shape == (2, 2)
     assert sorted(client.grpc_predict("pets", {"images": pixels[..., None]},
                                       output_filter=["classes"])) == ["classes"]
-    assert sorted(client.grpc_metadata("pets")) == ["classify", "serving_bytes", "serving_default"]
+    assert sorted(client.grpc_metadata("pets")) == ["__saved_model_init_op", "classify",
+                                                  "serving_bytes", "serving_default"]
     assert client.grpc_status("pets") == [(1, "AVAILABLE")]
     with pytest.raises(ServingError, match=r"NOT_FOUND: Could not find any versions of model "
                                            r"nope"):  # get_model_status_impl.cc

@@ -55,7 +55,8 @@ def _spec(request):
 
 def _model_spec(response, request, served):
     response.model_spec.name = request.model_spec.name
-    response.model_spec.signature_name = request.model_spec.signature_name
+    # util.cc's MakeModelSpec: an empty signature name is answered as serving_default
+    response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
     response.model_spec.version.value = served.version
 
 
@@ -123,7 +124,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for task, outputs in results:
             result = response.results.add()
             result.model_spec.name = task.model_spec.name
-            result.model_spec.signature_name = task.model_spec.signature_name
+            result.model_spec.signature_name = task.model_spec.signature_name or "serving_default"
             result.model_spec.version.value = served.version
             if task.method_name == REGRESS_METHOD:
                 for value in outputs["outputs"].reshape(-1):
@@ -148,6 +149,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """TF Serving's GetModelMetadata: the signature_def field only."""
         name, version, label = _spec(request)
         try:
+            if not request.HasField("model_spec"):
+                raise BadRequest("Missing ModelSpec")
             if not request.metadata_field:
                 raise BadRequest("GetModelMetadataRequest must specify at least one "
                                  "metadata_field")
@@ -158,7 +161,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingStatus as status:
             _abort(context, status)
         definitions = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in served.signature_defs.items():
+        for key, value in served.all_signature_defs.items():
             definitions.signature_def[key].CopyFrom(value)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = name

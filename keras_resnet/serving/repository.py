@@ -69,8 +69,10 @@ class LoadedVersion:
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
             proto.ParseFromString(handle.read())
-        self.signature_defs = {key: value for key, value in
-                               proto.meta_graphs[0].signature_def.items()
+        # every SignatureDef, ``__saved_model_init_op`` included, as TF Serving's metadata lists
+        # them; the servable ones exclude the internal ``__*`` entries
+        self.all_signature_defs = dict(proto.meta_graphs[0].signature_def)
+        self.signature_defs = {key: value for key, value in self.all_signature_defs.items()
                                if not key.startswith("__")}
         self.graph = tf.Graph()
         with self.graph.as_default():
@@ -350,12 +352,14 @@ class Repository:
 
         served = self.get(name, version, label)
         definitions = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in served.signature_defs.items():
+        for key, value in served.all_signature_defs.items():
             definitions.signature_def[key].CopyFrom(value)
         return {"model_spec": {"name": name, "signature_name": "",
                                "version": str(served.version)},
+                # http_rest_api_util.cc's ToJsonString: always_print_fields_with_no_presence
                 "metadata": {"signature_def": json_format.MessageToDict(
-                    definitions, preserving_proto_field_name=True)}}
+                    definitions, preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True)}}
 
 
 def _wanted_versions(entry, available):
