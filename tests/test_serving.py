@@ -565,9 +565,27 @@ def test_version_states_as_the_servable_state_monitor_keeps_them(server):
     version stays while a newer one fails (AvailabilityPreservingPolicy)."""
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
+    from keras_resnet.export.deployment import write_models_config
+
     _, base, client = server
+    shutil.copytree(base / "pets" / "1", base / "unlisted" / "1")
     shutil.copytree(base / "pets" / "1", base / "states" / "1")
+    write_models_config(base, labels=None)  # lists both
     wait_status(client, "states", [("1", "AVAILABLE", "OK")])
+    wait_status(client, "unlisted", [("1", "AVAILABLE", "OK")])
+    # a model models.config no longer lists is unloaded (--model_config_file)
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse((base / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    kept = [entry for entry in config.model_config_list.config if entry.name != "unlisted"]
+    del config.model_config_list.config[:]
+    config.model_config_list.config.extend(kept)
+    (base / "models.tmp").write_text(text_format.MessageToString(config))
+    (base / "models.tmp").replace(base / "models.config")
+    wait_status(client, "unlisted", [("1", "END", "OK")])
+    shutil.rmtree(base / "unlisted")
     shutil.copytree(base / "pets" / "1", base / "states" / "2")
     wait_status(client, "states", [("2", "AVAILABLE", "OK"), ("1", "END", "OK")])
     (base / "states" / "3").mkdir()

@@ -209,8 +209,10 @@ class Repository:
 
         self.max_batch_size = read_max_batch_size(self.base_dir)
         policies, self.version_labels = _read_models_config(self.base_dir)
+        # TF Serving with --model_config_file serves the models the file lists, no others
+        names = sorted(policies) or model_names(self.base_dir)
         changes = []
-        for name in model_names(self.base_dir):
+        for name in names:
             available = versions(os.path.join(self.base_dir, name))
             wanted = _wanted_versions(policies.get(name), available)
             loaded = dict(self.models.get(name, {}))
@@ -234,7 +236,7 @@ class Repository:
                 changes.append(f"{name} version {version} unloaded")
             with self.lock:
                 self.models[name] = loaded
-        for name in set(self.models) - set(model_names(self.base_dir)):
+        for name in set(self.models) - set(names):
             with self.lock:
                 versions_gone = self.models.pop(name)
             for version in versions_gone:
