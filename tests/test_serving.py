@@ -218,6 +218,9 @@ ZEROS = np.zeros((1, 8, 8, 1), int).tolist()
     ("POST", "/v1/models/pets:predict", b"", 400, "JSON Parse error: The document is empty"),
     ("POST", "/v1/models/pets:predict", {"instances": ZEROS, "signature_name": "nope"}, 400,
      'Serving signature name: "nope" not found in signature def'),
+    ("POST", "/v1/models/pets:predict",
+     {"instances": ZEROS, "signature_name": "__saved_model_init_op"}, 400,
+     "Failed to get input map for signature: __saved_model_init_op"),
     # the graph's own checks (the export's shape assertion; decode_image)
     ("POST", "/v1/models/pets:predict", {"instances": np.zeros((2, 8, 4, 1), int).tolist()},
      400, "images must have shape [batch, 8, 8, 1]; got shape] [2 8 4 1]"),
@@ -636,8 +639,8 @@ def test_non_finite_numbers_in_and_out_as_rapidjson_and_json_tensor(server):
         assert status == 200, text
         assert len(json.loads(text)["predictions"][0]["probabilities"]) == 3
     want = expected(model, np.zeros((1, 8, 8)))
-    status, text = raw_text(client, "/v1/models/floaty:predict",
-                            b'{"inputs": %s}' % json.dumps(np.zeros((1, 8, 8, 1)).tolist()).encode())
+    zeros = json.dumps(np.zeros((1, 8, 8, 1)).tolist()).encode()
+    status, text = raw_text(client, "/v1/models/floaty:predict", b'{"inputs": %s}' % zeros)
     assert status == 200
     np.testing.assert_allclose(json.loads(text)["outputs"]["probabilities"], want, atol=1e-5)
     # outputs: the JSON the server writes for non-finite float32 and float64 values

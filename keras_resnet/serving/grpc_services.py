@@ -177,7 +177,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.repository = repository
 
     def GetModelStatus(self, request, context):  # noqa: N802
-        """Every version's state (AVAILABLE, LOADING, END) and status, newest first, as TF Serving."""
+        """Every version's state (LOADING, AVAILABLE, END) and status, newest first."""
         try:
             if not request.HasField("model_spec"):
                 raise BadRequest("Missing ModelSpec")

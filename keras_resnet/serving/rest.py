@@ -86,8 +86,11 @@ def predict(repository, name, version, label, body) -> dict:
                          "'signature_name' key must be a string value.")
     served = repository.get(name, version, label)
     key = signature_name or "serving_default"
-    if key not in served.signature_defs:
+    if key not in served.all_signature_defs:
         raise BadRequest(f'Serving signature name: "{key}" not found in signature def')
+    if not served.all_signature_defs[key].inputs:  # __saved_model_init_op
+        raise BadRequest("Failed to get input map for signature: "
+                         f"{signature_name or 'DEFAULT'}")
     dtypes = served.input_dtypes(key)
     if "instances" in document and "inputs" in document:
         raise BadRequest(f"JSON Value: {_show(document)} Not formatted correctly expecting only "
