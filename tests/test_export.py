@@ -157,13 +157,21 @@ def test_warmup_records_parse_as_prediction_logs(exported):
                tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
     seen = []
     for log in records:
+        if log.HasField("classify_log"):  # a ClassificationRequest of tf.Examples
+            request = log.classify_log.request
+            examples = request.input.example_list.examples
+            assert all(e.features.feature["image/encoded"].bytes_list.value[0][:4] ==
+                       b"\x89PNG" for e in examples)
+            seen.append((request.model_spec.signature_name, "examples", len(examples)))
+            continue
         request = log.predict_log.request
         assert request.model_spec.name == "tiny"
         (name, tensor), = request.inputs.items()
         seen.append((request.model_spec.signature_name, name, tensor.tensor_shape.dim[0].size))
     assert seen == [("serving_default", "images", 1), ("serving_default", "images", 8),
                     ("serving_default", "images", 32), ("serving_bytes", "image_bytes", 1),
-                    ("serving_bytes", "image_bytes", 8)]
+                    ("serving_bytes", "image_bytes", 8), ("classify", "examples", 1),
+                    ("classify", "examples", 8)]
 
 
 @pytest.mark.slow
@@ -172,7 +180,7 @@ def test_verify_in_tensorflow_only_process(exported):
     report = verify_export(path)
     assert report["keras_imported"] is False
     assert report["signatures"] == ["classify", "serving_bytes", "serving_default"]
-    assert len(report["cases"]) == 9 and report["max_abs_diff"] <= 1e-5
+    assert len(report["cases"]) == 11 and report["max_abs_diff"] <= 1e-5
     table = report["table"]  # saved_model_cli show --all
     assert "signature_def['serving_default']:" in table
     assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 8, 1)" \
@@ -315,12 +323,14 @@ def test_next_export_removes_temporaries_of_dead_writers(exported, tmp_path):
 def test_default_warmup_fits_max_batch_size(exported, tmp_path):
     model, _, _ = exported
     path = export_saved_model(model, tmp_path, max_batch_size=16)
-    sizes = [(log.predict_log.request.model_spec.signature_name,
-              next(iter(log.predict_log.request.inputs.values())).tensor_shape.dim[0].size)
-             for log in (prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
-                         tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE)))]
+    from keras_resnet.export.verify import warmup_inputs_of
+
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+            tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
+    sizes = [(getattr(log, log.WhichOneof("log_type")).request.model_spec.signature_name,
+              len(warmup_inputs_of(log))) for log in logs]
     assert sizes == [("serving_default", 1), ("serving_default", 8), ("serving_bytes", 1),
-                     ("serving_bytes", 8)]
+                     ("serving_bytes", 8), ("classify", 1), ("classify", 8)]
     with open(os.path.join(tmp_path, "batching_parameters.txt")) as handle:
         assert "max_batch_size { value: 16 }" in handle.read()
 

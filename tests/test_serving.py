@@ -89,6 +89,8 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("saved_models")
     export_saved_model(model, base, class_names=NAMES, top_k=2, warmup_batch_sizes=(1,),
                        max_batch_size=MAX_BATCH)
+    export_saved_model(model, base, name="floaty", input_dtype="float32", top_k=2,
+                       warmup_batch_sizes=(1,), max_batch_size=MAX_BATCH)
     process, log, client = start_server(base, "--max-body-mb", "1")
     yield model, base, client
     stop_server(process, log)
@@ -127,12 +129,20 @@ def test_predict_uint8_instances_and_inputs_forms(server):
 
 
 def test_floats_are_written_as_tf_serving_writes_float32(server):
+    """json_tensor.cc's WriteDecimal: %g (six digits) if it reads back as the float, else %.9g."""
     _, _, client = server
     status, body = raw(client, "POST", "/v1/models/pets:predict",
                        {"instances": np.zeros((1, 8, 8, 1), int).tolist()})
     assert status == 200
     for value in body["predictions"][0]["probabilities"]:
-        assert repr(value) == str(np.float32(value))  # shortest float32 text, not 0.3330000042
+        single = np.float32(value)
+        six = "%g" % single
+        text = six if np.float32(six) == single else "%.9g" % single
+        assert value == float(text)
+    from keras_resnet.serving.json_text import decimal_text
+
+    assert [decimal_text(np.float32(v), float32=True) for v in (1 / 3, 0.25, 3, 1e6, 1e-5)] == [
+        "0.333333343", "0.25", "3.0", "1e+06", "1e-05"]
 
 
 def test_b64_png_through_the_bytes_signature(server):
@@ -151,8 +161,14 @@ def test_status_and_metadata_have_tf_serving_shape(server):
     metadata = client.metadata("pets")
     assert metadata["model_spec"] == {"name": "pets", "signature_name": "", "version": "1"}
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
-    assert sorted(signatures) == ["classify", "serving_bytes", "serving_default"]
-    assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_UINT8"
+    # get_model_metadata_impl.cc copies every SignatureDef, the init op's included
+    assert sorted(signatures) == ["__saved_model_init_op", "classify", "serving_bytes",
+                                  "serving_default"]
+    images = signatures["serving_default"]["inputs"]["images"]
+    assert images["dtype"] == "DT_UINT8"
+    # ToJsonString's always_print_fields_with_no_presence: defaults are written too
+    assert images["tensor_shape"]["unknown_rank"] is False
+    assert signatures["serving_default"]["defaults"] == {}
 
 
 def test_client_casts_to_the_signature_dtype(server):
@@ -202,6 +218,9 @@ ZEROS = np.zeros((1, 8, 8, 1), int).tolist()
     ("POST", "/v1/models/pets:predict", b"", 400, "JSON Parse error: The document is empty"),
     ("POST", "/v1/models/pets:predict", {"instances": ZEROS, "signature_name": "nope"}, 400,
      'Serving signature name: "nope" not found in signature def'),
+    ("POST", "/v1/models/pets:predict",
+     {"instances": ZEROS, "signature_name": "__saved_model_init_op"}, 400,
+     "Failed to get input map for signature: __saved_model_init_op"),
     # the graph's own checks (the export's shape assertion; decode_image)
     ("POST", "/v1/models/pets:predict", {"instances": np.zeros((2, 8, 4, 1), int).tolist()},
      400, "images must have shape [batch, 8, 8, 1]; got shape] [2 8 4 1]"),
@@ -243,7 +262,7 @@ def test_bad_requests_get_tf_serving_status_and_error(server, method, path, body
     text = got if isinstance(got, str) else got["error"]
     assert message in text
     assert set(got) == {"error"} or isinstance(got, str)
-    assert client.status("pets")["model_version_status"][0]["state"] == "AVAILABLE"
+    assert "AVAILABLE" in [s["state"] for s in client.status("pets")["model_version_status"]]
 
 
 def test_routes_are_case_insensitive_and_ignore_query_strings(server):
@@ -336,7 +355,8 @@ def test_grpc_predict_metadata_status_and_output_filter(server):
     assert outputs["labels"].shape == (2, 2)
     assert sorted(client.grpc_predict("pets", {"images": pixels[..., None]},
                                       output_filter=["classes"])) == ["classes"]
-    assert sorted(client.grpc_metadata("pets")) == ["classify", "serving_bytes", "serving_default"]
+    assert sorted(client.grpc_metadata("pets")) == ["__saved_model_init_op", "classify",
+                                                  "serving_bytes", "serving_default"]
     assert client.grpc_status("pets") == [(1, "AVAILABLE")]
     with pytest.raises(ServingError, match=r"NOT_FOUND: Could not find any versions of model "
                                            r"nope"):  # get_model_status_impl.cc
@@ -399,9 +419,10 @@ def test_new_replaced_and_deleted_versions(server):
     def wait_for(version, want):
         deadline = time.monotonic() + 60
         while True:
-            served = client.status("pets")["model_version_status"][0]["version"]
+            served = [s["version"] for s in client.status("pets")["model_version_status"]
+                      if s["state"] == "AVAILABLE"]
             rows = client.predict("pets", instances=pixels[..., None])["predictions"]
-            if served == version and np.allclose(rows[0]["probabilities"], want, atol=1e-5):
+            if served == [version] and np.allclose(rows[0]["probabilities"], want, atol=1e-5):
                 return
             assert time.monotonic() < deadline, f"version {version} was not served"
             time.sleep(0.25)
@@ -475,7 +496,8 @@ def test_version_labels_and_pinned_versions(server):
     deadline = time.monotonic() + 60
     while True:
         try:
-            if len(client.status("labelled")["model_version_status"]) == 2:
+            states = client.status("labelled")["model_version_status"]
+            if [s["state"] for s in states] == ["AVAILABLE", "AVAILABLE"]:
                 break
         except ServingError:
             pass
@@ -524,3 +546,216 @@ def test_classify_over_rest_and_grpc(server):
     response = stub.Classify(request, timeout=30)
     assert [[c.label for c in row.classes] for row in response.result.classifications] == want
     assert response.model_spec.version.value == 1
+
+
+def wait_status(client, name, want, seconds=60):
+    """Polls ``GET /v1/models/<name>`` until its versions' (version, state, error_code) are
+    ``want``; returns the last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status, body = raw(client, "GET", f"/v1/models/{name}")
+        got = [(s["version"], s["state"], s["status"]["error_code"])
+               for s in body.get("model_version_status", [])] if status == 200 else body
+        if got == want:
+            return body
+        assert time.monotonic() < deadline, f"{name} status stayed {got}, wanted {want}"
+        time.sleep(0.1)
+
+
+def test_version_states_as_the_servable_state_monitor_keeps_them(server):
+    """get_model_status_impl.cc reads ServableStateMonitor, which never forgets a version:
+    unloaded ones are END (OK), a failed load is END with its error, and the newest serving
+    version stays while a newer one fails (AvailabilityPreservingPolicy)."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from keras_resnet.export.deployment import write_models_config
+
+    _, base, client = server
+    shutil.copytree(base / "pets" / "1", base / "unlisted" / "1")
+    shutil.copytree(base / "pets" / "1", base / "states" / "1")
+    write_models_config(base, labels=None)  # lists both
+    wait_status(client, "states", [("1", "AVAILABLE", "OK")])
+    wait_status(client, "unlisted", [("1", "AVAILABLE", "OK")])
+    # a model models.config no longer lists is unloaded (--model_config_file)
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = text_format.Parse((base / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    kept = [entry for entry in config.model_config_list.config if entry.name != "unlisted"]
+    del config.model_config_list.config[:]
+    config.model_config_list.config.extend(kept)
+    (base / "models.tmp").write_text(text_format.MessageToString(config))
+    (base / "models.tmp").replace(base / "models.config")
+    wait_status(client, "unlisted", [("1", "END", "OK")])
+    shutil.rmtree(base / "unlisted")
+    shutil.copytree(base / "pets" / "1", base / "states" / "2")
+    wait_status(client, "states", [("2", "AVAILABLE", "OK"), ("1", "END", "OK")])
+    (base / "states" / "3").mkdir()
+    (base / "states" / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    body = wait_status(client, "states", [("3", "END", "UNKNOWN"), ("2", "AVAILABLE", "OK"),
+                                          ("1", "END", "OK")])
+    assert body["model_version_status"][0]["status"]["error_message"]
+    assert client.metadata("states")["model_spec"]["version"] == "2"
+    assert raw(client, "GET", "/v1/models/states/versions/1") == (200, {
+        "model_version_status": [{"version": "1", "state": "END",
+                                  "status": {"error_code": "OK", "error_message": ""}}]})
+    shutil.rmtree(base / "states")
+    wait_status(client, "states", [("3", "END", "UNKNOWN"), ("2", "END", "OK"),
+                                   ("1", "END", "OK")])
+    assert raw(client, "POST", "/v1/models/states:predict", {"instances": ZEROS}) == (
+        404, {"error": "Servable not found for request: Latest(states)"})
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(client.grpc_target))
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "states"
+    answer = stub.GetModelStatus(request, timeout=30)
+    assert [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state))
+            for s in answer.model_version_status] == [(3, "END"), (2, "END"), (1, "END")]
+    assert answer.model_version_status[0].status.error_code != 0
+
+
+def raw_text(client, path, body):
+    """POSTs ``body`` (bytes) and returns (status, the response body as text)."""
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", path, body=body)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    return response.status, text
+
+
+def test_non_finite_numbers_in_and_out_as_rapidjson_and_json_tensor(server):
+    """ParseJson's kParseNanAndInfFlag (RapidJSON 1.1.0) reads NaN, -NaN, Inf, -Inf, Infinity,
+    -Infinity; a float input takes them (IsLosslessDecimal lets non-finite through) and
+    WriteDecimal writes non-finite outputs as NaN / Infinity / -Infinity."""
+    model, _, client = server
+    image = np.zeros((8, 8, 1))
+    image[0, 0, 0] = 12345.5  # replaced by the token in the JSON text
+    template = json.dumps({"instances": [image.tolist()]}).encode()
+    for token in ("NaN", "-NaN", "Inf", "-Inf", "Infinity", "-Infinity"):
+        body = template.replace(b"12345.5", token.encode())
+        status, text = raw_text(client, "/v1/models/floaty:predict", body)
+        assert status == 200, text
+        assert len(json.loads(text)["predictions"][0]["probabilities"]) == 3
+    want = expected(model, np.zeros((1, 8, 8)))
+    zeros = json.dumps(np.zeros((1, 8, 8, 1)).tolist()).encode()
+    status, text = raw_text(client, "/v1/models/floaty:predict", b'{"inputs": %s}' % zeros)
+    assert status == 200
+    np.testing.assert_allclose(json.loads(text)["outputs"]["probabilities"], want, atol=1e-5)
+    # outputs: the JSON the server writes for non-finite float32 and float64 values
+    from keras_resnet.serving import rest
+
+    values = np.array([np.nan, np.inf, -np.inf, 0.1], np.float32)
+    assert json.dumps(rest._to_json({"x": values}, rows=False)) == (
+        '{"outputs": [NaN, Infinity, -Infinity, 0.1]}')
+    assert json.dumps(rest._to_json({"x": values[:, None].astype(np.float64), "y": values[:, None]},
+                                    rows=True)["predictions"][:3]) == (
+        '[{"x": [NaN], "y": [NaN]}, {"x": [Infinity], "y": [Infinity]}, '
+        '{"x": [-Infinity], "y": [-Infinity]}]')
+    # a uint8 input takes JSON integers only: the token is quoted as WriteDecimal writes it
+    for token, shown in (("NaN", "NaN"), ("-Inf", "-Infinity"), ("Infinity", "Infinity")):
+        body = b'{"instances": [[[[%s]]]]}' % token.encode()
+        assert raw_text(client, "/v1/models/pets:predict", body) == (400, json.dumps({
+            "error": "Failed to process element: 0 of 'instances' list. Error: "
+                     f"INVALID_ARGUMENT: JSON Value: {shown} Type: Number is not of expected "
+                     "type: uint8"}))
+    # tf.Example features: a double is a float_list value, non-finite included
+    status, text = raw_text(client, "/v1/models/pets:classify", json.dumps({
+        "signature_name": "classify", "context": {"weight": [float("nan"), float("-inf")]},
+        "examples": [{"image/encoded": {"b64": base64.b64encode(png(np.zeros((8, 8), np.uint8)))
+                                        .decode()}}]}).encode())
+    assert status == 200 and len(json.loads(text)["results"][0]) == 2
+
+
+ELEMENT_0 = "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("pets", b'{"instances": [1,}', "JSON Parse error: Invalid value. at offset: 17"),
+    ("pets", b'{"instances": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array "
+                                      "element. at offset: 17"),
+    ("pets", b'{"instances": [1]', "JSON Parse error: Missing a comma or '}' after an object "
+                                   "member. at offset: 17"),
+    ("pets", b'{"instances": [Inf] "x"}', "JSON Parse error: Missing a comma or '}' after an "
+                                          "object member. at offset: 20"),
+    ("pets", b'  ', "JSON Parse error: The document is empty. at offset: 2"),
+    ("pets", b'[1]', "JSON Value: [\n    1\n] Is not object"),
+    ("pets", b'{"instances": 5}',
+     "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array"),
+    ("pets", b'{"instances": [], "x": 2.5e-7}',
+     "JSON Value: {\n    \"instances\": [],\n    \"x\": 2.5e-7\n} No values in 'instances' "
+     "array"),
+    ("pets", b'{"instances": [[[[2147483648]]]]}', ELEMENT_0 + "JSON Value: 2147483648 Type: "
+     "Number is not of expected type: uint8"),
+    ("pets", b'{"instances": [[[[3.14159265]]]]}', ELEMENT_0 + "JSON Value: 3.1415926500000002 "
+     "Type: Number is not of expected type: uint8"),
+    ("floaty", b'{"instances": [[[[16777217]]]]}', ELEMENT_0 + "Cannot convert JSON value: "
+     "16777217 to float without loss of precision."),
+    ("floaty", b'{"inputs": [[[[1e39]]]]}', "Cannot convert JSON value: 1e+39 to float "
+                                            "without loss of precision."),
+    ("pets", b'{"instances": [{"images": [[[0]]], "x": 1}]}', "Failed to process element: 0 "
+     "key: x of 'instances' list. Error: INVALID_ARGUMENT: JSON object: does not have named "
+     "input: x"),
+    ("pets", b'{"instances": [[[[0]]], {"images": 1}]}', "Expecting value/list but got object "
+                                                         "at item 1 of input list"),
+])
+def test_json_errors_read_as_tf_serving_writes_them(server, path, body, message):
+    _, _, client = server
+    status, text = raw_text(client, f"/v1/models/{path}:predict", body)
+    assert (status, json.loads(text)) == (400, {"error": message})
+
+
+def test_grpc_multi_inference_and_example_checks(server):
+    """multi_inference.cc's checks and results; classifier/regressor check the signature
+    before reading the Input ("Input is empty."); ServerCore refuses a nameless ModelSpec."""
+    from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2,
+                                         regression_pb2)
+
+    from keras_resnet.export.signatures import image_examples
+
+    model, _, client = server
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(client.grpc_target))
+    pixels = np.random.default_rng(11).integers(0, 256, (2, 8, 8)).astype(np.uint8)
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add(method_name="tensorflow/serving/classify")
+    task.model_spec.name, task.model_spec.signature_name = "pets", "classify"
+    for serialized in image_examples([png(p) for p in pixels]):
+        request.input.example_list.examples.add().ParseFromString(serialized)
+    response = stub.MultiInference(request, timeout=30)
+    probabilities = expected(model, pixels)
+    (result,) = response.results
+    assert result.model_spec.version.value == 1 and result.model_spec.signature_name == "classify"
+    assert [[c.label for c in row.classes] for row in
+            result.classification_result.classifications] == [
+        [NAMES[i] for i in np.argsort(-p)[:2]] for p in probabilities]
+
+    def refused(method, message, code=grpc.StatusCode.INVALID_ARGUMENT):
+        with pytest.raises(grpc.RpcError) as raised:
+            method(timeout=30)
+        assert (raised.value.code(), raised.value.details()) == (code, message)
+
+    duplicate = inference_pb2.MultiInferenceRequest()
+    duplicate.CopyFrom(request)
+    duplicate.tasks.add().CopyFrom(task)
+    refused(lambda **kw: stub.MultiInference(duplicate, **kw),
+            "Duplicate evaluation of signature: classify")
+    regress = inference_pb2.MultiInferenceRequest()
+    regress.CopyFrom(request)
+    regress.tasks[0].method_name = "tensorflow/serving/regress"
+    refused(lambda **kw: stub.MultiInference(regress, **kw), "Expected one output Tensor.")
+    regress.tasks[0].method_name = "tensorflow/serving/predict"
+    refused(lambda **kw: stub.MultiInference(regress, **kw),
+            "Unsupported signature method_name: tensorflow/serving/predict",
+            grpc.StatusCode.UNIMPLEMENTED)
+    refused(lambda **kw: stub.MultiInference(inference_pb2.MultiInferenceRequest(), **kw),
+            "ModelSpec has no name specified.")
+    empty = classification_pb2.ClassificationRequest()
+    empty.model_spec.name, empty.model_spec.signature_name = "pets", "classify"
+    refused(lambda **kw: stub.Classify(empty, **kw), "Input is empty.")
+    empty_regress = regression_pb2.RegressionRequest()
+    empty_regress.model_spec.name = "pets"
+    refused(lambda **kw: stub.Regress(empty_regress, **kw), "Expected one output Tensor.")
+    refused(lambda **kw: stub.Predict(predict_pb2.PredictRequest(), **kw),
+            "ModelSpec has no name specified.")

@@ -10,10 +10,10 @@ Three signatures go into every export:
   ``image/encoded``, TF Serving's classification contract (``:classify``): top-k class names
   ``classes`` and ``scores``.
 
-The first two return ``probabilities`` [batch, classes] and the top-k ``scores`` (float32) and ``classes``
-(int64), plus ``labels`` (top-k class names) when the class names are known. The preprocessing
-(cast, optional resize, optional scale/offset) runs in the graph; normalization proper is a layer
-of the trained model itself.
+The first two return ``probabilities`` [batch, classes] and the top-k ``scores`` (float32) and
+``classes`` (int64), plus ``labels`` (top-k class names) when the class names are known. The
+preprocessing (cast, optional resize, optional scale/offset) runs in the graph; normalization
+proper is a layer of the trained model itself.
 """
 
 from __future__ import annotations

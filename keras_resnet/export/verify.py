@@ -75,11 +75,16 @@ with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess
     if len(warmup) != len(warmup_cases):
         raise SystemExit(f"{len(warmup)} warmup records, expected {len(warmup_cases)}")
     for number, (log, case) in enumerate(zip(warmup, warmup_cases)):
-        request = log.predict_log.request
+        request = getattr(log, log.WhichOneof("log_type")).request
         if request.model_spec.signature_name != case["signature"]:
             raise SystemExit(f"warmup record {number} is for {request.model_spec.signature_name}")
-        (tensor,) = request.inputs.values()
-        compare(case, run(case["signature"], tf.make_ndarray(tensor)), f"warmup {number}")
+        if log.HasField("classify_log"):  # TF Serving's RunClassify: the examples serialized
+            inputs = np.array([e.SerializeToString() for e in request.input.example_list.examples],
+                              dtype=object)
+        else:
+            (tensor,) = request.inputs.values()
+            inputs = tf.make_ndarray(tensor)
+        compare(case, run(case["signature"], inputs), f"warmup {number}")
     for case in info["cases"]:
         if case["kind"] == "test":
             inputs = reference[f"{case['index']}/input"]
@@ -177,8 +182,7 @@ def _recompute_reference(path, model, scratch):
     stored = np.load(os.path.join(path, bundle.REFERENCE), allow_pickle=True)
     warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
               tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
-    warmup_inputs = [tf.make_ndarray(next(iter(log.predict_log.request.inputs.values())))
-                     for log in warmup]
+    warmup_inputs = [warmup_inputs_of(log) for log in warmup]
     arrays = {}
     for case in info["cases"]:
         index = case["index"]
@@ -193,3 +197,14 @@ def _recompute_reference(path, model, scratch):
     reference_path = os.path.join(scratch, "reference.npz")
     np.savez(reference_path, **arrays)
     return reference_path
+
+
+def warmup_inputs_of(log):
+    """The input batch of one warmup ``PredictionLog``: a tensor, or serialized Examples."""
+    import tensorflow as tf
+
+    if log.HasField("classify_log"):
+        return np.array([example.SerializeToString()
+                         for example in log.classify_log.request.input.example_list.examples],
+                        dtype=object)
+    return tf.make_ndarray(next(iter(log.predict_log.request.inputs.values())))

@@ -22,7 +22,7 @@ def make_cases(spec: sig.ServingSpec, warmup_batch_sizes: tuple, seed: int) -> l
     Args:
         spec: the serving spec of the export.
         warmup_batch_sizes: batch sizes of the ``serving_default`` warmup requests; the
-            ``serving_bytes`` warmup uses the smallest and min(largest, 8).
+            ``serving_bytes`` and ``classify`` warmups use the smallest and min(largest, 8).
         seed: seed of the random pixels.
 
     Returns:
@@ -42,8 +42,11 @@ def make_cases(spec: sig.ServingSpec, warmup_batch_sizes: tuple, seed: int) -> l
     cases = []
     for batch in warmup_batch_sizes:
         cases.append(("warmup", IMAGES_SIGNATURE, images(batch).astype(dtype)))
-    for batch in sorted({min(warmup_batch_sizes), min(max(warmup_batch_sizes), 8)}):
+    small = sorted({min(warmup_batch_sizes), min(max(warmup_batch_sizes), 8)})
+    for batch in small:
         cases.append(("warmup", BYTES_SIGNATURE, encoded(batch, "png")))
+    for batch in small:  # TF Serving replays a ClassificationRequest through RunClassify
+        cases.append(("warmup", CLASSIFY_SIGNATURE, sig.image_examples(encoded(batch, "png"))))
     odd = (spec.height + 3, spec.width + 5) if spec.resize else (spec.height, spec.width)
     cases.append(("test", IMAGES_SIGNATURE, images(3, *odd).astype(dtype)))
     cases.append(("test", BYTES_SIGNATURE, encoded(2, "png", spec.height + 3, spec.width + 5)))
@@ -55,13 +58,28 @@ def make_cases(spec: sig.ServingSpec, warmup_batch_sizes: tuple, seed: int) -> l
 
 
 def write_warmup(path: str, model_name: str, cases: list) -> int:
-    """Writes the warmup cases as TF Serving ``PredictionLog`` records; returns their number."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    """Writes the warmup cases as TF Serving ``PredictionLog`` records; returns their number.
+
+    ``serving_default`` and ``serving_bytes`` as ``predict_log`` (PredictRequest), ``classify``
+    as ``classify_log`` (ClassificationRequest with an ``example_list``).
+    """
+    from tensorflow_serving.apis import (classification_pb2, model_pb2, predict_pb2,
+                                         prediction_log_pb2)
 
     written = 0
     with tf.io.TFRecordWriter(path) as writer:
         for kind, signature, inputs in cases:
             if kind != "warmup":
+                continue
+            if signature == CLASSIFY_SIGNATURE:
+                request = classification_pb2.ClassificationRequest(
+                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+                for serialized in inputs:
+                    request.input.example_list.examples.add().ParseFromString(bytes(serialized))
+                log = prediction_log_pb2.PredictionLog(
+                    classify_log=prediction_log_pb2.ClassifyLog(request=request))
+                writer.write(log.SerializeToString())
+                written += 1
                 continue
             name = BYTES_INPUT if signature == BYTES_SIGNATURE else IMAGES_INPUT
             request = predict_pb2.PredictRequest(

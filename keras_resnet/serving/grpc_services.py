@@ -3,10 +3,10 @@
 ``Predict`` feeds the request's tensors as they come (TF's own dtype check, the graph's checks),
 honours ``output_filter`` and ``version_label``, and answers with the typed ``*_val`` fields as TF
 Serving does (``Tensor::AsProtoField``); ``GetModelMetadata`` and ``GetModelStatus`` answer as
-``get_model_metadata_impl.cc`` and ``get_model_status_impl.cc``. Methods TF Serving has and this
-server lacks (MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED. ``Classify`` and
-``Regress`` run tf.Examples through a signature that fits TF Serving's classification or
-regression contract (the export's ``classify`` signature).
+``get_model_metadata_impl.cc`` and ``get_model_status_impl.cc``. ``Classify``, ``Regress`` and
+``MultiInference`` run tf.Examples through signatures that fit TF Serving's classification or
+regression contract (the export's ``classify`` signature). ``HandleReloadConfigRequest``, which
+this server lacks, answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
+                                     get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
 from keras_resnet.serving import examples
-from keras_resnet.serving.repository import BadRequest, ServingStatus, classify_or_regress
+from keras_resnet.serving.inference import REGRESS_METHOD, classify_or_regress, multi_inference
+from keras_resnet.serving.repository import BadRequest, ServingStatus
 
 SIGNATURE_DEF = "signature_def"
 
@@ -54,7 +55,8 @@ def _spec(request):
 
 def _model_spec(response, request, served):
     response.model_spec.name = request.model_spec.name
-    response.model_spec.signature_name = request.model_spec.signature_name
+    # util.cc's MakeModelSpec: an empty signature name is answered as serving_default
+    response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
     response.model_spec.version.value = served.version
 
 
@@ -111,10 +113,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.result.regressions.add(value=float(value))
         return response
 
+    def MultiInference(self, request, context):  # noqa: N802
+        """TF Serving's MultiInference (multi_inference.cc): classify/regress tasks at once."""
+        try:
+            served, results = multi_inference(self.repository, request,
+                                              lambda: examples.from_input(request.input))
+        except ServingStatus as status:
+            _abort(context, status)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, outputs in results:
+            result = response.results.add()
+            result.model_spec.name = task.model_spec.name
+            result.model_spec.signature_name = task.model_spec.signature_name or "serving_default"
+            result.model_spec.version.value = served.version
+            if task.method_name == REGRESS_METHOD:
+                for value in outputs["outputs"].reshape(-1):
+                    result.regression_result.regressions.add(value=float(value))
+                continue
+            for row in examples.pairs(outputs):
+                classifications = result.classification_result.classifications.add()
+                for label, score in row:
+                    classifications.classes.add(label=label, score=score)
+        return response
+
     def _examples(self, method, request, context):
         name, version, label = _spec(request)
         try:
-            serialized = examples.from_input(request.input)
+            serialized = lambda: examples.from_input(request.input)  # noqa: E731
             return classify_or_regress(self.repository, method, name, serialized,
                                        request.model_spec.signature_name, version, label)
         except ServingStatus as status:
@@ -124,6 +149,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """TF Serving's GetModelMetadata: the signature_def field only."""
         name, version, label = _spec(request)
         try:
+            if not request.HasField("model_spec"):
+                raise BadRequest("Missing ModelSpec")
             if not request.metadata_field:
                 raise BadRequest("GetModelMetadataRequest must specify at least one "
                                  "metadata_field")
@@ -134,7 +161,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingStatus as status:
             _abort(context, status)
         definitions = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in served.signature_defs.items():
+        for key, value in served.all_signature_defs.items():
             definitions.signature_def[key].CopyFrom(value)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = name
@@ -150,17 +177,21 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.repository = repository
 
     def GetModelStatus(self, request, context):  # noqa: N802
-        """The served versions' states (AVAILABLE), newest first, as TF Serving reports them."""
+        """Every version's state (LOADING, AVAILABLE, END) and status, newest first."""
         try:
             if not request.HasField("model_spec"):
                 raise BadRequest("Missing ModelSpec")
             name, version, _ = _spec(request)
-            numbers = self.repository.version_states(name, version)
+            states = self.repository.version_states(name, version)
         except ServingStatus as status:
             _abort(context, status)
+        from tensorflow.core.protobuf import error_codes_pb2
+
         response = get_model_status_pb2.GetModelStatusResponse()
-        for number in numbers:
+        for number, state, code, message in states:
             entry = response.model_version_status.add()
             entry.version = number
-            entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            entry.status.error_code = error_codes_pb2.Code.Value(code)
+            entry.status.error_message = message
         return response

@@ -69,8 +69,10 @@ class LoadedVersion:
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
             proto.ParseFromString(handle.read())
-        self.signature_defs = {key: value for key, value in
-                               proto.meta_graphs[0].signature_def.items()
+        # every SignatureDef, ``__saved_model_init_op`` included, as TF Serving's metadata lists
+        # them; the servable ones exclude the internal ``__*`` entries
+        self.all_signature_defs = dict(proto.meta_graphs[0].signature_def)
+        self.signature_defs = {key: value for key, value in self.all_signature_defs.items()
                                if not key.startswith("__")}
         self.graph = tf.Graph()
         with self.graph.as_default():
@@ -187,6 +189,10 @@ class Repository:
                                     "models (write one with `keras-resnet export`)")
         self.base_dir = base_dir
         self.models = {}  # name -> {version: LoadedVersion}
+        # name -> {version: (state, error code, message)}: every version ever aspired, as TF
+        # Serving's ServableStateMonitor keeps them (unloaded and failed ones END, never forgotten)
+        self.states = {}
+        self._failed = {}  # (name, version) -> identity of a version whose load failed
         self.max_batch_size = None
         self.version_labels = {}
         self.lock = threading.Lock()
@@ -203,29 +209,65 @@ class Repository:
 
         self.max_batch_size = read_max_batch_size(self.base_dir)
         policies, self.version_labels = _read_models_config(self.base_dir)
+        # TF Serving with --model_config_file serves the models the file lists, no others
+        names = sorted(policies) or model_names(self.base_dir)
         changes = []
-        for name in model_names(self.base_dir):
+        for name in names:
             available = versions(os.path.join(self.base_dir, name))
             wanted = _wanted_versions(policies.get(name), available)
             loaded = dict(self.models.get(name, {}))
             for version in wanted:
                 identity = self._identity(name, version)
-                if version in loaded and loaded[version].identity == identity:
+                if version in loaded and loaded[version].identity == identity or \
+                        self._failed.get((name, version)) == identity:
                     continue
-                loaded[version] = LoadedVersion(
-                    name, version, os.path.join(self.base_dir, name, str(version)))
-                loaded[version].identity = identity
-                changes.append(f"{name} version {version}")
-            for version in set(loaded) - set(wanted):
+                served = self._load(name, version, identity)
+                if served is not None:
+                    loaded[version] = served
+                    changes.append(f"{name} version {version}")
+            unaspired = sorted(set(loaded) - set(wanted))
+            if wanted and not set(wanted) & set(loaded):
+                # AvailabilityPreservingPolicy: while no aspired version is serving (a failed
+                # load), the newest serving one stays
+                unaspired = unaspired[:-1]
+            for version in unaspired:
                 del loaded[version]
+                self._set_state(name, version, "END")
                 changes.append(f"{name} version {version} unloaded")
             with self.lock:
                 self.models[name] = loaded
-        for name in set(self.models) - set(model_names(self.base_dir)):
+        for name in set(self.models) - set(names):
             with self.lock:
-                del self.models[name]
+                versions_gone = self.models.pop(name)
+            for version in versions_gone:
+                self._set_state(name, version, "END")
             changes.append(f"{name} removed")
         return changes
+
+    def _set_state(self, name, version, state, code="OK", message=""):
+        with self.lock:
+            self.states.setdefault(name, {})[version] = (state, code, message)
+
+    def _load(self, name, version, identity):
+        """Loads one version (LOADING, then AVAILABLE, or END with the error, not retried)."""
+        self._set_state(name, version, "LOADING")
+        try:
+            served = LoadedVersion(name, version, os.path.join(self.base_dir, name, str(version)))
+        except Exception as error:  # noqa: BLE001 (a broken version must not stop the others)
+            code = getattr(error, "error_code", None)
+            if code is not None:
+                from tensorflow.core.protobuf import error_codes_pb2
+
+                code = error_codes_pb2.Code.Name(code)
+            self._failed[(name, version)] = identity
+            self._set_state(name, version, "END", code or "UNKNOWN",
+                            getattr(error, "message", None) or str(error))
+            logger.warning("%s version %s failed to load: %s", name, version, error)
+            return None
+        served.identity = identity
+        self._failed.pop((name, version), None)
+        self._set_state(name, version, "AVAILABLE")
+        return served
 
     def watch(self, poll_seconds: float) -> threading.Thread:
         """Rescans every ``poll_seconds`` in a daemon thread (TF Serving polls the same way)."""
@@ -245,6 +287,8 @@ class Repository:
 
     def get(self, name, version=None, label=None) -> LoadedVersion:
         """A loaded version: the newest, or by number or label (ServerCore's ModelSpec rules)."""
+        if not name:  # ServerCore::ServableRequestFromModelSpec
+            raise BadRequest("ModelSpec has no name specified.")
         if version is not None and label is not None:
             raise BadRequest(f"Both model version ({version}) and model version label ({label}) "
                              "cannot be supplied.")
@@ -265,7 +309,10 @@ class Repository:
     def predict(self, name, inputs, signature_name="", version=None, label=None,
                 output_filter=()):
         """TF Serving's Predict on ``{alias: NumPy array}``; returns (version, outputs)."""
-        served = self.get(name, version, label)
+        return self.run(self.get(name, version, label), inputs, signature_name, output_filter)
+
+    def run(self, served, inputs, signature_name="", output_filter=()):
+        """Runs a loaded version after the batching limit check; returns (version, outputs)."""
         batch_limit = self.max_batch_size
         for value in inputs.values():
             if batch_limit is not None and value.ndim and value.shape[0] > batch_limit:
@@ -274,16 +321,21 @@ class Repository:
                                  f"batch size {batch_limit}")
         return served, served.run(signature_name, inputs, output_filter)
 
-    def version_states(self, name, version=None) -> list[int]:
-        """The AVAILABLE versions GetModelStatus reports, newest first (get_model_status_impl)."""
-        loaded = self.models.get(name) or {}
+    def version_states(self, name, version=None) -> list[tuple]:
+        """GetModelStatus's ``(version, state, error code, message)``, newest first.
+
+        As get_model_status_impl.cc reads the ServableStateMonitor: every version ever loaded
+        or tried, AVAILABLE, LOADING, or END once unloaded (error OK) or failed (its error).
+        """
+        with self.lock:
+            states = dict(self.states.get(name) or {})
         if version is not None:
-            if int(version) not in loaded:
+            if int(version) not in states:
                 raise NotFound(f"Could not find version {version} of model {name}")
-            return [int(version)]
-        if not loaded:
+            return [(int(version), *states[int(version)])]
+        if not states:
             raise NotFound(f"Could not find any versions of model {name}")
-        return sorted(loaded, reverse=True)
+        return [(number, *states[number]) for number in sorted(states, reverse=True)]
 
     def status(self, name, version=None, label=None) -> dict:
         """TF Serving's GetModelStatusResponse as JSON (``GET /v1/models/<name>``).
@@ -291,9 +343,9 @@ class Repository:
         Like TF Serving, a label in the path is accepted and ignored here.
         """
         return {"model_version_status": [
-            {"version": str(number), "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
-            for number in self.version_states(name, version)]}
+            {"version": str(number), "state": state,
+             "status": {"error_code": code, "error_message": message}}
+            for number, state, code, message in self.version_states(name, version)]}
 
     def metadata(self, name, version=None, label=None) -> dict:
         """TF Serving's GetModelMetadataResponse as JSON (``GET .../metadata``)."""
@@ -302,12 +354,14 @@ class Repository:
 
         served = self.get(name, version, label)
         definitions = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in served.signature_defs.items():
+        for key, value in served.all_signature_defs.items():
             definitions.signature_def[key].CopyFrom(value)
         return {"model_spec": {"name": name, "signature_name": "",
                                "version": str(served.version)},
+                # http_rest_api_util.cc's ToJsonString: always_print_fields_with_no_presence
                 "metadata": {"signature_def": json_format.MessageToDict(
-                    definitions, preserving_proto_field_name=True)}}
+                    definitions, preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True)}}
 
 
 def _wanted_versions(entry, available):
@@ -330,58 +384,3 @@ def _read_models_config(base_dir):
 
     entries = read_models_config(base_dir)
     return entries, {name: dict(entry.version_labels) for name, entry in entries.items()}
-
-
-def check_classification(signature) -> list[str]:
-    """TF Serving's PreProcessClassification (method-name check off, its default for TF2).
-
-    Returns:
-        The output aliases to fetch (``classes`` and/or ``scores``).
-    """
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) not in (1, 2):
-        raise BadRequest(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    if "inputs" not in signature.inputs:
-        raise BadRequest(f"No classification inputs found in SignatureDef: {signature}")
-    found = [alias for alias in ("classes", "scores") if alias in signature.outputs]
-    if not found:
-        raise BadRequest('Expected classification signature outputs to contain at least one of '
-                         f'"classes" or "scores". Signature was: {signature}')
-    return found
-
-
-def check_regression(signature) -> list[str]:
-    """TF Serving's PreProcessRegression (method-name check off): one input, one output."""
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) != 1:
-        raise BadRequest("Expected one output Tensor.")
-    if "inputs" not in signature.inputs:
-        raise BadRequest(f"No regression inputs found in SignatureDef: {signature}")
-    if "outputs" not in signature.outputs:
-        raise BadRequest(f"No regression outputs found in SignatureDef: {signature}")
-    return ["outputs"]
-
-
-def classify_or_regress(repository, method, name, serialized, signature_name="", version=None,
-                        label=None):
-    """Runs serialized tf.Examples through a classification/regression signature.
-
-    Args:
-        method: ``"classify"`` or ``"regress"``.
-        serialized: a list of serialized ``tf.train.Example`` protos.
-
-    Returns:
-        ``(served version, {output alias: NumPy array})``.
-    """
-    served = repository.get(name, version, label)
-    key = signature_name or IMAGES_SIGNATURE
-    if key not in served.signature_defs:
-        raise BadRequest(f"No signature was found with the name: {key}")
-    check = check_classification if method == "classify" else check_regression
-    aliases = check(served.signature_defs[key])
-    import numpy as np
-
-    inputs = {"inputs": np.array(serialized, dtype=object)}
-    return repository.predict(name, inputs, key, version, label, tuple(aliases))

@@ -11,15 +11,14 @@ the JSON rules of ``util/json_tensor.cc`` (a uint8 input takes JSON integers onl
 from __future__ import annotations
 
 import base64
-import json
 import re
 import urllib.parse
 
 import numpy as np
 
-from keras_resnet.serving import examples
-from keras_resnet.serving.repository import (BadRequest, Repository, ServingStatus,
-                                             classify_or_regress)
+from keras_resnet.serving import examples, json_text
+from keras_resnet.serving.inference import classify_or_regress
+from keras_resnet.serving.repository import BadRequest, Repository, ServingStatus
 
 # kPredictionApiGegex and kModelStatusApiRegex of http_rest_api_util.cc; kPathRegex of the handler.
 PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
@@ -72,12 +71,7 @@ def _classify_or_regress(repository, name, version, label, body, method):
 
 
 def _parse(body):
-    if not body:
-        raise BadRequest("JSON Parse error: The document is empty")
-    try:
-        document = json.loads(body)  # like rapidjson's kParseNanAndInfFlag: NaN, Infinity
-    except ValueError as error:
-        raise BadRequest(f"JSON Parse error: {error.msg} at offset: {error.pos}") from None
+    document = json_text.loads(body)  # RapidJSON's kParseNanAndInfFlag: NaN, Inf, Infinity
     if not isinstance(document, dict):
         raise BadRequest(f"JSON Value: {_show(document)} Is not object")
     return document
@@ -92,14 +86,17 @@ def predict(repository, name, version, label, body) -> dict:
                          "'signature_name' key must be a string value.")
     served = repository.get(name, version, label)
     key = signature_name or "serving_default"
-    if key not in served.signature_defs:
+    if key not in served.all_signature_defs:
         raise BadRequest(f'Serving signature name: "{key}" not found in signature def')
+    if not served.all_signature_defs[key].inputs:  # __saved_model_init_op
+        raise BadRequest("Failed to get input map for signature: "
+                         f"{signature_name or 'DEFAULT'}")
     dtypes = served.input_dtypes(key)
     if "instances" in document and "inputs" in document:
         raise BadRequest(f"JSON Value: {_show(document)} Not formatted correctly expecting only "
                          "one of 'inputs' or 'instances' keys to exist ")
     if "instances" in document:
-        tensors, rows = _from_instances(document["instances"], dtypes, body), True
+        tensors, rows = _from_instances(document, dtypes, body), True
     elif "inputs" in document:
         tensors, rows = _from_inputs(document["inputs"], dtypes, body), False
     else:
@@ -108,27 +105,40 @@ def predict(repository, name, version, label, body) -> dict:
     return _to_json(outputs, rows)
 
 
-def _from_instances(instances, dtypes, body):
+def _from_instances(document, dtypes, body):
+    instances = document["instances"]
     if not isinstance(instances, list):
-        raise BadRequest("Excepting 'instances' to be an list/array")
+        raise BadRequest(f"JSON Value: {_show(document)} Excepting 'instances' to be an "
+                         "list/array")
     if not instances:
-        raise BadRequest("No values in 'instances' array")
+        raise BadRequest(f"JSON Value: {_show(document)} No values in 'instances' array")
     objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
     if not objects and len(dtypes) > 1:
         raise BadRequest("instances is a plain list, but expecting list of objects as multiple "
                          "input tensors required as per tensorinfo_map")
-    if objects:
-        columns = {alias: [] for alias in dtypes}
+    if not objects:
         for index, row in enumerate(instances):
-            if not isinstance(row, dict) or set(row) != set(dtypes):
-                raise BadRequest(f"Failed to process element: {index} of 'instances' list. JSON "
-                                 f"object: {_show(row)} must only have keys: "
-                                 f"{','.join(sorted(dtypes))}")
-            for alias in dtypes:
-                columns[alias].append(row[alias])
-    else:
-        columns = {next(iter(dtypes)): instances}
-    return {alias: _tensor(values, dtypes[alias], body, rows=True)
+            if isinstance(row, dict) and not _is_b64(row):
+                raise BadRequest(f"Expecting value/list but got object at item {index} of "
+                                 "input list")
+        alias = next(iter(dtypes))
+        return {alias: _tensor(instances, dtypes[alias], body, rows=True)}
+    columns = {alias: [] for alias in dtypes}
+    for index, row in enumerate(instances):
+        if not isinstance(row, dict) or _is_b64(row):
+            raise BadRequest(f"Expecting object but got list at item {index} of input list")
+        for key in row:
+            if key not in dtypes:
+                raise BadRequest(f"Failed to process element: {index} key: {key} of "
+                                 "'instances' list. Error: INVALID_ARGUMENT: JSON object: does "
+                                 f"not have named input: {key}")
+        if set(row) != set(dtypes):
+            raise BadRequest(f"Failed to process element: {index} of 'instances' list. JSON "
+                             f"object: {_show(row)} keys must be equal to: "
+                             f"{','.join(sorted(dtypes))}")
+        for alias in dtypes:
+            columns[alias].append(row[alias])
+    return {alias: _tensor(values, dtypes[alias], body, rows=True, key=alias)
             for alias, values in columns.items()}
 
 
@@ -146,7 +156,7 @@ def _from_inputs(inputs, dtypes, body):
     return tensors
 
 
-def _tensor(value, dtype, body, rows):
+def _tensor(value, dtype, body, rows, key=None):
     """JSON values -> an array of the signature's dtype, by json_tensor.cc's rules."""
     if dtype == object:
         array = np.array(_strings(value), dtype=object)
@@ -155,11 +165,10 @@ def _tensor(value, dtype, body, rows):
             array = np.asarray(value)
         except ValueError:  # ragged
             array = None
-        kinds = "iu" if np.dtype(dtype).kind in "iu" else "iuf"
         # numpy reads [true, 1] as ints: JSON booleans need the element-wise look
         booleans = b"true" in body or b"false" in body
-        if array is None or array.dtype.kind not in kinds or booleans:
-            _check_leaves(value, np.dtype(dtype), rows)
+        if array is None or booleans or not _fits(array, np.dtype(dtype)):
+            _check_leaves(value, np.dtype(dtype), rows, key)
             try:
                 array = np.asarray(value)
             except ValueError as error:  # not expected after the checks; still a client error
@@ -168,7 +177,7 @@ def _tensor(value, dtype, body, rows):
     return array
 
 
-def _check_leaves(value, dtype, rows):
+def _check_leaves(value, dtype, rows, key=None):
     """Raises TF Serving's error for the first value of the wrong type or list of the wrong size.
 
     As FillTensorProto / AddInstanceItem do: the dense shape is read along the first elements,
@@ -188,7 +197,8 @@ def _check_leaves(value, dtype, rows):
             elif shape != first:
                 problem = f"Expecting shape {_shape_text(first)} but got: {_shape_text(shape)}"
         if problem and rows:
-            raise BadRequest(f"Failed to process element: {index} of 'instances' list. "
+            where = f"{index} key: {key}" if key else f"{index}"
+            raise BadRequest(f"Failed to process element: {where} of 'instances' list. "
                              f"Error: INVALID_ARGUMENT: {problem}")
         if problem:
             raise BadRequest(problem)
@@ -223,13 +233,46 @@ def _first_bad_leaf(value, dtype, shape, level=0):
     if level != len(shape):
         return (f"JSON Value: {_show(value)} found at incorrect level: {level + 1} in the JSON "
                 f"DOM. Expected at level: {len(shape)}")
-    integer = dtype.kind in "iu"
-    valid = (isinstance(value, int) and not isinstance(value, bool)) or (
-        not integer and isinstance(value, float))
-    if valid:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and dtype.kind in "iu":  # IsInt / IsInt64 / IsUint / IsUint64 of AddValueToTensor
+        low, high = _INT_RANGES.get(dtype.name, _INT_RANGES["int32"])
+        number = isinstance(value, int) and low <= value <= high
+    elif number and not _lossless(value, dtype):
+        return (f"Cannot convert JSON value: {_show(value)} to {_dtype_name(dtype)} without "
+                "loss of precision.")
+    if number:
         return None
     return (f"JSON Value: {_show(value)} Type: {_json_type(value)} is not of expected type: "
             f"{_dtype_name(dtype)}")
+
+
+# The JSON integers AddValueToTensor takes: int_val types read IsInt(), the others their own.
+_INT_RANGES = {"int64": (-2**63, 2**63 - 1), "uint32": (0, 2**32 - 1),
+               "uint64": (0, 2**64 - 1), "int32": (-2**31, 2**31 - 1)}
+
+
+def _lossless(value, dtype):
+    """IsLosslessDecimal: non-finite is fine; integers within the mantissa; doubles in range."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return True
+    if isinstance(value, int) and -2**63 <= value < 2**64:
+        return abs(value) <= 2**np.finfo(dtype).nmant * 2 - 1
+    return -float(np.finfo(dtype).max) <= value <= float(np.finfo(dtype).max)
+
+
+def _fits(array, dtype):
+    """Whether a numeric array passes AddValueToTensor as a whole (the fast path)."""
+    if array.dtype.kind not in "iuf" or (dtype.kind in "iu" and array.dtype.kind == "f"):
+        return False
+    if not array.size:
+        return True
+    if dtype.kind in "iu":
+        low, high = _INT_RANGES.get(dtype.name, _INT_RANGES["int32"])
+        return low <= int(array.min()) and int(array.max()) <= high
+    if array.dtype.kind in "iu":
+        return max(-int(array.min()), int(array.max())) <= 2**np.finfo(dtype).nmant * 2 - 1
+    finite = array[np.isfinite(array)]
+    return not finite.size or float(np.abs(finite).max()) <= float(np.finfo(dtype).max)
 
 
 def _strings(value):
@@ -242,7 +285,7 @@ def _strings(value):
         except ValueError:
             raise BadRequest("Unable to base64 decode") from None
     if isinstance(value, str):
-        return value.encode()
+        return value.encode("utf-8", "surrogateescape")  # the body's bytes, as RapidJSON
     raise BadRequest(f"JSON Value: {_show(value)} Type: {_json_type(value)} is not of expected "
                      "type: string")
 
@@ -260,8 +303,7 @@ def _dtype_name(dtype):
     return {"float32": "float", "float64": "double"}.get(dtype.name, dtype.name)
 
 
-def _show(value):
-    return json.dumps(value, separators=(",", ":"))[:200]
+_show = json_text.show
 
 
 def _to_json(outputs, rows):
@@ -283,7 +325,6 @@ def _json_values(alias, array):
         else:
             convert = lambda b: b.decode("utf-8", "replace")  # noqa: E731
         return np.vectorize(convert, otypes=[object])(array).tolist()
-    if array.dtype == np.float32:
-        # the shortest text that reads back as the same float32, as TF Serving writes it
-        return np.vectorize(float, otypes=[object])(array.astype(str)).tolist()
+    if array.dtype == np.float32:  # WriteDecimal: %g, else %.9g; NaN, Infinity, -Infinity
+        return np.vectorize(json_text.decimal_value, otypes=[object])(array).tolist()
     return array.tolist()
