@@ -1,0 +1,24 @@
+"""Training on several devices and machines with ``tf.distribute``.
+
+* ``make_strategy(name)``: the strategy (``"auto"``, ``"one-device"``, ``"mirrored"``,
+  ``"multi-worker"``) and a description for ``metrics.json``; ``TF_CONFIG`` is checked first.
+* ``scaled_learning_rate``: the linear scaling rule for the global batch.
+* ``fit(...)``: a training loop over ``strategy.run`` driving the model's own ``train_step``
+  and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
+  keras-team/keras#20585); ``worker_dir`` keeps non-chief workers' files out of the run.
+"""
+
+from keras_resnet.distribute.cluster import Cluster, read_cluster
+from keras_resnet.distribute.strategy import (choose_strategy, describe, make_strategy,
+                                              scaled_learning_rate)
+
+__all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
+           "scaled_learning_rate", "worker_dir"]
+
+
+def __getattr__(name):
+    if name in ("fit", "worker_dir"):
+        from keras_resnet.distribute import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'keras_resnet.distribute' has no attribute {name!r}")

@@ -1,0 +1,163 @@
+"""Strategy choice and TF_CONFIG checks (``keras_resnet.distribute``)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_resnet import distribute
+from keras_resnet.distribute import choose_strategy, read_cluster, scaled_learning_rate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tf_config(workers=2, task_type="worker", index=0, chief=False):
+    cluster = {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]}
+    if chief:
+        cluster["chief"] = ["127.0.0.1:1999"]
+    return {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                     "task": {"type": task_type, "index": index}})}
+
+
+def run_python(code, env=None, timeout=120):
+    """Runs ``code`` in a fresh Python (TF state is per process); returns its stdout."""
+    environ = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+                   CUDA_VISIBLE_DEVICES="-1")
+    environ.pop("TF_CONFIG", None)
+    environ.update(env or {})
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environ,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("environ, gpus, expected", [
+    ({}, 0, "one-device"),
+    ({}, 1, "one-device"),
+    ({}, 2, "mirrored"),
+    (tf_config(workers=2), 0, "multi-worker"),
+    (tf_config(workers=1, chief=True, task_type="chief"), 4, "multi-worker"),
+    (tf_config(workers=1), 0, "one-device"),  # one task: nothing to distribute over
+    (tf_config(workers=1), 2, "mirrored"),
+])
+def test_auto_choice_from_tf_config_and_gpus(environ, gpus, expected):
+    assert choose_strategy("auto", environ=environ, gpus=gpus) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", r"TF_CONFIG must be JSON like .*got '\{not json' \(Expecting property name"),
+    ("[1, 2]", r"TF_CONFIG must be a JSON object with \"cluster\" and \"task\"; got '\[1, 2\]'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}),
+     r"TF_CONFIG must name this process's task .*got task None"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief"}}),
+     r"TF_CONFIG's task type must be one of the cluster's \(worker\); got 'chief'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                 "task": {"type": "worker", "index": 2}}),
+     r"TF_CONFIG's task index must be an int in \[0, 1\] \(the cluster has 2 worker "
+     r"address\(es\)\); got 2"),
+    (json.dumps({"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps"}}),
+     r"cluster task types must be among chief, worker .*got 'ps'"),
+    (json.dumps({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker"}}),
+     r"addresses must be \"host:port\"; got 'localhost'"),
+    (json.dumps({"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker"}}),
+     r"must be a non-empty list of \"host:port\" addresses; got '127.0.0.1:1'"),
+])
+def test_bad_tf_config_is_a_value_error(text, message):
+    with pytest.raises(ValueError, match=message):
+        read_cluster({"TF_CONFIG": text})
+    with pytest.raises(ValueError, match=message):
+        choose_strategy("auto", environ={"TF_CONFIG": text}, gpus=0)
+
+
+def test_cluster_roles():
+    assert read_cluster({}) is None
+    assert read_cluster({"TF_CONFIG": json.dumps({"task": {"type": "worker"}})}) is None
+    worker0 = read_cluster(tf_config(workers=2, index=0))
+    worker1 = read_cluster(tf_config(workers=2, index=1))
+    assert (worker0.num_workers, worker0.is_chief, worker1.is_chief) == (2, True, False)
+    with_chief = tf_config(workers=2, index=0, chief=True)
+    assert not read_cluster(with_chief).is_chief
+    assert read_cluster(tf_config(workers=2, task_type="chief", chief=True)).is_chief
+    assert read_cluster(with_chief).num_workers == 3
+
+
+def test_strategy_misuse_is_a_value_error():
+    with pytest.raises(ValueError, match=r"strategy 'multi-worker' needs TF_CONFIG .*got no "
+                                         r"TF_CONFIG"):
+        choose_strategy("multi-worker", environ={})
+    with pytest.raises(ValueError, match=r"strategy 'mirrored' trains on one machine but "
+                                         r"TF_CONFIG names 2 tasks"):
+        choose_strategy("mirrored", environ=tf_config(workers=2))
+    with pytest.raises(ValueError, match=r"strategy must be one of .*got 'horovod'"):
+        choose_strategy("horovod", environ={})
+    with pytest.raises(TypeError, match=r"devices must be a non-empty list of device names "
+                                        r".*got '/gpu:0'"):
+        distribute.make_strategy("mirrored", devices="/gpu:0")
+    with pytest.raises(ValueError, match=r"strategy 'one-device' takes one device; got "
+                                         r"devices=\['/cpu:0', '/cpu:1'\]"):
+        distribute.make_strategy("one-device", devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(ValueError, match=r"collective_timeout must be .*got 0"):
+        distribute.make_strategy("one-device", collective_timeout=0)
+
+
+def test_bad_tf_config_fails_before_tensorflow_starts():
+    # Logical devices can only be configured before the TF runtime starts: that this works
+    # after the error proves make_strategy checked TF_CONFIG before any TensorFlow work.
+    out = run_python("""
+        import tensorflow as tf
+        from keras_resnet.distribute import make_strategy
+        for name in ("multi-worker", "auto"):
+            try:
+                make_strategy(name)
+            except ValueError as error:
+                print(type(error).__name__)
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        print(len(tf.config.list_logical_devices("CPU")))
+    """, env={"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, '
+                           '"task": {"type": "worker", "index": 5}}'})
+    assert out.split() == ["ValueError", "ValueError", "2"]
+
+
+def test_one_device_in_process():
+    strategy, description = distribute.make_strategy("one-device")
+    assert type(strategy).__name__ == "OneDeviceStrategy"
+    assert description == {"strategy": "one-device", "replicas": 1, "workers": 1,
+                           "task_type": None, "task_index": None, "is_chief": True,
+                           "devices": [description["devices"][0]]}
+    assert description["devices"][0].endswith("CPU:0") or "GPU" in description["devices"][0]
+
+
+def test_mirrored_over_two_logical_cpus():
+    out = run_python("""
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from keras_resnet.distribute import make_strategy
+        strategy, description = make_strategy("auto", devices=["/cpu:0", "/cpu:1"])
+        print(json.dumps([type(strategy).__name__, description]))
+    """)
+    name, description = json.loads(out)
+    assert name == "MirroredStrategy"
+    assert (description["strategy"], description["replicas"], description["workers"],
+            description["is_chief"]) == ("mirrored", 2, 1, True)
+    assert [d[-5:] for d in description["devices"]] == ["CPU:0", "CPU:1"]
+
+
+@pytest.mark.parametrize("rate, batch, base, expected", [
+    (0.1, 128, 128, 0.1), (0.1, 256, 128, 0.2), (0.1, 32, 128, 0.025), (0.4, 64, 32, 0.8)])
+def test_scaled_learning_rate(rate, batch, base, expected):
+    assert scaled_learning_rate(rate, batch, base_batch_size=base) == pytest.approx(expected)
+
+
+def test_scaled_learning_rate_checks():
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int .*got 0"):
+        scaled_learning_rate(0.1, 0)
+    with pytest.raises(TypeError, match=r"learning_rate must be .*got '0.1'"):
+        scaled_learning_rate("0.1", 32)
