@@ -2,6 +2,7 @@
 
 * ``make_strategy(name)``: the strategy (``"auto"``, ``"one-device"``, ``"mirrored"``,
   ``"multi-worker"``) and a description for ``metrics.json``; ``TF_CONFIG`` is checked first.
+* ``synchronize_batch_norm(model)``: cross-replica batch statistics (``--sync-bn``).
 * ``scaled_learning_rate``: the linear scaling rule for the global batch.
 * ``fit(...)``: a training loop over ``strategy.run`` driving the model's own ``train_step``
   and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
@@ -13,7 +14,7 @@ from keras_resnet.distribute.strategy import (choose_strategy, describe, make_st
                                               scaled_learning_rate)
 
 __all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
-           "scaled_learning_rate", "worker_dir"]
+           "scaled_learning_rate", "synchronize_batch_norm", "worker_dir"]
 
 
 def __getattr__(name):
@@ -21,4 +22,8 @@ def __getattr__(name):
         from keras_resnet.distribute import loop
 
         return getattr(loop, name)
+    if name == "synchronize_batch_norm":
+        from keras_resnet.distribute.sync_bn import synchronize_batch_norm
+
+        return synchronize_batch_norm
     raise AttributeError(f"module 'keras_resnet.distribute' has no attribute {name!r}")
