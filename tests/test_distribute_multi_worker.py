@@ -106,3 +106,44 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
     # The other worker's checkpoints went to a temporary directory it removed.
     assert "keras-resnet-worker-" in log_text(tmp_path, "w1.log")
     assert os.listdir(tmp_path / "w1-tmp") == []
+
+
+@pytest.mark.slow
+def test_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
+    """SIGKILL of worker 1 after epoch 2 of 4: worker 0 stops with a clear error within the
+    collective timeout (10 s here) instead of hanging; the same command on both workers then
+    resumes from the last backup, with the optimizer's step (so the schedule) where it was."""
+    run_dir = tmp_path / "run"
+    settings = {"run_dir": str(run_dir), "batch_size": 32, "steps": 2, "epochs": 4,
+                "timeout": 10.0, "sleep": 2.0}
+    first = start_workers(tmp_path, settings, tag="first")
+    deadline = time.monotonic() + 120
+    while "epoch 1" not in log_text(tmp_path, "first0.log"):
+        assert time.monotonic() < deadline and first[0].poll() is None, \
+            log_text(tmp_path, "first0.log")[-3000:]
+        time.sleep(0.2)
+    first[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    codes = wait(first, 60)
+    stopped_after = time.monotonic() - killed_at
+    chief_log = log_text(tmp_path, "first0.log")
+    assert codes[0] not in (0, "hung"), chief_log[-3000:]
+    assert codes[1] == -signal.SIGKILL
+    assert stopped_after < 40, stopped_after
+    assert "WorkerError: training stopped: a worker stopped answering" in chief_log, \
+        chief_log[-3000:]
+    assert "run the same command on every worker to resume from the last backup" in chief_log
+    backup = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
+    assert backup["epoch"] == 2
+
+    second = start_workers(tmp_path, dict(settings, sleep=0), tag="second")
+    assert wait(second, 180) == [0, 0], log_text(tmp_path, "second1.log")[-3000:]
+    _, data = weights(tmp_path / "second0.npz")
+    # 2 epochs before the kill + 2 after, 2 steps each: the step count (and with it the
+    # learning-rate schedule) went on from the backup instead of starting again.
+    assert int(data["step"]) == 8
+    assert float(data["learning_rate"]) == pytest.approx(0.001)
+    epochs = [line.split(",")[0] for line in
+              (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3"]
+    assert not (run_dir / "backup").exists()

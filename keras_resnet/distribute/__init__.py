@@ -14,11 +14,12 @@ from keras_resnet.distribute.strategy import (choose_strategy, describe, make_st
                                               scaled_learning_rate)
 
 __all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
-           "scaled_learning_rate", "synchronize_batch_norm", "worker_dir"]
+           "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
+           "explain_collective_errors"]
 
 
 def __getattr__(name):
-    if name in ("fit", "worker_dir"):
+    if name in ("fit", "worker_dir", "WorkerError", "explain_collective_errors"):
         from keras_resnet.distribute import loop
 
         return getattr(loop, name)

@@ -30,6 +30,10 @@ from keras_resnet import checks
 logger = logging.getLogger(__name__)
 
 
+class WorkerError(RuntimeError):
+    """A collective failed: a worker died, was preempted or stopped answering in time."""
+
+
 def fit(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch: int,
         validation_fn=None, validation_steps: int | None = None, callbacks=(),
         verbose=1) -> keras.callbacks.History:
@@ -60,8 +64,8 @@ def fit(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch:
 
     Raises:
         TypeError, ValueError: a bad argument, before anything runs.
-        tf.errors.OpError: a collective failed (a worker died or timed out); see
-            ``keras_resnet.distribute.explain_collective_errors``.
+        WorkerError: a collective failed (a worker died, or the collective timeout passed);
+            the backup of the last finished epoch stays for the restart.
     """
     epochs = checks.positive_int(epochs, "epochs")
     steps_per_epoch = checks.positive_int(steps_per_epoch, "steps_per_epoch")
@@ -81,7 +85,16 @@ def fit(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch:
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps_per_epoch)
     model.stop_training = False
-    callback_list.on_train_begin()
+    with explain_collective_errors():
+        callback_list.on_train_begin()
+        logs = _epochs(model, callback_list, train_step, train_data, test_step, validation_data,
+                       epochs, steps_per_epoch, validation_steps)
+        callback_list.on_train_end(logs)
+    return model.history
+
+
+def _epochs(model, callback_list, train_step, train_data, test_step, validation_data, epochs,
+            steps_per_epoch, validation_steps):
     # BackupAndRestore sets the epoch to resume from, as Model.fit reads it.
     initial_epoch = getattr(model, "_initial_epoch", None) or 0
     logs = {}
@@ -101,8 +114,33 @@ def fit(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch:
         logs = epoch_logs
         if model.stop_training:
             break
-    callback_list.on_train_end(logs)
-    return model.history
+    return logs
+
+
+@contextlib.contextmanager
+def explain_collective_errors():
+    """Turns TensorFlow's error for a failed collective into a ``WorkerError`` saying what
+    happened and how to resume.
+
+    Raises:
+        WorkerError: for ``UnavailableError`` (a peer stopped sending heartbeats),
+            ``DeadlineExceededError`` (the collective timeout passed), ``AbortedError`` and
+            ``CancelledError`` raised inside the block.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError, tf.errors.CancelledError) as error:
+        detail = " ".join(str(error.message).split())
+        if len(detail) > 300:
+            detail = detail[:300] + "…"
+        raise WorkerError(
+            f"training stopped: a worker stopped answering or the collective timeout passed "
+            f"({type(error).__name__}: {detail}). The job cannot go on with a worker missing; "
+            "run the same command on every worker to resume from the last backup "
+            "(BackupAndRestore)") from None
 
 
 def _step_functions(model, strategy):
