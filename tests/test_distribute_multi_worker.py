@@ -129,6 +129,7 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
     chief_log = log_text(tmp_path, "first0.log")
     assert codes[0] not in (0, "hung"), chief_log[-3000:]
     assert codes[1] == -signal.SIGKILL
+    print("stopped after", round(stopped_after, 1), "s")
     assert stopped_after < 40, stopped_after
     assert "WorkerError: training stopped: a worker stopped answering" in chief_log, \
         chief_log[-3000:]
