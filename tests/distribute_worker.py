@@ -77,6 +77,15 @@ else:
         distribute.fit(model, strategy, train_fn, epochs=epochs, steps_per_epoch=steps,
                        validation_fn=validation_fn, validation_steps=2, callbacks=callbacks,
                        verbose=0)
+    # Every worker evaluates its shard of the held-out images; only the chief saves and exports.
+    test = distribute.evaluate(model, strategy, validation_fn, steps=2)
+    print("test", json.dumps(test), flush=True)
+    if description["is_chief"] and settings.get("export_dir"):
+        from keras_resnet.export import export_saved_model
+
+        model.save(f"{settings['run_dir']}/model.keras")
+        export_saved_model(model, base_dir=settings["export_dir"], name="digits",
+                           class_names=[str(i) for i in range(10)], warmup_batch_sizes=[1])
 step = int(model.optimizer.iterations.numpy())
 np.savez(settings["out"], *model.get_weights(), step=step,
          learning_rate=float(schedule(step)), description=json.dumps(description))

@@ -80,7 +80,8 @@ def log_text(tmp_path, name):
 @pytest.mark.slow
 def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
     run_dir = tmp_path / "run"
-    settings = {"run_dir": str(run_dir), "batch_size": 32, "steps": 3}
+    settings = {"run_dir": str(run_dir), "batch_size": 32, "steps": 3,
+                "export_dir": str(tmp_path / "saved_models")}
     workers = start_workers(tmp_path, settings)
     reference = start(dict(settings, strategy="one-device", engine="keras",
                            out=str(tmp_path / "reference.npz")))
@@ -98,7 +99,12 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
         "strategy": "multi-worker", "replicas": 2, "workers": 2, "is_chief": True}
     assert json.loads(str(other_data["description"]))["is_chief"] is False
     # Only the chief wrote the run directory (the backup is removed when training ends).
-    assert sorted(os.listdir(run_dir)) == ["best.keras", "history.csv", "logs"]
+    assert sorted(os.listdir(run_dir)) == ["best.keras", "history.csv", "logs", "model.keras"]
+    assert os.listdir(tmp_path / "saved_models" / "digits") == ["1"]
+    # Both workers got the same, all-reduced test metrics.
+    tests = [[line for line in log_text(tmp_path, f"w{i}.log").splitlines()
+              if line.startswith("test ")] for i in (0, 1)]
+    assert tests[0] == tests[1] and len(tests[0]) == 1
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert lines[0].split(",") == ["epoch", "accuracy", "loss", "top5_accuracy",
                                    "val_accuracy", "val_loss", "val_top5_accuracy"]

@@ -6,7 +6,8 @@
 * ``scaled_learning_rate``: the linear scaling rule for the global batch.
 * ``fit(...)``: a training loop over ``strategy.run`` driving the model's own ``train_step``
   and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
-  keras-team/keras#20585); ``worker_dir`` keeps non-chief workers' files out of the run.
+  keras-team/keras#20585), and ``evaluate``; ``worker_dir`` keeps non-chief workers' files
+  out of the run.
 """
 
 from keras_resnet.distribute.cluster import Cluster, read_cluster
@@ -15,11 +16,11 @@ from keras_resnet.distribute.strategy import (choose_strategy, describe, make_st
 
 __all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
            "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
-           "explain_collective_errors"]
+           "evaluate", "explain_collective_errors"]
 
 
 def __getattr__(name):
-    if name in ("fit", "worker_dir", "WorkerError", "explain_collective_errors"):
+    if name in ("fit", "evaluate", "worker_dir", "WorkerError", "explain_collective_errors"):
         from keras_resnet.distribute import loop
 
         return getattr(loop, name)

@@ -164,6 +164,35 @@ def _step_functions(model, strategy):
     return train_step, test_step
 
 
+def evaluate(model: keras.Model, strategy, test_fn, *, steps: int) -> dict:
+    """The compiled metrics of ``model`` over ``steps`` batches of every worker's shard.
+
+    Every worker must call it (the metrics are all-reduced); each reads its share of the
+    split from ``test_fn(input_context)``, so ``steps`` batches of the global batch are
+    evaluated (a last, partial global batch is left out so that every worker runs the same
+    steps).
+
+    Args:
+        model: a compiled ``keras.Model`` (built under ``strategy.scope()``).
+        strategy: a ``tf.distribute.Strategy``.
+        test_fn: ``InputContext -> tf.data.Dataset`` of ``(images, labels)`` batches.
+        steps: batches per worker.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ..., ...}`` as floats, the same on every worker.
+
+    Raises:
+        TypeError, ValueError: a bad ``steps``.
+        WorkerError: a collective failed.
+    """
+    steps = checks.positive_int(steps, "steps")
+    _, test_step = _step_functions(model, strategy)
+    with explain_collective_errors():
+        logs = _evaluate(model, test_step, strategy.distribute_datasets_from_function(test_fn),
+                         steps)
+    return {name[len("val_"):]: value for name, value in logs.items()}
+
+
 def _evaluate(model, test_step, validation_data, steps):
     model.reset_metrics()
     iterator = iter(validation_data)
