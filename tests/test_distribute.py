@@ -174,3 +174,28 @@ def test_readme_distributed_training_snippet_runs():
                      timeout=300)
     assert "'strategy': 'one-device', 'replicas': 1" in out
     assert out.strip().splitlines()[-1] == "steps 20"
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_workers_read_disjoint_shards_that_cover_the_training_split(name):
+    """What each worker's ``load_dataset(..., input_context=context)`` reads (2 workers, one
+    replica each, global batch 32): disjoint halves whose union is the training split."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_resnet.data import load_dataset
+
+    seen = []
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index,
+                                             num_replicas_in_sync=2)
+        data = load_dataset(name, batch_size=32, augment=False, input_context=context,
+                            num_examples=200)
+        images = np.concatenate([x.numpy() for x, _ in data.train])
+        assert max(len(x) for x, _ in data.train) == 16  # the per-replica batch
+        seen.append({image.tobytes() for image in images})
+    full = load_dataset(name, batch_size=32, augment=False, num_examples=200)
+    everything = {image.tobytes() for x, _ in full.train for image in x.numpy()}
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == everything
+    assert abs(len(seen[0]) - len(seen[1])) <= 1
