@@ -103,6 +103,7 @@ def test_strategy_misuse_is_a_value_error():
         distribute.make_strategy("one-device", collective_timeout=0)
 
 
+@pytest.mark.slow
 def test_bad_tf_config_fails_before_tensorflow_starts():
     # Logical devices can only be configured before the TF runtime starts: that this works
     # after the error proves make_strategy checked TF_CONFIG before any TensorFlow work.
@@ -132,6 +133,7 @@ def test_one_device_in_process():
     assert description["devices"][0].endswith("CPU:0") or "GPU" in description["devices"][0]
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus():
     out = run_python("""
         import json
@@ -199,3 +201,14 @@ def test_workers_read_disjoint_shards_that_cover_the_training_split(name):
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == everything
     assert abs(len(seen[0]) - len(seen[1])) <= 1
+
+
+@pytest.mark.parametrize("size, batch, workers, expected", [
+    (1293, 32, 2, 40), (144, 32, 2, 4), (145, 32, 2, 4), (10, 32, 2, 1), (1293, 32, 1, 40)])
+def test_steps_for(size, batch, workers, expected):
+    assert distribute.steps_for(size, batch, workers) == expected
+
+
+def test_steps_for_checks():
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 4; got 2"):
+        distribute.steps_for(100, 2, 4)

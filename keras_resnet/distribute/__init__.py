@@ -16,11 +16,12 @@ from keras_resnet.distribute.strategy import (choose_strategy, describe, make_st
 
 __all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
            "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
-           "evaluate", "explain_collective_errors"]
+           "evaluate", "explain_collective_errors", "steps_for"]
 
 
 def __getattr__(name):
-    if name in ("fit", "evaluate", "worker_dir", "WorkerError", "explain_collective_errors"):
+    if name in ("fit", "evaluate", "worker_dir", "WorkerError", "explain_collective_errors",
+                "steps_for"):
         from keras_resnet.distribute import loop
 
         return getattr(loop, name)

@@ -143,6 +143,24 @@ def explain_collective_errors():
             "(BackupAndRestore)") from None
 
 
+def steps_for(size: int, batch_size: int, workers: int) -> int:
+    """Steps every worker can run over a split of ``size`` images at global ``batch_size``:
+    whole per-worker batches of the smallest worker's shard (at least 1).
+
+    Args:
+        size: images in the split.
+        batch_size: the global batch.
+        workers: worker processes (each reads ``size // workers`` images or one more).
+
+    Returns:
+        The step count.
+    """
+    size = checks.positive_int(size, "size")
+    workers = checks.positive_int(workers, "workers")
+    batch_size = checks.positive_int(batch_size, "batch_size", minimum=workers)
+    return max(1, (size // workers) // (batch_size // workers))
+
+
 def _step_functions(model, strategy):
     import tensorflow as tf
 
