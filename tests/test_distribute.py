@@ -125,12 +125,32 @@ def test_bad_tf_config_fails_before_tensorflow_starts():
 
 
 def test_one_device_in_process():
+    import tensorflow as tf
+
     strategy, description = distribute.make_strategy("one-device")
-    assert type(strategy).__name__ == "OneDeviceStrategy"
+    assert strategy is tf.distribute.get_strategy()  # the default: no scope needed
+    assert type(distribute.make_strategy("one-device", devices=["/cpu:0"])[0]).__name__ == \
+        "OneDeviceStrategy"
     assert description == {"strategy": "one-device", "replicas": 1, "workers": 1,
                            "task_type": None, "task_index": None, "is_chief": True,
                            "devices": [description["devices"][0]]}
-    assert description["devices"][0].endswith("CPU:0") or "GPU" in description["devices"][0]
+    assert description["devices"] in (["/cpu:0"], ["/gpu:0"])
+
+
+def test_replicate_keeps_a_default_strategy_model_and_copies_into_a_scope():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2),
+                              keras.layers.BatchNormalization()])
+    assert distribute.replicate(model, tf.distribute.get_strategy()) is model
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    copy = distribute.replicate(model, strategy, sync_bn=True)
+    assert copy is not model and copy.layers[-1].synchronized
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
+    with pytest.raises(TypeError, match=r"sync_bn must be .*got 'yes'"):
+        distribute.replicate(model, strategy, sync_bn="yes")
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 * ``make_strategy(name)``: the strategy (``"auto"``, ``"one-device"``, ``"mirrored"``,
   ``"multi-worker"``) and a description for ``metrics.json``; ``TF_CONFIG`` is checked first.
-* ``synchronize_batch_norm(model)``: cross-replica batch statistics (``--sync-bn``).
+* ``synchronize_batch_norm(model)``: cross-replica batch statistics (``--sync-bn``);
+  ``replicate(model, strategy)``: a model built outside the strategy's scope, rebuilt in it.
 * ``scaled_learning_rate``: the linear scaling rule for the global batch.
 * ``fit(...)``: a training loop over ``strategy.run`` driving the model's own ``train_step``
   and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
@@ -15,7 +16,7 @@ from keras_resnet.distribute.strategy import (choose_strategy, describe, make_st
                                               scaled_learning_rate)
 
 __all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
-           "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
+           "replicate", "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
            "evaluate", "explain_collective_errors", "steps_for"]
 
 
@@ -25,8 +26,8 @@ def __getattr__(name):
         from keras_resnet.distribute import loop
 
         return getattr(loop, name)
-    if name == "synchronize_batch_norm":
-        from keras_resnet.distribute.sync_bn import synchronize_batch_norm
+    if name in ("synchronize_batch_norm", "replicate"):
+        from keras_resnet.distribute import sync_bn
 
-        return synchronize_batch_norm
+        return getattr(sync_bn, name)
     raise AttributeError(f"module 'keras_resnet.distribute' has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """Which ``tf.distribute`` strategy a run trains with, and what it records about it.
 
-* ``"one-device"``: ``tf.distribute.OneDeviceStrategy`` on the first GPU (else the CPU).
+* ``"one-device"``: TensorFlow's default strategy (what Keras uses without one: the first
+  GPU, else the CPU; models built outside any scope keep working), or
+  ``tf.distribute.OneDeviceStrategy`` on the one device given.
 * ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over this machine's GPUs (or ``devices``);
   Keras' ``model.fit`` trains under it.
 * ``"multi-worker"``: ``tf.distribute.MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
@@ -73,8 +75,8 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
     Args:
         name: ``"auto"``, ``"one-device"``, ``"mirrored"`` or ``"multi-worker"``.
         devices: device names (``["/gpu:0", "/gpu:1"]``, or logical CPUs
-            ``["/cpu:0", "/cpu:1"]``) for ``"mirrored"``, one device for ``"one-device"``;
-            None: the GPUs (else the CPU). Not for ``"multi-worker"`` (each worker uses its
+            ``["/cpu:0", "/cpu:1"]``) for ``"mirrored"``, one device for ``"one-device"``
+            (``"auto"`` picks ``"mirrored"`` for several); None: the GPUs (else the CPU). Not for ``"multi-worker"`` (each worker uses its
             GPUs, else its CPU).
         collective_timeout: seconds a multi-worker all-reduce waits for a peer before the job
             stops with an error (a killed worker); TensorFlow's health check also aborts
@@ -103,7 +105,7 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
     cluster = read_cluster() if chosen == "multi-worker" else None
     strategy = _create(chosen, devices, collective_timeout)
     description = describe(strategy, chosen, cluster)
-    logger.info("Training with %s: %d replica(s) on %d worker(s)%s", chosen,
+    logger.debug("Training with %s: %d replica(s) on %d worker(s)%s", chosen,
                 description["replicas"], description["workers"],
                 f" (this is {cluster.task_type} {cluster.task_index})" if cluster else "")
     return strategy, description
@@ -129,13 +131,18 @@ def _create(chosen, devices, collective_timeout):
     if chosen == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
     if devices is None:
-        devices = ("/gpu:0",) if tf.config.list_physical_devices("GPU") else ("/cpu:0",)
+        return tf.distribute.get_strategy()
     return tf.distribute.OneDeviceStrategy(devices[0])
 
 
 def describe(strategy, name: str, cluster: Cluster | None = None) -> dict:
     """What ``metrics.json`` records about a strategy (see ``make_strategy``)."""
-    extended = strategy.extended
+    import tensorflow as tf
+
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        devices = ["/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"]
+    else:
+        devices = list(strategy.extended.worker_devices)
     return {
         "strategy": name,
         "replicas": int(strategy.num_replicas_in_sync),
@@ -143,7 +150,7 @@ def describe(strategy, name: str, cluster: Cluster | None = None) -> dict:
         "task_type": cluster.task_type if cluster else None,
         "task_index": cluster.task_index if cluster else None,
         "is_chief": cluster.is_chief if cluster else True,
-        "devices": list(getattr(extended, "worker_devices", ())),
+        "devices": devices,
     }
 
 

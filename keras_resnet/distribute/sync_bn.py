@@ -35,16 +35,52 @@ def synchronize_batch_norm(model: keras.Model) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {model!r}")
+    return _clone(model, True)
 
+
+def _clone(model, sync_bn):
     def clone(layer):
         config = layer.get_config()
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if sync_bn and isinstance(layer, keras.layers.BatchNormalization):
             config["synchronized"] = True
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def replicate(model: keras.Model, strategy, *, sync_bn: bool = False) -> keras.Model:
+    """``model`` with its variables in ``strategy``'s scope (mirrored over its replicas).
+
+    A model built outside ``strategy.scope()`` (a ``keras.Model`` a user passed in) is
+    rebuilt inside it with the same layers and weights; with ``sync_bn`` its batch
+    normalization layers also get cross-replica statistics. Under TensorFlow's default
+    strategy (one device) without ``sync_bn``, ``model`` itself is returned.
+
+    Args:
+        model: a functional or sequential ``keras.Model``.
+        strategy: a ``tf.distribute.Strategy``.
+        sync_bn: synchronize batch normalization (``synchronize_batch_norm``).
+
+    Returns:
+        The model to compile and train under ``strategy.scope()``.
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model``; ``sync_bn`` is not a bool.
+    """
+    import tensorflow as tf
+
+    from keras_resnet import checks
+
+    checks.boolean(sync_bn, "sync_bn")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model; got {model!r}")
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy() \
+            and not sync_bn:
+        return model
+    with strategy.scope():
+        return _clone(model, sync_bn)
 
 
 def count_synchronized(model: keras.Model) -> int:
