@@ -15,9 +15,9 @@ from keras_resnet.distribute.cluster import Cluster, read_cluster
 from keras_resnet.distribute.strategy import (choose_strategy, describe, make_strategy,
                                               scaled_learning_rate)
 
-__all__ = ["Cluster", "choose_strategy", "describe", "fit", "make_strategy", "read_cluster",
-           "replicate", "scaled_learning_rate", "synchronize_batch_norm", "worker_dir", "WorkerError",
-           "evaluate", "explain_collective_errors", "steps_for"]
+__all__ = ["Cluster", "WorkerError", "choose_strategy", "describe", "evaluate",
+           "explain_collective_errors", "fit", "make_strategy", "read_cluster", "replicate",
+           "scaled_learning_rate", "steps_for", "synchronize_batch_norm", "worker_dir"]
 
 
 def __getattr__(name):

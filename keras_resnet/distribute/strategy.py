@@ -76,8 +76,8 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
         name: ``"auto"``, ``"one-device"``, ``"mirrored"`` or ``"multi-worker"``.
         devices: device names (``["/gpu:0", "/gpu:1"]``, or logical CPUs
             ``["/cpu:0", "/cpu:1"]``) for ``"mirrored"``, one device for ``"one-device"``
-            (``"auto"`` picks ``"mirrored"`` for several); None: the GPUs (else the CPU). Not for ``"multi-worker"`` (each worker uses its
-            GPUs, else its CPU).
+            (``"auto"`` picks ``"mirrored"`` for several); None: the GPUs (else the CPU).
+            Not for ``"multi-worker"`` (each worker uses its GPUs, else its CPU).
         collective_timeout: seconds a multi-worker all-reduce waits for a peer before the job
             stops with an error (a killed worker); TensorFlow's health check also aborts
             collectives when a peer stops answering.
