@@ -154,3 +154,16 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
               (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3"]
     assert not (run_dir / "backup").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_script_measures_the_three_setups():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed_steps.py"),
+                           "--steps", "2", "--batch", "16"],
+                          env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["one-device", "x1"], ["mirrored", "x2"], ["multi-worker", "x2"]]
+    assert all(float(line.split()[3]) > 0 for line in lines)
