@@ -43,6 +43,17 @@ DEFAULT_DETERMINISTIC = True
 WARMUP_LEARNING_RATE = 0.01
 WARMUP_MAX_ERROR = 0.8
 
+# ------------------------------------------------------------------ distributed
+# tf.distribute strategies `train --strategy` takes; "auto" picks from TF_CONFIG and the GPUs
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+DEFAULT_STRATEGY = "auto"
+# TF_CONFIG task types a MultiWorkerMirroredStrategy trains with (the chief is a worker too)
+TASK_TYPES = ("chief", "worker")
+# seconds a collective (all-reduce) may wait for a peer before the job stops with an error
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+# the global batch the recipe's learning rate is given for (the linear scaling rule's base)
+BASE_BATCH_SIZE = 128
+
 # ------------------------------------------------------------------ pretrained weights
 # input normalization a converted checkpoint carries: None or torchvision/timm's mean/std
 PREPROCESSINGS = (None, "torch")

@@ -1,0 +1,234 @@
+"""Strategy choice and TF_CONFIG checks (``keras_resnet.distribute``)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_resnet import distribute
+from keras_resnet.distribute import choose_strategy, read_cluster, scaled_learning_rate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tf_config(workers=2, task_type="worker", index=0, chief=False):
+    cluster = {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]}
+    if chief:
+        cluster["chief"] = ["127.0.0.1:1999"]
+    return {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                     "task": {"type": task_type, "index": index}})}
+
+
+def run_python(code, env=None, timeout=120):
+    """Runs ``code`` in a fresh Python (TF state is per process); returns its stdout."""
+    environ = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+                   CUDA_VISIBLE_DEVICES="-1")
+    environ.pop("TF_CONFIG", None)
+    environ.update(env or {})
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environ,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("environ, gpus, expected", [
+    ({}, 0, "one-device"),
+    ({}, 1, "one-device"),
+    ({}, 2, "mirrored"),
+    (tf_config(workers=2), 0, "multi-worker"),
+    (tf_config(workers=1, chief=True, task_type="chief"), 4, "multi-worker"),
+    (tf_config(workers=1), 0, "one-device"),  # one task: nothing to distribute over
+    (tf_config(workers=1), 2, "mirrored"),
+])
+def test_auto_choice_from_tf_config_and_gpus(environ, gpus, expected):
+    assert choose_strategy("auto", environ=environ, gpus=gpus) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", r"TF_CONFIG must be JSON like .*got '\{not json' \(Expecting property name"),
+    ("[1, 2]", r"TF_CONFIG must be a JSON object with \"cluster\" and \"task\"; got '\[1, 2\]'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}),
+     r"TF_CONFIG must name this process's task .*got task None"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief"}}),
+     r"TF_CONFIG's task type must be one of the cluster's \(worker\); got 'chief'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                 "task": {"type": "worker", "index": 2}}),
+     r"TF_CONFIG's task index must be an int in \[0, 1\] \(the cluster has 2 worker "
+     r"address\(es\)\); got 2"),
+    (json.dumps({"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps"}}),
+     r"cluster task types must be among chief, worker .*got 'ps'"),
+    (json.dumps({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker"}}),
+     r"addresses must be \"host:port\"; got 'localhost'"),
+    (json.dumps({"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker"}}),
+     r"must be a non-empty list of \"host:port\" addresses; got '127.0.0.1:1'"),
+])
+def test_bad_tf_config_is_a_value_error(text, message):
+    with pytest.raises(ValueError, match=message):
+        read_cluster({"TF_CONFIG": text})
+    with pytest.raises(ValueError, match=message):
+        choose_strategy("auto", environ={"TF_CONFIG": text}, gpus=0)
+
+
+def test_cluster_roles():
+    assert read_cluster({}) is None
+    assert read_cluster({"TF_CONFIG": json.dumps({"task": {"type": "worker"}})}) is None
+    worker0 = read_cluster(tf_config(workers=2, index=0))
+    worker1 = read_cluster(tf_config(workers=2, index=1))
+    assert (worker0.num_workers, worker0.is_chief, worker1.is_chief) == (2, True, False)
+    with_chief = tf_config(workers=2, index=0, chief=True)
+    assert not read_cluster(with_chief).is_chief
+    assert read_cluster(tf_config(workers=2, task_type="chief", chief=True)).is_chief
+    assert read_cluster(with_chief).num_workers == 3
+
+
+def test_strategy_misuse_is_a_value_error():
+    with pytest.raises(ValueError, match=r"strategy 'multi-worker' needs TF_CONFIG .*got no "
+                                         r"TF_CONFIG"):
+        choose_strategy("multi-worker", environ={})
+    with pytest.raises(ValueError, match=r"strategy 'mirrored' trains on one machine but "
+                                         r"TF_CONFIG names 2 tasks"):
+        choose_strategy("mirrored", environ=tf_config(workers=2))
+    with pytest.raises(ValueError, match=r"strategy must be one of .*got 'horovod'"):
+        choose_strategy("horovod", environ={})
+    with pytest.raises(TypeError, match=r"devices must be a non-empty list of device names "
+                                        r".*got '/gpu:0'"):
+        distribute.make_strategy("mirrored", devices="/gpu:0")
+    with pytest.raises(ValueError, match=r"strategy 'one-device' takes one device; got "
+                                         r"devices=\['/cpu:0', '/cpu:1'\]"):
+        distribute.make_strategy("one-device", devices=["/cpu:0", "/cpu:1"])
+    with pytest.raises(ValueError, match=r"collective_timeout must be .*got 0"):
+        distribute.make_strategy("one-device", collective_timeout=0)
+
+
+@pytest.mark.slow
+def test_bad_tf_config_fails_before_tensorflow_starts():
+    # Logical devices can only be configured before the TF runtime starts: that this works
+    # after the error proves make_strategy checked TF_CONFIG before any TensorFlow work.
+    out = run_python("""
+        import tensorflow as tf
+        from keras_resnet.distribute import make_strategy
+        for name in ("multi-worker", "auto"):
+            try:
+                make_strategy(name)
+            except ValueError as error:
+                print(type(error).__name__)
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        print(len(tf.config.list_logical_devices("CPU")))
+    """, env={"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, '
+                           '"task": {"type": "worker", "index": 5}}'})
+    assert out.split() == ["ValueError", "ValueError", "2"]
+
+
+def test_one_device_in_process():
+    import tensorflow as tf
+
+    strategy, description = distribute.make_strategy("one-device")
+    assert strategy is tf.distribute.get_strategy()  # the default: no scope needed
+    assert type(distribute.make_strategy("one-device", devices=["/cpu:0"])[0]).__name__ == \
+        "OneDeviceStrategy"
+    assert description == {"strategy": "one-device", "replicas": 1, "workers": 1,
+                           "task_type": None, "task_index": None, "is_chief": True,
+                           "devices": [description["devices"][0]]}
+    assert description["devices"] in (["/cpu:0"], ["/gpu:0"])
+
+
+def test_replicate_keeps_a_default_strategy_model_and_copies_into_a_scope():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2),
+                              keras.layers.BatchNormalization()])
+    assert distribute.replicate(model, tf.distribute.get_strategy()) is model
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    copy = distribute.replicate(model, strategy, sync_bn=True)
+    assert copy is not model and copy.layers[-1].synchronized
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
+    with pytest.raises(TypeError, match=r"sync_bn must be .*got 'yes'"):
+        distribute.replicate(model, strategy, sync_bn="yes")
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus():
+    out = run_python("""
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from keras_resnet.distribute import make_strategy
+        strategy, description = make_strategy("auto", devices=["/cpu:0", "/cpu:1"])
+        print(json.dumps([type(strategy).__name__, description]))
+    """)
+    name, description = json.loads(out)
+    assert name == "MirroredStrategy"
+    assert (description["strategy"], description["replicas"], description["workers"],
+            description["is_chief"]) == ("mirrored", 2, 1, True)
+    assert [d[-5:] for d in description["devices"]] == ["CPU:0", "CPU:1"]
+
+
+@pytest.mark.parametrize("rate, batch, base, expected", [
+    (0.1, 128, 128, 0.1), (0.1, 256, 128, 0.2), (0.1, 32, 128, 0.025), (0.4, 64, 32, 0.8)])
+def test_scaled_learning_rate(rate, batch, base, expected):
+    assert scaled_learning_rate(rate, batch, base_batch_size=base) == pytest.approx(expected)
+
+
+def test_scaled_learning_rate_checks():
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int .*got 0"):
+        scaled_learning_rate(0.1, 0)
+    with pytest.raises(TypeError, match=r"learning_rate must be .*got '0.1'"):
+        scaled_learning_rate("0.1", 32)
+
+
+@pytest.mark.slow
+def test_readme_distributed_training_snippet_runs():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("\n### Distributed training\n", 1)[1].split("\n## ", 1)[0]
+    snippets = section.split("```python\n")[1:]
+    assert len(snippets) == 1
+    code = snippets[0].split("```", 1)[0]
+    out = run_python(code + "\nprint('steps', int(model.optimizer.iterations.numpy()))\n",
+                     timeout=300)
+    assert "'strategy': 'one-device', 'replicas': 1" in out
+    assert out.strip().splitlines()[-1] == "steps 20"
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_workers_read_disjoint_shards_that_cover_the_training_split(name):
+    """What each worker's ``load_dataset(..., input_context=context)`` reads (2 workers, one
+    replica each, global batch 32): disjoint halves whose union is the training split."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_resnet.data import load_dataset
+
+    seen = []
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index,
+                                             num_replicas_in_sync=2)
+        data = load_dataset(name, batch_size=32, augment=False, input_context=context,
+                            num_examples=200)
+        images = np.concatenate([x.numpy() for x, _ in data.train])
+        assert max(len(x) for x, _ in data.train) == 16  # the per-replica batch
+        seen.append({image.tobytes() for image in images})
+    full = load_dataset(name, batch_size=32, augment=False, num_examples=200)
+    everything = {image.tobytes() for x, _ in full.train for image in x.numpy()}
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == everything
+    assert abs(len(seen[0]) - len(seen[1])) <= 1
+
+
+@pytest.mark.parametrize("size, batch, workers, expected", [
+    (1293, 32, 2, 40), (144, 32, 2, 4), (145, 32, 2, 4), (10, 32, 2, 1), (1293, 32, 1, 40)])
+def test_steps_for(size, batch, workers, expected):
+    assert distribute.steps_for(size, batch, workers) == expected
+
+
+def test_steps_for_checks():
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 4; got 2"):
+        distribute.steps_for(100, 2, 4)
