@@ -26,8 +26,7 @@ def _randomize_batch_norms(model, rng):
     # Non-trivial statistics and gammas, so a BN applied in the wrong place would show.
     for layer in model.layers:
         if isinstance(layer, RepeatedBlocks):
-            for _, _, weights in [(None, None, w) for w in layer.bn_weights]:
-                gamma, beta, mean, variance = weights
+            for gamma, beta, mean, variance in layer.bn_weights:
                 for variable, values in ((gamma, rng.uniform(0.5, 1.5, gamma.shape)),
                                          (beta, rng.normal(0, 0.1, beta.shape)),
                                          (mean, rng.normal(0, 0.1, mean.shape)),
