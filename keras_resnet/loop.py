@@ -60,6 +60,9 @@ class RepeatedBlocks(layers.Layer):
     """
 
     def __init__(self, count, filters, options=None, plain=False, **kwargs):
+        # Variables are read in float32 (the BN statistics must stay float32, as in Keras' own
+        # BatchNormalization); the kernels are cast to the compute dtype where they are used.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.count = checks.positive_int(count, "count")
         self.filters = checks.positive_int(filters, "filters")
