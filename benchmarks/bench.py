@@ -182,15 +182,21 @@ def bench_cifar56(config, state):
                 note="ours = mixed_bfloat16")]
 
 
-def bench_resnet1202(config, state):
-    """Very deep build and training step, in a fresh process so peak memory is its own."""
-    depth = 20 if config.quick else 1202
-    result = subprocess.run([sys.executable, os.path.join(HERE, "deep_step.py"), str(depth), "32"],
+def _deep_step(depth, batch, size=32, loop=False):
+    """Build, first-step and step times of CIFAR ResNet-``depth`` in a fresh process."""
+    argv = [str(depth), str(batch), str(size), *(["--loop"] if loop else [])]
+    result = subprocess.run([sys.executable, os.path.join(HERE, "deep_step.py"), *argv],
                             capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if result.returncode:
         raise RuntimeError(f"ResNet-{depth} benchmark failed:\n{result.stderr[-2000:]}")
-    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_resnet1202(config, state):
+    """Very deep build and training step, in a fresh process so peak memory is its own."""
+    depth = 20 if config.quick else 1202
+    numbers = _deep_step(depth, 32)
     name = f"resnet{depth}"
     return [
         Row(name, "build", numbers["build"], 10.0, "s", higher_is_better=False,
@@ -200,6 +206,33 @@ def bench_resnet1202(config, state):
         Row(name, "peak resident memory", numbers["peak_rss"] / 2 ** 30, 8.0, "GiB",
             higher_is_better=False, reference_name="target 8 GiB"),
     ]
+
+
+def bench_loop(config, state):
+    """loop_stages=True: build and first step of a deep over a shallow net, and against unrolled.
+
+    8x8 images at batch 2, so the step's arithmetic does not hide the fixed costs that grow with
+    the depth of the graph. Each model is measured in its own fresh process.
+    """
+    shallow, deep = (20, 56) if config.quick else (110, 1202)
+    looped = {depth: _deep_step(depth, 2, 8, loop=True) for depth in (shallow, deep)}
+    unrolled = {depth: _deep_step(depth, 2, 8) for depth in (shallow, deep)}
+    rows = []
+    for key, label in (("build", "build"), ("first_step", "first training step")):
+        rows.append(Row("loop", f"ResNet-{deep} over ResNet-{shallow}, {label}, looped",
+                        looped[deep][key], looped[shallow][key], "s", higher_is_better=False,
+                        reference_name=f"ResNet-{shallow}",
+                        note="ratio = shallow / deep; target > 0.67 (deep < 1.5x shallow)"))
+        rows.append(Row("loop", f"ResNet-{deep} {label}, looped vs unrolled", looped[deep][key],
+                        unrolled[deep][key], "s", higher_is_better=False,
+                        reference_name="unrolled"))
+    rows.append(Row("loop", f"ResNet-{deep} later steps, looped vs unrolled",
+                    looped[deep]["step"], unrolled[deep]["step"], "s", higher_is_better=False,
+                    reference_name="unrolled", note="goal: ratio >= 0.91 (no slower than 1.1x)"))
+    rows.append(Row("loop", f"ResNet-{deep} peak resident memory, looped vs unrolled",
+                    looped[deep]["peak_rss"] / 2 ** 30, unrolled[deep]["peak_rss"] / 2 ** 30,
+                    "GiB", higher_is_better=False, reference_name="unrolled"))
+    return rows
 
 
 def bench_serving(config, state):
@@ -282,7 +315,7 @@ def bench_accuracy(config, state):
 RUNNERS = {
     "roofline": bench_roofline, "resnet50": bench_resnet50, "precision": bench_precision,
     "cifar56": bench_cifar56, "resnet1202": bench_resnet1202, "serving": bench_serving,
-    "accuracy": bench_accuracy,
+    "accuracy": bench_accuracy, "loop": bench_loop,
 }
 
 

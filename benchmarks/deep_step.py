@@ -1,9 +1,9 @@
 """One very deep CIFAR ResNet's build, first step and later steps, measured in its own process.
 
-Run by ``bench.py resnet1202`` in a fresh process, so the peak resident memory is this model's
-alone; prints one JSON line.
+Run by ``bench.py resnet1202`` and ``bench.py loop`` in a fresh process, so the peak resident
+memory is this model's alone; prints one JSON line.
 
-    python benchmarks/deep_step.py DEPTH BATCH
+    python benchmarks/deep_step.py DEPTH BATCH [SIZE] [--loop]
 """
 
 import json
@@ -20,14 +20,22 @@ import numpy as np  # noqa: E402
 from keras_resnet import CifarResNet  # noqa: E402
 
 
+def _numbers(argv):
+    """DEPTH, BATCH and SIZE (default 32) from the command line."""
+    numbers = [int(value) for value in argv if value != "--loop"]
+    return (*numbers[:2], numbers[2] if len(numbers) > 2 else 32)
+
+
 def main(argv=None):
-    depth, batch = (int(value) for value in (argv or sys.argv[1:]))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    loop = "--loop" in argv
+    depth, batch, size = _numbers(argv)
     start = time.perf_counter()
-    model = CifarResNet(depth)
+    model = CifarResNet(depth, input_shape=(size, size, 3), loop_stages=loop)
     build = time.perf_counter() - start
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                   loss="sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(0, 1, (batch, size, size, 3)).astype("float32")
     y = np.arange(batch) % 10
     start = time.perf_counter()
     model.train_on_batch(x, y)

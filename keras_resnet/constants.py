@@ -15,7 +15,7 @@ COMPATS = (None, "keras.applications")
 SUMMARY_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # benchmarks/bench.py of a source checkout (run by `keras-resnet bench`)
 BENCHMARKS = ("roofline", "resnet50", "precision", "cifar56", "resnet1202", "serving",
-              "accuracy")
+              "accuracy", "loop")
 
 # ------------------------------------------------------------------ training recipe
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -60,6 +60,9 @@ class RepeatedBlocks(layers.Layer):
     """
 
     def __init__(self, count, filters, options=None, plain=False, **kwargs):
+        # Variables are read in float32 (the BN statistics must stay float32, as in Keras' own
+        # BatchNormalization); the kernels are cast to the compute dtype where they are used.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.count = checks.positive_int(count, "count")
         self.filters = checks.positive_int(filters, "filters")
@@ -280,9 +283,8 @@ def _stage_blocks(model):
     return blocks
 
 
-def _options_of_block(model, prefix):
-    """The ``BlockOptions`` and width of the unrolled block ``prefix`` (e.g. ``conv2_block2``)."""
-    names = {layer.name for layer in model.layers}
+def _options_of_block(model, names, prefix):
+    """The ``BlockOptions``, width and plainness of the unrolled block ``prefix``."""
     bottleneck = f"{prefix}_3_conv" in names
     first = model.get_layer(f"{prefix}_1_conv")
     last = model.get_layer(f"{prefix}_{3 if bottleneck else 2}_conv")
@@ -305,8 +307,18 @@ def _options_of_block(model, prefix):
     return options, first.filters, plain
 
 
-def _loop_call(model, counts):
+def _last_layer_name(names, prefix):
+    if f"{prefix}_out" in names:
+        return f"{prefix}_out"
+    return f"{prefix}_{3 if f'{prefix}_3_conv' in names else 2}_conv"
+
+
+def _loop_call(model):
     """A ``call_function`` for ``clone_model`` that replaces blocks 2..n of each stage."""
+    names = {layer.name for layer in model.layers}
+    counts = {stage: n for stage, n in _stage_blocks(model).items() if n > 1}
+    specs = {stage: _options_of_block(model, names, f"{stage}_block2") for stage in counts}
+    ends = {stage: _last_layer_name(names, f"{stage}_block{n}") for stage, n in counts.items()}
     stage_inputs = {}
 
     def call(layer, *args, **kwargs):
@@ -314,27 +326,18 @@ def _loop_call(model, counts):
         number = rest.split("_", 1)[0] if rest else ""
         if stage not in counts or not number.isdigit():
             return layer(*args, **kwargs)
-        number = int(number)
-        if number == 1:
+        if int(number) == 1:
             outputs = layer(*args, **kwargs)
             stage_inputs[stage] = outputs  # the last layer of block 1 comes last
             return outputs
-        options, filters, plain = _options_of_block(model, f"{stage}_block{number}")
-        if layer.name == _last_layer(model, stage, counts[stage]).name:
+        if layer.name == ends[stage]:
+            options, filters, plain = specs[stage]
             return RepeatedBlocks(counts[stage] - 1, filters, options, plain,
                                   name=f"{stage}_blocks")(stage_inputs[stage])
-        first = args[0]
-        return first[0] if isinstance(first, (list, tuple)) else first  # pruned later
+        first = args[0]  # a layer inside blocks 2..n: left out of the new model
+        return first[0] if isinstance(first, (list, tuple)) else first
 
     return call
-
-
-def _last_layer(model, stage, number):
-    names = {layer.name for layer in model.layers}
-    prefix = f"{stage}_block{number}"
-    if f"{prefix}_out" in names:
-        return model.get_layer(f"{prefix}_out")
-    return model.get_layer(f"{prefix}_{3 if f'{prefix}_3_conv' in names else 2}_conv")
 
 
 def convert_stages(model: keras.Model, loop: bool = True) -> keras.Model:
@@ -366,8 +369,7 @@ def convert_stages(model: keras.Model, loop: bool = True) -> keras.Model:
         return layer.__class__.from_config(layer.get_config())
 
     if loop:
-        counts = {stage: n for stage, n in _stage_blocks(model).items() if n > 1}
-        call = _loop_call(model, counts)
+        call = _loop_call(model)
     else:
         def call(layer, *args, **kwargs):
             if isinstance(layer, RepeatedBlocks):

@@ -8,8 +8,6 @@ thousands of layers recursively (a flat ResNet-1202 overflows Python's recursion
 
 from __future__ import annotations
 
-import os
-
 import keras
 from keras import layers
 
@@ -18,6 +16,7 @@ from keras_resnet.batch_norm import FusedBatchNormalization
 from keras_resnet.blocks import plain_block, residual_block
 from keras_resnet.loop import RepeatedBlocks
 from keras_resnet.options import BlockOptions, resolve_activation
+from keras_resnet.applications_weights import check_weights, load_weights
 
 # Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
 STEMS = constants.STEMS
@@ -67,21 +66,6 @@ def _compat_options(compat, options, plain, stem):
                          "ResNet50/101/152 (post-activation bottlenecks, imagenet stem, "
                          "shortcut='auto'); got an incompatible combination of options")
     return options.replace(use_bias=True, stride_on="1x1", epsilon=1.001e-5, momentum=0.99)
-
-
-def _check_weights(weights, depth, compat, include_top, classes):
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, 'imagenet' or a file path; got {weights!r}")
-    if weights == "imagenet":
-        if compat is None or depth not in presets.KERAS_APPLICATIONS_WEIGHTS_MD5:
-            raise ValueError("weights='imagenet' loads keras.applications' published file and "
-                             "needs compat='keras.applications' (ResNet50/101/152)")
-        if include_top and classes != 1000:
-            raise ValueError(f"weights='imagenet' with include_top=True needs classes=1000; "
-                             f"got classes={classes}")
-    elif weights is not None and not os.path.isfile(weights):
-        raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
-                         f"{os.fspath(weights)!r} does not exist")
 
 
 def _check_loop(loop_stages, opts, plain, compat):
@@ -269,7 +253,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         zero_init_residual=zero_init_residual, momentum=momentum, epsilon=epsilon,
         use_bias=use_bias)
     opts = _compat_options(compat, opts, plain, stem)
-    _check_weights(weights, depth, compat, include_top, classes)
+    check_weights(weights, depth, compat, include_top, classes)
     _check_head(include_top, pooling, classes, classifier_activation)
     total_stride = (1 if stem == "cifar" else 4) * 2 ** (len(stage_depths) - 1)
     default_shape = (presets.IMAGENET_INPUT_SHAPE if stem != "cifar"
@@ -292,54 +276,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         name = f"{kind}{depth}" if depth else kind
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        _load_weights(model, weights, depth, include_top)
+        load_weights(model, weights, depth, include_top)
     return model
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str | None = None):
-    """Downloads (once) keras.applications' ImageNet weights file and checks its MD5 digest.
-
-    Args:
-        depth: 50, 101 or 152.
-        include_top: the file with the classifier (else the ``_notop`` file).
-        cache_dir: where Keras caches downloads (default: Keras' own, ``~/.keras``).
-
-    Returns:
-        The local path of the verified file.
-
-    Raises:
-        ValueError: for another depth, or a download whose digest does not match.
-        OSError: when the file cannot be downloaded.
-    """
-    checks.one_of(depth, "depth", presets.KERAS_APPLICATIONS_WEIGHTS_MD5)
-    url = presets.KERAS_APPLICATIONS_WEIGHTS_URL.format(
-        depth=depth, notop="" if include_top else "_notop")
-    digest = presets.KERAS_APPLICATIONS_WEIGHTS_MD5[depth][0 if include_top else 1]
-    if cache_dir is not None:
-        # Keras falls back to /tmp/.keras for a cache directory that does not exist yet.
-        os.makedirs(cache_dir, exist_ok=True)
-    try:
-        return keras.utils.get_file(os.path.basename(url), url, cache_subdir="models",
-                                    file_hash=digest, cache_dir=cache_dir)
-    except ValueError as error:  # the digest does not match
-        raise ValueError(f"weights='imagenet': the file downloaded from {url} is not "
-                         f"keras.applications' file: {error}") from error
-    except Exception as error:  # Keras raises a bare Exception when the fetch fails
-        raise OSError(f"weights='imagenet': could not download {url}: {error}") from error
-
-
-def _load_weights(model, weights, depth, include_top):
-    if weights == "imagenet":
-        weights = imagenet_weights_path(depth, include_top)
-    path = os.fspath(weights)
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"weights file {path!r} does not fit model {model.name!r}: "
-                         f"{error}") from error
 
 
 # ----------------------------------------------------------------------------- named networks

@@ -134,9 +134,10 @@ def test_any_model_without_blocks_is_measured_per_layer():
     (lambda m, x, y: diagnostics.gradient_norms(m, x[:, :4], y), "x must be a batch of shape"),
     (lambda m, x, y: diagnostics.gradient_norms(m, x, y[:3]), "one target per example"),
     (lambda m, x, y: diagnostics.gradient_norms(m, x, y, "hinge_loss_x"), "not a Keras loss"),
-    (lambda m, x, y: diagnostics.gradient_norms(m, x, y, units="stages"), "units must be one"),
+    (lambda m, x, y: diagnostics.gradient_norms(m, x, y, units="stages"),
+     "units must be one of 'blocks', 'layers'; got 'stages'"),
     (lambda m, x, y: diagnostics.GradientFlowLogger(x, y, every_n_batches=0),
-     "every_n_batches must be"),
+     "every_n_batches must be a positive int"),
     (lambda m, x, y: diagnostics.plot_by_depth({}, "x.png"), "non-empty dict"),
     (lambda m, x, y: diagnostics.plot_by_depth({"a": [1.0]}), "needs path"),
 ])

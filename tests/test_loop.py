@@ -26,8 +26,7 @@ def _randomize_batch_norms(model, rng):
     # Non-trivial statistics and gammas, so a BN applied in the wrong place would show.
     for layer in model.layers:
         if isinstance(layer, RepeatedBlocks):
-            for _, _, weights in [(None, None, w) for w in layer.bn_weights]:
-                gamma, beta, mean, variance = weights
+            for gamma, beta, mean, variance in layer.bn_weights:
                 for variable, values in ((gamma, rng.uniform(0.5, 1.5, gamma.shape)),
                                          (beta, rng.normal(0, 0.1, beta.shape)),
                                          (mean, rng.normal(0, 0.1, mean.shape)),
@@ -226,3 +225,15 @@ def test_the_exported_saved_model_serves_the_looped_model(tmp_path):
     x = _images()
     probabilities = served(images=tf.constant(x))["probabilities"]
     np.testing.assert_allclose(probabilities, model(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_runs_the_loop_in_bfloat16():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    looped = CifarResNet(14, input_shape=SHAPE, classes=5, loop_stages=True)
+    unrolled = transfer_weights(looped, CifarResNet(14, input_shape=SHAPE, classes=5))
+    assert looped.get_layer("conv2_blocks").compute_dtype == "bfloat16"
+    x = _images()
+    for training in (False, True):
+        y = looped(x, training=training)
+        assert y.dtype == "float32"
+        np.testing.assert_allclose(y, unrolled(x, training=training), rtol=0.05, atol=0.02)

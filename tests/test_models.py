@@ -16,7 +16,7 @@ import pytest
 from keras_resnet import (CifarResNet, ResNet, ResNet18, ResNet50, ResNet101, ResNet152, build,
                           model_stats, presets)
 from keras_resnet.cli import main
-from keras_resnet.models import imagenet_weights_path
+from keras_resnet.applications_weights import imagenet_weights_path
 
 
 def trainable(model):

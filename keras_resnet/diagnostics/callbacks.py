@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet import checks
 from keras_resnet.diagnostics.measure import _check_batch, _resolve_loss, gradient_flow
 
 
@@ -32,10 +33,7 @@ class GradientFlowLogger(keras.callbacks.Callback):
 
     def __init__(self, x, y, loss=None, csv_path=None, log_dir=None, every_n_batches=None):
         super().__init__()
-        if every_n_batches is not None and (isinstance(every_n_batches, bool) or not isinstance(
-                every_n_batches, int) or every_n_batches < 1):
-            raise ValueError(f"every_n_batches must be None or an int >= 1; got "
-                             f"{every_n_batches!r}")
+        checks.optional_positive_int(every_n_batches, "every_n_batches")
         if loss is not None:
             _resolve_loss(loss)
         self.x, self.y = np.asarray(x, dtype="float32"), np.asarray(y)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet import checks
 from keras_resnet.loop import RepeatedBlocks, convert_stages, transfer_weights
 from keras_resnet.stats import leaf_layers
 
@@ -23,8 +24,7 @@ UNITS = ("blocks", "layers")
 
 def _units(model, units="blocks"):
     """Returns the model's units, in depth order, as dicts of name, kernels and Add layer."""
-    if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}; got {units!r}")
+    checks.one_of(units, "units", UNITS)
     leaves = list(leaf_layers(model))
     starts = [m.group("block") for m in map(_BLOCK_START.match, (l.name for l in leaves)) if m]
     if starts and units == "blocks":
