@@ -18,7 +18,7 @@ from keras import layers, ops
 
 from keras_resnet import checks, constants
 from keras_resnet.batch_norm import FusedBatchNormalization
-from keras_resnet.options import BlockOptions, options_from, resolve_initializer
+from keras_resnet.options import BlockOptions, options_from
 
 # Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
 SHORTCUTS = constants.SHORTCUTS
@@ -334,8 +334,3 @@ def _dense_branch(h, units, batch_norm, name, opts: BlockOptions):
             if i == 1:
                 h = _act(h, f"{name}_1_relu", opts)
     return h
-
-
-# training.py resolves its --initializer through this name; it moves to
-# keras_resnet.options.resolve_initializer (same arguments) when training is updated.
-_initializer = resolve_initializer
