@@ -82,6 +82,10 @@ def _check_weights(weights, depth, compat, include_top, classes):
     elif weights is not None and not os.path.isfile(weights):
         raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
                          f"{os.fspath(weights)!r} does not exist")
+    elif weights is not None and not os.fspath(weights).lower().endswith(
+            constants.WEIGHTS_EXTENSIONS):
+        raise ValueError(f"weights file {os.fspath(weights)!r} must end with one of "
+                         f"{', '.join(constants.WEIGHTS_EXTENSIONS)}")
 
 
 def _check_loop(loop_stages, opts, plain, compat):
@@ -222,8 +226,10 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     Args:
         depth: a known ImageNet depth (18, 34, 50, 101, 152, 200); or give ``stage_depths``.
         include_top: end with global average pooling and a ``classes``-way Dense layer.
-        weights: None (random), a path to a weights file (``.weights.h5``, or a legacy ``.h5``
-            such as keras.applications' published files) or ``"imagenet"`` (only with
+        weights: None (random), a path to a weights file (a torchvision / timm checkpoint
+            ``.safetensors`` / ``.pth``, ``.keras``, ``.weights.h5``, or a legacy ``.h5`` such
+            as keras.applications' published files; ``keras_resnet.pretrained.load_weights``)
+            or ``"imagenet"`` (only with
             ``compat="keras.applications"``; downloads keras.applications' file and checks its
             MD5 digest).
         input_tensor: optional Keras tensor to use as the input.
@@ -334,12 +340,11 @@ def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str |
 def _load_weights(model, weights, depth, include_top):
     if weights == "imagenet":
         weights = imagenet_weights_path(depth, include_top)
-    path = os.fspath(weights)
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"weights file {path!r} does not fit model {model.name!r}: "
-                         f"{error}") from error
+    # Any supported file (torchvision/timm checkpoints, .keras, .weights.h5, keras.applications'
+    # .h5 for compat models), chosen by its extension.
+    from keras_resnet.pretrained import load_weights
+
+    load_weights(model, weights)
 
 
 # ----------------------------------------------------------------------------- named networks

@@ -89,7 +89,7 @@ def test_cli_unknown_recipe_is_a_usage_error(capsys):
 def test_tiny_imagenet_recipe_run_on_64px_images(tmp_path, monkeypatch, capsys):
     """`train --recipe imagenet` on a generated folder of 64x64 JPEGs: 2 epochs, 1 warm-up."""
     import keras_resnet.training.run as run_module
-    from tests.imagefolders import make_jpeg_folder
+    from imagefolders import make_jpeg_folder
 
     compiled = []
     real_compile = run_module.compile_model

@@ -424,7 +424,7 @@ def _spy_load_dataset(monkeypatch):
 
 
 def _folder_run(tmp_path, *flags):
-    from tests.imagefolders import make_jpeg_folder
+    from imagefolders import make_jpeg_folder
 
     folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8)
     return main(["train", "--data", folder, "--model", "cifar-resnet20", "--epochs", "1",
@@ -472,7 +472,7 @@ def test_cli_bad_data_flags_exit_2_before_training(tmp_path, capsys, flags, mess
 @pytest.mark.slow
 def test_a_corrupt_record_met_in_training_stops_with_the_shard_and_index(tmp_path, capsys):
     from keras_resnet.data import prepare
-    from tests.imagefolders import make_jpeg_folder
+    from imagefolders import make_jpeg_folder
 
     folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8, size=(12, 12))
     prepare(folder, str(tmp_path / "shards"), shards=1, validation_split=0.25)
