@@ -57,7 +57,7 @@ def _train(tmp_path, *flags):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--fine-tune-from", "conv7"], "fine_tune_from must be a stage of model 'resnet' "
+    (["--fine-tune-from", "conv7"], "fine_tune_from must be a stage of model 'tiny_resnet' "
                                     "(conv2, conv3, conv4, conv5, or its number); got 'conv7'"),
     (["--fine-tune-from", "conv5", "--epochs", "1"],
      "epochs must be at least 2 with fine_tune_from (one epoch per phase); got 1"),
@@ -92,7 +92,7 @@ def test_cli_fine_tunes_a_converted_torch_checkpoint_in_two_phases(tmp_path, cap
     run = tmp_path / "runs" / "ft"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["phase_epochs"] == [1, 1] and metrics["epochs"] == 2
-    assert metrics["pretrained_model"] == "resnet"
+    assert metrics["model"] == metrics["pretrained_model"] == "tiny_resnet"
     assert metrics["config"]["weights"] == path
     assert metrics["config"]["fine_tune_from"] == "conv5"
     history = read_history(str(run / "history.csv"))
@@ -103,10 +103,52 @@ def test_cli_fine_tunes_a_converted_torch_checkpoint_in_two_phases(tmp_path, cap
         assert (run / file).is_file(), file
     assert not (run / "backup").exists() and not (run / "head.weights.h5").exists()
     assert metrics["export_path"] and os.path.isdir(metrics["export_path"])
-    assert "SavedModel" in out and "test accuracy" in out
+    assert "SavedModel" in out and "tiny_resnet on " in out and "test accuracy" in out
     # The model takes raw pixels: torchvision's normalization is its first layer.
     import keras
 
     model = keras.saving.load_model(str(run / "model.keras"))
     assert model.layers[1].name == "torch_preprocessing"
     assert model.output_shape == (None, 2)
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_run_killed_in_phase_2_resumes_there(tmp_path):
+    """SIGKILL after phase 2's first epoch; the same command keeps the trained head and
+    phase 2's backup, and trains only the last epoch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, path = _checkpoint(tmp_path)
+    command = [os.path.join(os.path.dirname(sys.executable), "keras-resnet"), "train",
+               "--data", _pets(tmp_path), "--batch-size", "4", "--out", str(tmp_path / "runs"),
+               "--name", "ft", "--verbose", "2", "--no-export", "--weights", path,
+               "--epochs", "3", "--head-epochs", "1", "--fine-tune-from", "5"]
+    run = tmp_path / "runs" / "ft"
+    metadata = run / "backup" / "fine_tune" / "training_metadata.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env, cwd=str(tmp_path))
+    deadline = time.time() + 150
+    while time.time() < deadline and process.poll() is None and not metadata.exists():
+        time.sleep(0.02)
+    assert process.poll() is None, process.stdout.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (run / "head.weights.h5").is_file() and not (run / "metrics.json").exists()
+    done = json.loads(metadata.read_text())["epoch"]
+    assert done == 2  # phase 1's epoch and phase 2's first
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                           timeout=170)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Resuming {run}: the head is trained" in again.stdout
+    assert "phase 1" not in again.stdout  # the head is not trained again
+    history = read_history(str(run / "history.csv"))
+    assert history["epoch"] == [0, 1, 2]
+    assert history["learning_rate"] == pytest.approx([1e-3, 1e-4, 1e-4])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["phase_epochs"] == [1, 2] and metrics["resumed_from_epoch"] == 0
+    assert not (run / "backup").exists() and not (run / "head.weights.h5").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 
@@ -43,8 +44,10 @@ def pretrained_model(config, model, dataset) -> keras.Model:
             raise ValueError("model_options do not apply to a torchvision / timm checkpoint "
                              "(it describes its own network); got "
                              f"{config.model_options!r}")
+        stem = os.path.basename(config.weights).split(".")[0]
         net = from_torch_checkpoint(config.weights, input_shape=dataset.input_shape,
-                                    classes=dataset.num_classes, preprocessing="torch")
+                                    classes=dataset.num_classes, preprocessing="torch",
+                                    name=re.sub(r"[^A-Za-z0-9_]", "_", stem) or "resnet")
     else:
         net = build_model(model if isinstance(model, keras.Model) else config.model, dataset,
                           initializer=config.initializer, **config.model_options)
@@ -107,9 +110,11 @@ def run_fine_tuning(config, model, dataset):
                       fine_tune_epochs=tune_epochs, initial_epoch=head_epochs,
                       callbacks=run_callbacks(config, dataset, run_files, True,
                                               backups["fine_tune"]))
+    extra = {"phase_epochs": [head_epochs, tune_epochs], "pretrained_model": net.name}
+    if _is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
+        extra["model"] = net.name  # the checkpoint's network, not config.model
     result = finish_run(config, net, dataset, run_files, resumed_from=resumed_from,
-                        started=started, phase_epochs=[head_epochs, tune_epochs],
-                        pretrained_model=net.name)
+                        started=started, **extra)
     if os.path.exists(head_weights):
         os.remove(head_weights)
     shutil.rmtree(run_files.path("backup"), ignore_errors=True)

@@ -297,7 +297,7 @@ def _run(config, model, dataset):
                       started=started, warmup_ended_at_step=warmup_end)
 
 
-def finish_run(config, model, dataset, run_files, *, resumed_from, started, **extra):
+def finish_run(config, net, dataset, run_files, *, resumed_from, started, **extra):
     """Evaluates, saves, plots, exports and records a fitted run; returns its ``TrainResult``.
 
     Raises:
@@ -312,15 +312,15 @@ def finish_run(config, model, dataset, run_files, *, resumed_from, started, **ex
                          f"epoch {len(losses)}); lower learning_rate (got "
                          f"{config.learning_rate}) or use warmup=True. Nothing was saved.")
     with explain_errors(dataset):
-        test = model.evaluate(dataset.test, verbose=0, return_dict=True)
+        test = net.evaluate(dataset.test, verbose=0, return_dict=True)
     with files.atomic_path(run_files.path("model")) as temporary:
-        model.save(temporary)
-    plot_history(history, run_files.path("curves"), title=f"{config.model} on {dataset.name}")
-    export_path = _export(model, config, dataset)
-    metrics = _metrics(config, model, dataset, history, test, resumed_from=resumed_from,
+        net.save(temporary)
+    plot_history(history, run_files.path("curves"), title=f"{extra.get('model', config.model)} on {dataset.name}")
+    export_path = _export(net, config, dataset)
+    metrics = _metrics(config, net, dataset, history, test, resumed_from=resumed_from,
                        export_path=export_path, seconds=time.perf_counter() - started, **extra)
     files.write_text(run_files.path("metrics"), json.dumps(metrics, indent=2))
-    return TrainResult(model=model, run_dir=config.run_dir, model_path=run_files.path("model"),
+    return TrainResult(model=net, run_dir=config.run_dir, model_path=run_files.path("model"),
                        best_model_path=run_files.path("best"),
                        history_path=run_files.path("history"),
                        curves_path=run_files.path("curves"),
@@ -328,14 +328,14 @@ def finish_run(config, model, dataset, run_files, *, resumed_from, started, **ex
                        export_path=export_path, metrics=metrics, history=history)
 
 
-def _metrics(config, model, dataset, history, test, *, resumed_from, export_path, seconds,
+def _metrics(config, net, dataset, history, test, *, resumed_from, export_path, seconds,
              warmup_ended_at_step=None, **extra):
     """The content of ``metrics.json``: results, data sizes and the run's ``TrainConfig``."""
     return {
         "name": config.name, "model": config.model, "data": dataset.name,
         "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
-        "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(math.prod(v.shape) for v in model.trainable_weights)),
+        "parameters": int(net.count_params()),
+        "trainable_parameters": int(sum(math.prod(v.shape) for v in net.trainable_weights)),
         "epochs": len(history["loss"]), "resumed_from_epoch": resumed_from,
         "wall_time_seconds": round(seconds, 2),
         "final_train_accuracy": history["accuracy"][-1],
