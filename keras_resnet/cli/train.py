@@ -23,11 +23,13 @@ def register(subparsers):
     """Adds the `train` subcommand."""
     parser = subparsers.add_parser(
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits)",
-        description="Trains with SGD (momentum 0.9, weight decay 1e-4), step decay /10 at 50% "
-                    "and 75% of training, augmentation in the input pipeline; writes "
+        description="Trains with a named recipe (default cifar: SGD momentum 0.9, weight decay "
+                    "1e-4, step decay /10 at 50% and 75% of training; --recipe imagenet), "
+                    "augmentation in the input pipeline, or fine-tunes --weights; writes "
                     "OUT/NAME/ (model.keras, best.keras, history.csv, curves.png, metrics.json, "
                     "logs/) and exports a SavedModel version under EXPORT/NAME/. Run the same "
-                    "command again after a crash to resume from the last finished epoch. "
+                    "command again after a crash to resume from the last backup (every epoch, or "
+                    "every --backup-every-steps N steps). "
                     "Models: " + ", ".join(presets.MODEL_PRESETS))
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"network name (default {DEFAULT_MODEL})")

@@ -135,7 +135,12 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             ``warmup_steps``,
             ``label_smoothing``, ``initializer``, ``precision``, ``jit_compile``,
             ``early_stopping``, ``out_dir``, ``export_dir``, ``name``, ``seed``,
-            ``deterministic``, ``verbose``, ``model_options``, ``data_options``.
+            ``deterministic``, ``verbose``, ``model_options``, ``data_options``,
+            ``warmup_epochs``, ``backup_every_steps``, ``weights``, ``fine_tune_from``,
+            ``head_epochs``, ``head_lr``, ``fine_tune_lr``; and ``recipe`` (a name of
+            ``keras_resnet.presets.RECIPES``, default ``"cifar"``): its values fill every option
+            not given (``keras_resnet.training.recipes.resolve_recipe``). With ``weights``, the
+            run fine-tunes them in two phases (``keras_resnet.training.finetuning``).
 
     Returns:
         A ``TrainResult``.
