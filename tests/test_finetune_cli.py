@@ -146,6 +146,7 @@ def test_a_fine_tuning_run_killed_in_phase_2_resumes_there(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"Resuming {run}: the head is trained" in again.stdout
     assert "phase 1" not in again.stdout  # the head is not trained again
+    assert "epoch 3/3 (phase 2): " in again.stdout and "epoch 2/3" not in again.stdout
     history = read_history(str(run / "history.csv"))
     assert history["epoch"] == [0, 1, 2]
     assert history["learning_rate"] == pytest.approx([1e-3, 1e-4, 1e-4])

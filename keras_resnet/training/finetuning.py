@@ -25,7 +25,7 @@ import keras
 
 from keras_resnet import files
 from keras_resnet.recipe import build_model
-from keras_resnet.training.run import _is_torch_checkpoint, _RunFiles, finish_run, run_callbacks
+from keras_resnet.training.run import is_torch_checkpoint, RunFiles, finish_run, run_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def pretrained_model(config, model, dataset) -> keras.Model:
     """
     from keras_resnet.pretrained import from_torch_checkpoint, load_weights
 
-    if _is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
+    if is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
         if config.model_options:
             raise ValueError("model_options do not apply to a torchvision / timm checkpoint "
                              "(it describes its own network); got "
@@ -83,7 +83,7 @@ def run_fine_tuning(config, model, dataset):
 
     net = pretrained_model(config, model, dataset)
     started = time.perf_counter()
-    run_files = _RunFiles(config.run_dir)
+    run_files = RunFiles(config.run_dir)
     resumed_from = run_files.prepare()
     head_epochs, tune_epochs = config.phase_epochs
     head_weights = os.path.join(config.run_dir, "head.weights.h5")
@@ -99,8 +99,8 @@ def run_fine_tuning(config, model, dataset):
             if resumed_from is not None:
                 logger.info("Resuming %s in phase 1 (the head)", config.run_dir)
             fine_tune(net, dataset.train, dataset.validation, **common,
-                      callbacks=run_callbacks(config, dataset, run_files,
-                                              resumed_from is not None, backups["head"]))
+                      callbacks=_callbacks(config, dataset, run_files, resumed_from is not None,
+                                           backups["head"], 1))
             if tune_epochs:
                 with files.atomic_path(head_weights) as temporary:
                     net.save_weights(temporary)
@@ -108,10 +108,10 @@ def run_fine_tuning(config, model, dataset):
             fine_tune(net, dataset.train, dataset.validation, **common,
                       fine_tune_from=_stage_value(config.fine_tune_from),
                       fine_tune_epochs=tune_epochs, initial_epoch=head_epochs,
-                      callbacks=run_callbacks(config, dataset, run_files, True,
-                                              backups["fine_tune"]))
+                      callbacks=_callbacks(config, dataset, run_files, True,
+                                           backups["fine_tune"], 2))
     extra = {"phase_epochs": [head_epochs, tune_epochs], "pretrained_model": net.name}
-    if _is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
+    if is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
         extra["model"] = net.name  # the checkpoint's network, not config.model
     result = finish_run(config, net, dataset, run_files, resumed_from=resumed_from,
                         started=started, **extra)
@@ -119,6 +119,31 @@ def run_fine_tuning(config, model, dataset):
         os.remove(head_weights)
     shutil.rmtree(run_files.path("backup"), ignore_errors=True)
     return result
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Logs one line per epoch (``fine_tune`` fits silently): ``epoch 2/3 (phase 2): loss ...``.
+
+    Args:
+        epochs: the run's epochs (both phases).
+        phase: 1 or 2.
+    """
+
+    def __init__(self, epochs, phase):
+        super().__init__()
+        self.epochs = epochs
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " - ".join(f"{key} {float(value):.4g}" for key, value in (logs or {}).items())
+        logger.info("epoch %d/%d (phase %d): %s", epoch + 1, self.epochs, self.phase, values)
+
+
+def _callbacks(config, dataset, run_files, resuming, backup_dir, phase):
+    callbacks = run_callbacks(config, dataset, run_files, resuming, backup_dir)
+    if config.verbose != 0:
+        callbacks.append(EpochLog(config.epochs, phase))
+    return callbacks
 
 
 def _stage_value(value):

@@ -58,7 +58,9 @@ class TrainResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class _RunFiles:
+class RunFiles:
+    """The files of a run directory, and what an earlier, killed run left there."""
+
     run_dir: str
 
     def path(self, key):
@@ -202,7 +204,7 @@ def _make_config(model, data, config, options):
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:
         weights = options.get("weights")
-        if _is_torch_checkpoint(weights) and not isinstance(model, keras.Model):
+        if is_torch_checkpoint(weights) and not isinstance(model, keras.Model):
             model_name_for_run = os.path.basename(os.fspath(weights)).split(".")[0]
         else:
             model_name_for_run = model_name
@@ -220,7 +222,7 @@ def _load_data(config, data, named_model=True):
     from keras_resnet import data as data_module
 
     size = config.data_options.get("image_size")
-    if size is not None and named_model and not _is_torch_checkpoint(config.weights):
+    if size is not None and named_model and not is_torch_checkpoint(config.weights):
         data_module.check_image_size(size, config.model)
 
     if isinstance(data, data_module.Dataset):
@@ -240,7 +242,8 @@ def _load_data(config, data, named_model=True):
     return dataset
 
 
-def _is_torch_checkpoint(path):
+def is_torch_checkpoint(path) -> bool:
+    """Whether ``path`` names a torchvision / timm checkpoint (by its extension)."""
     from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
 
     return path is not None and os.fspath(path).lower().endswith(TORCH_CHECKPOINT_EXTENSIONS)
@@ -278,7 +281,7 @@ def _callbacks(config, schedule, dataset, run_files, resuming):
 def _run(config, model, dataset):
     """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
     started = time.perf_counter()
-    run_files = _RunFiles(config.run_dir)
+    run_files = RunFiles(config.run_dir)
     resumed_from = run_files.prepare()
     schedule = PaperSchedule(config.learning_rate, config.epochs * dataset.steps_per_epoch,
                              config.schedule,
