@@ -64,7 +64,8 @@ def test_imagenet_recipe_resolved_values():
                                                    "got 'resnet'"),
     (lambda: resolve_recipe(3), TypeError, "recipe must be one of 'cifar', 'imagenet'; got 3"),
     (lambda: TrainConfig(warmup_epochs=2, schedule="cosine", epochs=2), ValueError,
-     r"warmup_epochs must be an int in \[0, 1\]; got 2"),
+     r"warmup_epochs must be less than epochs \(2\); got 2 \(recipe 'cifar'\); pass a "
+     r"smaller warmup_epochs \(--warmup-epochs\) or more epochs"),
     (lambda: TrainConfig(warmup_epochs=1, epochs=3), ValueError,
      "warmup_epochs must be 0 unless schedule is 'cosine'; got 1 with schedule 'step'"),
     (lambda: TrainConfig(warmup_epochs=1, warmup_steps=4, epochs=3, schedule="cosine"),
@@ -76,6 +77,17 @@ def test_imagenet_recipe_resolved_values():
 def test_bad_recipe_values(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_cli_recipe_warmup_longer_than_the_run_exits_2(tmp_path, capsys):
+    status = main(["train", "--recipe", "imagenet", "--epochs", "3", "--out",
+                   str(tmp_path / "runs"), "--no-export"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error == ("keras-resnet train: error: warmup_epochs must be less than epochs (3); "
+                     "got 5 (recipe 'imagenet'); pass a smaller warmup_epochs (--warmup-epochs) "
+                     "or more epochs\n")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_unknown_recipe_is_a_usage_error(capsys):

@@ -119,8 +119,11 @@ class TrainConfig:
         checks.optional_positive_int(self.early_stopping, "early_stopping")
         checks.positive_int(self.seed, "seed", minimum=0)
         checks.positive_int(self.warmup_steps, "warmup_steps", minimum=0)
-        checks.positive_int(self.warmup_epochs, "warmup_epochs", minimum=0,
-                            maximum=self.epochs - 1)
+        checks.positive_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be less than epochs ({self.epochs}); got "
+                             f"{self.warmup_epochs} (recipe {self.recipe!r}); pass a smaller "
+                             "warmup_epochs (--warmup-epochs) or more epochs")
         checks.optional_positive_int(self.backup_every_steps, "backup_every_steps")
 
     def _check_choices(self):
