@@ -185,15 +185,18 @@ def run(args):
         data_options["image_size"] = parse_image_size(args.image_size)
     if args.rand_augment:
         data_options["rand_augment"] = True
-    result = train(
-        args.model, args.data, recipe=args.recipe, warmup=args.warmup,
-        initializer=args.initializer, precision=args.precision,
-        jit_compile=JIT_COMPILE_FLAGS[args.jit_compile],
-        out_dir=args.out, export_dir=None if args.no_export else args.export, name=args.name,
-        seed=args.seed, deterministic=args.deterministic,
-        verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
-        model_options=model_options, data_options=data_options,
-        **_given(args, _RECIPE_FLAGS))
+    try:
+        result = train(
+            args.model, args.data, recipe=args.recipe, warmup=args.warmup,
+            initializer=args.initializer, precision=args.precision,
+            jit_compile=JIT_COMPILE_FLAGS[args.jit_compile],
+            out_dir=args.out, export_dir=None if args.no_export else args.export,
+            name=args.name, seed=args.seed, deterministic=args.deterministic,
+            verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
+            model_options=model_options, data_options=data_options,
+            **_given(args, _RECIPE_FLAGS))
+    except ImportError as error:  # --weights x.pth without torch: a usage error, not a crash
+        raise ValueError(str(error)) from None
     _print_result(result)
     return 0
 
@@ -201,11 +204,12 @@ def run(args):
 def _log_to_stdout():
     """Shows the library's progress messages (``Resuming ...``) on stdout."""
     logger = logging.getLogger("keras_resnet")
-    if not any(getattr(h, "keras_resnet_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.keras_resnet_cli = True
-        logger.addHandler(handler)
+    for handler in [h for h in logger.handlers if getattr(h, "keras_resnet_cli", False)]:
+        logger.removeHandler(handler)  # an earlier run's, in one process: its stdout may be gone
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.keras_resnet_cli = True
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 

@@ -16,8 +16,9 @@ from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DE
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
                                     DEFAULT_FINE_TUNE_LEARNING_RATE,
                                     DEFAULT_HEAD_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_MOMENTUM,
-                                    DEFAULT_PRECISION, DEFAULT_RECIPE, DEFAULT_RUNS_DIR, DEFAULT_SCHEDULE, DEFAULT_SEED,
-                                    DEFAULT_WEIGHT_DECAY, PRECISIONS, SCHEDULES)
+                                    DEFAULT_PRECISION, DEFAULT_RECIPE, DEFAULT_RUNS_DIR,
+                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_WEIGHT_DECAY,
+                                    PRECISIONS, SCHEDULES)
 
 VERBOSITIES = ("auto", 0, 1, 2)
 

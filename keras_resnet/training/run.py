@@ -323,7 +323,8 @@ def finish_run(config, net, dataset, run_files, *, resumed_from, started, **extr
         test = net.evaluate(dataset.test, verbose=0, return_dict=True)
     with files.atomic_path(run_files.path("model")) as temporary:
         net.save(temporary)
-    plot_history(history, run_files.path("curves"), title=f"{extra.get('model', config.model)} on {dataset.name}")
+    title = f"{extra.get('model', config.model)} on {dataset.name}"
+    plot_history(history, run_files.path("curves"), title=title)
     export_path = _export(net, config, dataset)
     metrics = _metrics(config, net, dataset, history, test, resumed_from=resumed_from,
                        export_path=export_path, seconds=time.perf_counter() - started, **extra)
