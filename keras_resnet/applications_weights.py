@@ -7,7 +7,7 @@ import os
 
 import keras
 
-from keras_resnet import checks, presets
+from keras_resnet import checks, constants, presets
 
 
 def check_weights(weights, depth, compat, include_top, classes):
@@ -29,6 +29,10 @@ def check_weights(weights, depth, compat, include_top, classes):
     elif weights is not None and not os.path.isfile(weights):
         raise ValueError(f"weights must be None, 'imagenet' or an existing weights file; "
                          f"{os.fspath(weights)!r} does not exist")
+    elif weights is not None and not os.fspath(weights).lower().endswith(
+            constants.WEIGHTS_EXTENSIONS):
+        raise ValueError(f"weights file {os.fspath(weights)!r} must end with one of "
+                         f"{', '.join(constants.WEIGHTS_EXTENSIONS)}")
 
 
 def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str | None = None):
@@ -66,14 +70,15 @@ def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str |
 def load_weights(model, weights, depth, include_top):
     """Loads ``weights`` (a file path or ``"imagenet"``) into ``model``.
 
+    Any supported file (torchvision/timm checkpoints, ``.keras``, ``.weights.h5``,
+    keras.applications' ``.h5`` for compat models) is chosen by its extension
+    (``keras_resnet.pretrained.load_weights``).
+
     Raises:
         ValueError: the file does not fit the model.
     """
+    from keras_resnet.pretrained import load_weights as load_file  # imports models: lazily
+
     if weights == "imagenet":
         weights = imagenet_weights_path(depth, include_top)
-    path = os.fspath(weights)
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"weights file {path!r} does not fit model {model.name!r}: "
-                         f"{error}") from error
+    load_file(model, os.fspath(weights))

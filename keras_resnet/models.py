@@ -206,8 +206,10 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     Args:
         depth: a known ImageNet depth (18, 34, 50, 101, 152, 200); or give ``stage_depths``.
         include_top: end with global average pooling and a ``classes``-way Dense layer.
-        weights: None (random), a path to a weights file (``.weights.h5``, or a legacy ``.h5``
-            such as keras.applications' published files) or ``"imagenet"`` (only with
+        weights: None (random), a path to a weights file (a torchvision / timm checkpoint
+            ``.safetensors`` / ``.pth``, ``.keras``, ``.weights.h5``, or a legacy ``.h5`` such
+            as keras.applications' published files; ``keras_resnet.pretrained.load_weights``)
+            or ``"imagenet"`` (only with
             ``compat="keras.applications"``; downloads keras.applications' file and checks its
             MD5 digest).
         input_tensor: optional Keras tensor to use as the input.

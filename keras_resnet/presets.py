@@ -92,3 +92,21 @@ MODEL_PRESETS = {
     **{f"cifar-preact-resnet{d}": ("cifar", {"depth": d, "preact": True, "bottleneck": True})
        for d in (164, 1001)},
 }
+
+# Training recipes, named like the models: the ``TrainConfig`` values each one sets
+# (``keras_resnet.recipe.resolve_recipe``); explicit options override them.
+RECIPES = {
+    # He et al. 2015, section 4.2 (CIFAR-10): the defaults of `train`.
+    "cifar": {"epochs": 30, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+              "schedule": "step", "label_smoothing": 0.0},
+    # ResNet-50 on ImageNet (Goyal et al. 2017; torchvision's reference recipe): batch 256 at
+    # learning rate 0.1, scaled linearly with the batch (0.1 x batch / 256); 5 warm-up epochs,
+    # then cosine over 90 epochs; weight decay 1e-4 on kernels only (not BN, not biases);
+    # label smoothing 0.1; the last BN of every residual branch starts at zero; the Inception
+    # random-resized crop.
+    "imagenet": {"epochs": 90, "batch_size": 256, "learning_rate": 0.1,
+                 "learning_rate_batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4,
+                 "schedule": "cosine", "warmup_epochs": 5, "label_smoothing": 0.1,
+                 "model_options": {"zero_init_residual": True},
+                 "data_options": {"crop": "inception"}},
+}

@@ -128,7 +128,8 @@ def test_keras_applications_equivalence(tmp_path):
     loaded = ResNet50(compat="keras.applications", weights=str(path))
     np.testing.assert_allclose(loaded(images, training=False), reference(images, training=False),
                                rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="does not fit model"):
+    with pytest.raises(ValueError, match=r"is a legacy \.h5 file such as keras\.applications "
+                                         r"publishes; model 'resnet18' is not built like"):
         ResNet18(weights=str(path))
 
 

@@ -404,3 +404,86 @@ def test_resume_after_sigkill(tmp_path):
     assert (run / "model.keras").is_file() and not (run / "backup").exists()
     assert "SavedModel" in again.stdout and "test accuracy" in again.stdout
     assert metrics["export_path"] and os.path.isdir(metrics["export_path"])
+
+
+# ------------------------------------------------------------------ data flags of `train`
+
+def _spy_load_dataset(monkeypatch):
+    """Records the arguments and the Dataset of every load_dataset call `train` makes."""
+    import keras_resnet.data as data_module
+
+    calls = []
+    real = data_module.load_dataset
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs, real(*args, **kwargs)))
+        return calls[-1][2]
+
+    monkeypatch.setattr(data_module, "load_dataset", spy)
+    return calls
+
+
+def _folder_run(tmp_path, *flags):
+    from imagefolders import make_jpeg_folder
+
+    folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8)
+    return main(["train", "--data", folder, "--model", "cifar-resnet20", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "runs"), "--no-export",
+                 "--name", "flags", "--verbose", "0", *flags])
+
+
+@pytest.mark.slow
+def test_cli_data_flags_reach_the_pipeline(tmp_path, monkeypatch, capsys):
+    calls = _spy_load_dataset(monkeypatch)
+    status = _folder_run(tmp_path, "--image-size", "16x12", "--crop", "inception",
+                         "--crop-fraction", "0.5", "--rand-augment", "--label-offset", "0",
+                         "--shuffle-buffer", "7", "--cache-mb", "0")
+    assert status == 0, capsys.readouterr().err
+    (_, kwargs, dataset), = calls
+    expected = {"image_size": (16, 12), "crop": "inception", "crop_fraction": 0.5,
+                "rand_augment": True, "label_offset": 0, "shuffle_buffer": 7, "cache_mb": 0.0}
+    assert {k: kwargs[k] for k in expected} == expected
+    assert dataset.input_shape == (16, 12, 3) and dataset.crop_fraction == 0.5
+    assert dataset.augmentation["crop"] == "inception"
+    assert dataset.augmentation.get("rand_augment") is True
+    metrics = json.loads((tmp_path / "runs" / "flags" / "metrics.json").read_text())
+    assert metrics["config"]["data_options"] == {**expected, "image_size": [16, 12]}
+    assert metrics["data_options"] == metrics["config"]["data_options"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--image-size", "12x"], "--image-size must be N or HxW (e.g. 64 or 160x128); got '12x'"),
+    (["--model", "resnet18", "--image-size", "16"],
+     "image_size must be at least 32x32 for 'resnet18' (its total stride); got 16"),
+    (["--crop-fraction", "1.5"], "crop_fraction must be a number in (0, 1]"),
+    (["--shuffle-buffer", "0"], "shuffle_buffer must be a positive int"),
+    (["--cache-mb", "-1"], "cache_mb must be a number >= 0"),
+    (["--label-offset", "-1"], "label_offset must be an int >= 0; got -1"),
+])
+def test_cli_bad_data_flags_exit_2_before_training(tmp_path, capsys, flags, message):
+    status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *flags])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("keras-resnet train: error: ") and error.count("\n") == 1
+    assert message in error
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_corrupt_record_met_in_training_stops_with_the_shard_and_index(tmp_path, capsys):
+    from keras_resnet.data import prepare
+    from imagefolders import make_jpeg_folder
+
+    folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8, size=(12, 12))
+    prepare(folder, str(tmp_path / "shards"), shards=1, validation_split=0.25)
+    shard = tmp_path / "shards" / "train-00000-of-00001"
+    raw = bytearray(shard.read_bytes())
+    raw[-8] ^= 0xFF  # inside the last record's data: its CRC fails
+    shard.write_bytes(bytes(raw))
+    status = main(["train", "--data", str(tmp_path / "shards"), "--epochs", "1",
+                   "--batch-size", "4", "--out", str(tmp_path / "runs"), "--no-export",
+                   "--verbose", "0"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert "corrupt record 11 in shard '" in error and "train-00000-of-00001'" in error

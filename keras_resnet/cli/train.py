@@ -8,48 +8,67 @@ import logging
 import sys
 
 from keras_resnet import presets
-from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DETERMINISTIC,
-                                    DEFAULT_EPOCHS,
-                                    DEFAULT_EXPORT_DIR, DEFAULT_INITIALIZER,
+from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_DATA,
+                                    DEFAULT_DETERMINISTIC, DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,
+                                    DEFAULT_FINE_TUNE_LEARNING_RATE,
+                                    DEFAULT_HEAD_LEARNING_RATE, DEFAULT_INITIALIZER,
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
-                                    DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RUNS_DIR,
-                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_WEIGHT_DECAY,
-                                    JIT_COMPILE, JIT_COMPILE_FLAGS, PRECISIONS, SCHEDULES)
+                                    DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RECIPE,
+                                    DEFAULT_RUNS_DIR, DEFAULT_SEED, DEFAULT_SHUFFLE_BUFFER,
+                                    DEFAULT_WEIGHT_DECAY, JIT_COMPILE, JIT_COMPILE_FLAGS,
+                                    PRECISIONS, SCHEDULES)
 
 
 def register(subparsers):
     """Adds the `train` subcommand."""
     parser = subparsers.add_parser(
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits)",
-        description="Trains with SGD (momentum 0.9, weight decay 1e-4), step decay /10 at 50% "
-                    "and 75% of training, augmentation in the input pipeline; writes "
+        description="Trains with a named recipe (default cifar: SGD momentum 0.9, weight decay "
+                    "1e-4, step decay /10 at 50% and 75% of training; --recipe imagenet), "
+                    "augmentation in the input pipeline, or fine-tunes --weights; writes "
                     "OUT/NAME/ (model.keras, best.keras, history.csv, curves.png, metrics.json, "
                     "logs/) and exports a SavedModel version under EXPORT/NAME/. Run the same "
-                    "command again after a crash to resume from the last finished epoch. "
+                    "command again after a crash to resume from the last backup (every epoch, or "
+                    "every --backup-every-steps N steps). "
                     "Models: " + ", ".join(presets.MODEL_PRESETS))
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"network name (default {DEFAULT_MODEL})")
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="digits|cifar10|synthetic|PATH",
-                        help="data set or a folder with one sub-folder of images per class "
-                             f"(default {DEFAULT_DATA})")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"training epochs (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"images per batch (default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
-                        help=f"initial learning rate ({DEFAULT_LEARNING_RATE})")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=DEFAULT_SCHEDULE,
+                        help="data set, a folder with one sub-folder of images per class, or a "
+                             "directory of TFRecord shards (keras-resnet prepare's output, "
+                             f"ImageNet TFRecords) (default {DEFAULT_DATA})")
+    parser.add_argument("--recipe", choices=tuple(presets.RECIPES), default=DEFAULT_RECIPE,
+                        help="named recipe: cifar (He et al. 2015 sec. 4.2, the default) or "
+                             "imagenet (batch 256, lr 0.1 x batch/256, 5 warm-up epochs + "
+                             "cosine over 90, label smoothing 0.1, zero-init last BN, Inception "
+                             "crop); the flags below override its values")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (cifar recipe {DEFAULT_EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"images per batch (default {DEFAULT_BATCH_SIZE}; imagenet recipe "
+                             "256)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"initial learning rate ({DEFAULT_LEARNING_RATE}; imagenet recipe: "
+                             "0.1 x batch/256)")
+    parser.add_argument("--momentum", type=float, default=None,
+                        help="SGD momentum (0.9)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="learning-rate schedule: step (/10 at 50%% and 75%%), cosine, "
-                             "constant (default step)")
+                             "constant (cifar recipe step, imagenet cosine)")
     parser.add_argument("--warmup", action="store_true",
                         help="the paper's warm-up: lr 0.01 until training error < 80%%")
-    parser.add_argument("--warmup-steps", type=int, default=0, metavar="STEPS",
+    parser.add_argument("--warmup-steps", type=int, default=None, metavar="STEPS",
                         help="with --schedule cosine: a linear ramp from 0 over STEPS optimizer "
                              "steps before the decay (default 0)")
-    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
-                        help=f"L2 weight decay on kernels ({DEFAULT_WEIGHT_DECAY:g})")
-    parser.add_argument("--label-smoothing", type=float, default=DEFAULT_LABEL_SMOOTHING,
-                        help=f"label smoothing in [0, 1) (default {DEFAULT_LABEL_SMOOTHING:g})")
+    parser.add_argument("--warmup-epochs", type=int, default=None, metavar="EPOCHS",
+                        help="with --schedule cosine: the same ramp over EPOCHS epochs (imagenet "
+                             "recipe 5)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"L2 weight decay on kernels, not BN or biases "
+                             f"({DEFAULT_WEIGHT_DECAY:g})")
+    parser.add_argument("--label-smoothing", type=float, default=None,
+                        help=f"label smoothing in [0, 1) (cifar recipe "
+                             f"{DEFAULT_LABEL_SMOOTHING:g}, imagenet 0.1)")
     parser.add_argument("--initializer", default=DEFAULT_INITIALIZER,
                         help="kernel initializer: any keras.initializers name "
                              f"(default {DEFAULT_INITIALIZER})")
@@ -61,6 +80,11 @@ def register(subparsers):
                         help="stop after PATIENCE epochs without a better validation loss")
     parser.add_argument("--classes", type=int, default=None,
                         help="head size; must match the data (default: from the data)")
+    parser.add_argument("--backup-every-steps", type=int, default=None, metavar="N",
+                        help="back the training state up every N steps instead of every epoch "
+                             "(long epochs)")
+    _data_arguments(parser)
+    _fine_tune_arguments(parser)
     parser.add_argument("--out", default=DEFAULT_RUNS_DIR,
                         help=f"parent of the run directory ({DEFAULT_RUNS_DIR})")
     parser.add_argument("--export", default=DEFAULT_EXPORT_DIR, metavar="DIR",
@@ -79,23 +103,100 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
+def _data_arguments(parser):
+    group = parser.add_argument_group("data pipeline (folders and TFRecord shards)")
+    group.add_argument("--image-size", default=None, metavar="N|HxW",
+                       help="image size the pipelines produce (default: dataset.json's, or the "
+                            "first image's)")
+    group.add_argument("--crop", choices=CROPS, default=None,
+                       help="training crop: inception (random-resized crop + flip) or pad "
+                            "(pad + random crop + flip) (default: inception from 64 pixels)")
+    group.add_argument("--crop-fraction", type=float, default=None, metavar="F",
+                       help="evaluation center crop (default 0.875 with inception, else 1)")
+    group.add_argument("--rand-augment", action="store_true",
+                       help="add Keras' RandAugment layer after the crop")
+    group.add_argument("--label-offset", type=int, default=None, metavar="N",
+                       help="subtracted from stored labels (ImageNet TPU TFRecords: 1; "
+                            "default: dataset.json's, else 0)")
+    group.add_argument("--shuffle-buffer", type=int, default=None, metavar="N",
+                       help=f"records in a TFRecord stream's shuffle buffer "
+                            f"({DEFAULT_SHUFFLE_BUFFER})")
+    group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                       help=f"largest folder whose file bytes stay in memory "
+                            f"({DEFAULT_CACHE_MB} MiB)")
+
+
+def _fine_tune_arguments(parser):
+    group = parser.add_argument_group("pretrained weights (two-phase fine-tuning)")
+    group.add_argument("--weights", default=None, metavar="PATH",
+                       help="start from this weights file: a torchvision/timm checkpoint "
+                            "(.safetensors, .pth) builds its own network; .keras, .weights.h5 "
+                            "load into --model. Phase 1 trains the new head (backbone frozen), "
+                            "phase 2 (with --fine-tune-from) the top stages too")
+    group.add_argument("--fine-tune-from", default=None, metavar="STAGE",
+                       help="lowest stage unfrozen in phase 2 (conv5 or 5, conv4, ...)")
+    group.add_argument("--head-epochs", type=int, default=None, metavar="N",
+                       help="epochs of phase 1 (default: all epochs, or half with "
+                            "--fine-tune-from); phase 2 trains the rest of --epochs")
+    group.add_argument("--head-lr", type=float, default=None, metavar="LR",
+                       help=f"Adam learning rate of phase 1 ({DEFAULT_HEAD_LEARNING_RATE:g})")
+    group.add_argument("--fine-tune-lr", type=float, default=None, metavar="LR",
+                       help=f"Adam learning rate of phase 2 "
+                            f"({DEFAULT_FINE_TUNE_LEARNING_RATE:g})")
+
+
+def parse_image_size(text):
+    """``"64"`` -> 64, ``"160x128"`` -> (160, 128); ValueError otherwise."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(part.isdigit() for part in parts):
+        sizes = [int(part) for part in parts]
+        return sizes[0] if len(sizes) == 1 else tuple(sizes)
+    raise ValueError(f"--image-size must be N or HxW (e.g. 64 or 160x128); got {text!r}")
+
+
+def _given(args, names):
+    """{option: value} of the flags given (not None), under TrainConfig's names."""
+    return {option: getattr(args, flag) for flag, option in names.items()
+            if getattr(args, flag) is not None}
+
+
+_RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate",
+                 "momentum": "momentum", "schedule": "schedule", "warmup_steps": "warmup_steps",
+                 "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
+                 "label_smoothing": "label_smoothing", "early_stopping": "early_stopping",
+                 "backup_every_steps": "backup_every_steps", "weights": "weights",
+                 "fine_tune_from": "fine_tune_from", "head_epochs": "head_epochs",
+                 "head_lr": "head_lr", "fine_tune_lr": "fine_tune_lr"}
+_DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
+               "label_offset": "label_offset", "shuffle_buffer": "shuffle_buffer",
+               "cache_mb": "cache_mb"}
+
+
 def run(args):
     """Trains, then prints where everything went."""
     from keras_resnet.training import train
 
     _log_to_stdout()
     model_options = {} if args.classes is None else {"classes": args.classes}
-    result = train(
-        args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, schedule=args.schedule, warmup=args.warmup,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        initializer=args.initializer, precision=args.precision,
-        jit_compile=JIT_COMPILE_FLAGS[args.jit_compile], early_stopping=args.early_stopping,
-        out_dir=args.out, export_dir=None if args.no_export else args.export, name=args.name,
-        seed=args.seed, deterministic=args.deterministic,
-        verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
-        model_options=model_options)
+    data_options = _given(args, _DATA_FLAGS)
+    if args.image_size is not None:
+        data_options["image_size"] = parse_image_size(args.image_size)
+    if args.rand_augment:
+        data_options["rand_augment"] = True
+    try:
+        result = train(
+            args.model, args.data, recipe=args.recipe, warmup=args.warmup,
+            initializer=args.initializer, precision=args.precision,
+            jit_compile=JIT_COMPILE_FLAGS[args.jit_compile],
+            out_dir=args.out, export_dir=None if args.no_export else args.export,
+            name=args.name, seed=args.seed, deterministic=args.deterministic,
+            verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
+            model_options=model_options, data_options=data_options,
+            **_given(args, _RECIPE_FLAGS))
+    except ImportError as error:  # --weights x.pth without torch: a usage error, not a crash
+        raise ValueError(str(error)) from None
     _print_result(result)
     return 0
 
@@ -103,11 +204,12 @@ def run(args):
 def _log_to_stdout():
     """Shows the library's progress messages (``Resuming ...``) on stdout."""
     logger = logging.getLogger("keras_resnet")
-    if not any(getattr(h, "keras_resnet_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.keras_resnet_cli = True
-        logger.addHandler(handler)
+    for handler in [h for h in logger.handlers if getattr(h, "keras_resnet_cli", False)]:
+        logger.removeHandler(handler)  # an earlier run's, in one process: its stdout may be gone
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.keras_resnet_cli = True
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 

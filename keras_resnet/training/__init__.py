@@ -1,11 +1,13 @@
-"""Training runs: ``train`` (``run.py``), its ``TrainConfig`` (``config.py``) and the run's
-history files (``history.py``). The recipe's Keras pieces (``PaperSchedule``, ``PaperWarmup``,
+"""Training runs: ``train`` (``run.py``), its ``TrainConfig`` (``config.py``), the named recipes
+(``recipes.py``), fine-tuning pretrained weights (``finetuning.py``) and the run's history files
+(``history.py``). The recipe's Keras pieces (``PaperSchedule``, ``PaperWarmup``,
 ``compile_model``, ``build_model``, the loss) live in ``keras_resnet.recipe``.
 """
 
 from keras_resnet.training.config import TrainConfig, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
+from keras_resnet.training.recipes import resolve_recipe
 from keras_resnet.training.run import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "make_reproducible", "plot_history", "read_history",
-           "train"]
+           "resolve_recipe", "train"]

@@ -14,9 +14,11 @@ from keras_resnet import checks
 from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DETERMINISTIC,
                                     DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR, DEFAULT_INITIALIZER,
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
-                                    DEFAULT_MODEL, DEFAULT_MOMENTUM, DEFAULT_PRECISION,
-                                    DEFAULT_RUNS_DIR, DEFAULT_SCHEDULE, DEFAULT_SEED,
-                                    DEFAULT_WEIGHT_DECAY, PRECISIONS, SCHEDULES)
+                                    DEFAULT_FINE_TUNE_LEARNING_RATE,
+                                    DEFAULT_HEAD_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_MOMENTUM,
+                                    DEFAULT_PRECISION, DEFAULT_RECIPE, DEFAULT_RUNS_DIR,
+                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_WEIGHT_DECAY,
+                                    PRECISIONS, SCHEDULES)
 
 VERBOSITIES = ("auto", 0, 1, 2)
 
@@ -51,7 +53,22 @@ class TrainConfig:
             run. Process-global: once on, it stays on for the process.
         verbose: ``model.fit`` verbosity (``"auto"``, 0, 1 progress bar, 2 one line per epoch).
         model_options: keyword options for ``build_model`` (e.g. ``{"preact": True}``).
-        data_options: keyword options for ``load_dataset`` (e.g. ``{"augment": False}``).
+        data_options: keyword options for ``load_dataset`` (e.g. ``{"augment": False}``,
+            ``{"image_size": 64, "crop": "inception"}``).
+        recipe: the name of the recipe (``keras_resnet.presets.RECIPES``) the values were
+            resolved from (a record: ``train(recipe=...)`` resolves it).
+        warmup_epochs: ``schedule="cosine"`` only: a linear warm-up over this many epochs
+            (``warmup_steps`` counted at run time from the data's steps per epoch).
+        backup_every_steps: None (back up at every epoch end) or N: ``BackupAndRestore``
+            writes the training state every N steps.
+        weights: a weights file to start from (``keras_resnet.pretrained.load_weights``'
+            formats; a torchvision / timm checkpoint builds its own network): the run
+            fine-tunes it in two phases (``keras_resnet.pretrained.fine_tune``).
+        fine_tune_from: with ``weights``: the lowest stage (``"conv4"`` or 4) unfrozen in
+            phase 2; None trains the head alone.
+        head_epochs: with ``weights``: epochs of phase 1, the head alone (default ``epochs``,
+            or half of them with ``fine_tune_from``); phase 2 trains the rest.
+        head_lr, fine_tune_lr: with ``weights``: Adam learning rates of phase 1 and phase 2.
 
     Raises:
         TypeError, ValueError: on construction, for a bad value (``keras_resnet.checks``'
@@ -81,10 +98,19 @@ class TrainConfig:
     verbose: object = "auto"
     model_options: dict = dataclasses.field(default_factory=dict)
     data_options: dict = dataclasses.field(default_factory=dict)
+    recipe: str = DEFAULT_RECIPE
+    warmup_epochs: int = 0
+    backup_every_steps: int | None = None
+    weights: str | None = None
+    fine_tune_from: object = None
+    head_epochs: int | None = None
+    head_lr: float = DEFAULT_HEAD_LEARNING_RATE
+    fine_tune_lr: float = DEFAULT_FINE_TUNE_LEARNING_RATE
 
     def __post_init__(self):
         self._check_numbers()
         self._check_choices()
+        self._check_fine_tuning()
         self._check_paths()
 
     def _check_numbers(self):
@@ -94,6 +120,12 @@ class TrainConfig:
         checks.optional_positive_int(self.early_stopping, "early_stopping")
         checks.positive_int(self.seed, "seed", minimum=0)
         checks.positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        checks.positive_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be less than epochs ({self.epochs}); got "
+                             f"{self.warmup_epochs} (recipe {self.recipe!r}); pass a smaller "
+                             "warmup_epochs (--warmup-epochs) or more epochs")
+        checks.optional_positive_int(self.backup_every_steps, "backup_every_steps")
 
     def _check_choices(self):
         from keras_resnet.recipe import check_compile_arguments, resolve_initializer
@@ -102,9 +134,17 @@ class TrainConfig:
                                 label_smoothing=self.label_smoothing,
                                 jit_compile=self.jit_compile)
         checks.one_of(self.schedule, "schedule", SCHEDULES)
-        if self.warmup_steps and self.schedule != "cosine":
-            raise ValueError(f"warmup_steps must be 0 unless schedule is 'cosine'; got "
-                             f"{self.warmup_steps!r} with schedule {self.schedule!r}")
+        for argument in ("warmup_steps", "warmup_epochs"):
+            if getattr(self, argument) and self.schedule != "cosine":
+                raise ValueError(f"{argument} must be 0 unless schedule is 'cosine'; got "
+                                 f"{getattr(self, argument)!r} with schedule {self.schedule!r}")
+        if self.warmup_steps and self.warmup_epochs:
+            raise ValueError(f"give warmup_steps or warmup_epochs, not both; got "
+                             f"warmup_steps={self.warmup_steps}, "
+                             f"warmup_epochs={self.warmup_epochs}")
+        from keras_resnet.training.recipes import recipe_values
+
+        recipe_values(self.recipe)
         checks.one_of(self.precision, "precision", PRECISIONS)
         checks.boolean(self.warmup, "warmup")
         checks.boolean(self.deterministic, "deterministic")
@@ -116,6 +156,39 @@ class TrainConfig:
                                 f"{getattr(self, argument)!r}")
         if not isinstance(self.data, str):
             raise TypeError(f"data must be a data set name or folder (a str); got {self.data!r}")
+
+    def _check_fine_tuning(self):
+        if self.weights is None:
+            for argument in ("fine_tune_from", "head_epochs"):
+                if getattr(self, argument) is not None:
+                    raise ValueError(f"{argument} fine-tunes pretrained weights: it needs "
+                                     f"weights=PATH; got {argument}="
+                                     f"{getattr(self, argument)!r} without weights")
+            return
+        if not isinstance(self.weights, str):
+            raise TypeError(f"weights must be a weights file path (a str) or None; "
+                            f"got {self.weights!r}")
+        if not os.path.isfile(self.weights):
+            raise ValueError(f"weights must be an existing weights file; {self.weights!r} "
+                             "does not exist")
+        if self.fine_tune_from is not None and not isinstance(self.fine_tune_from, (str, int)):
+            raise TypeError(f"fine_tune_from must be a stage name ('conv4') or number (4); "
+                            f"got {self.fine_tune_from!r}")
+        most = self.epochs - (self.fine_tune_from is not None)
+        if most < 1:
+            raise ValueError(f"epochs must be at least 2 with fine_tune_from (one epoch per "
+                             f"phase); got {self.epochs}")
+        checks.optional_positive_int(self.head_epochs, "head_epochs", maximum=most)
+        checks.positive_number(self.head_lr, "head_lr", example="1e-3")
+        checks.positive_number(self.fine_tune_lr, "fine_tune_lr", example="1e-4")
+
+    @property
+    def phase_epochs(self) -> tuple:
+        """With ``weights``: ``(head epochs, fine-tune epochs)``, summing to ``epochs``."""
+        if self.fine_tune_from is None:
+            return (self.head_epochs or self.epochs, 0)
+        head = self.head_epochs or max(1, self.epochs // 2)
+        return (head, self.epochs - head)
 
     def _check_paths(self):
         if self.name is not None:

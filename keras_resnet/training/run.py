@@ -19,11 +19,13 @@ import time
 import keras
 
 from keras_resnet import checks, files
-from keras_resnet.constants import DEFAULT_DATA, DEFAULT_MODEL, WARMUP_LEARNING_RATE
+from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
+                                    WARMUP_LEARNING_RATE)
 from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
                                  compile_model)
 from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
+from keras_resnet.training.recipes import resolve_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class TrainResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class _RunFiles:
+class RunFiles:
+    """The files of a run directory, and what an earlier, killed run left there."""
+
     run_dir: str
 
     def path(self, key):
@@ -69,16 +73,43 @@ class _RunFiles:
     def backup_metadata(self):
         return os.path.join(self.path("backup"), "training_metadata.json")
 
+    def resume_marker(self):
+        """A file that shows an earlier run of this directory was killed, or None."""
+        for path in (self.backup_metadata, *self.phase_markers()):
+            if os.path.exists(path):
+                return path
+        return None
+
+    def phase_markers(self):
+        """Fine-tuning's per-phase backups and the finished head (see ``finetuning``)."""
+        return (os.path.join(self.path("backup"), "head", "training_metadata.json"),
+                os.path.join(self.path("backup"), "fine_tune", "training_metadata.json"),
+                os.path.join(self.run_dir, "head.weights.h5"))
+
+    def backed_up_step_note(self):
+        """For a backup written mid-epoch (``backup_every_steps``): which step it holds."""
+        try:
+            with open(self.backup_metadata) as file:
+                batch = int(json.load(file).get("batch", 0))
+        except (OSError, ValueError):
+            return ""
+        if not batch:
+            return ""
+        return (f" (weights and optimizer as backed up after its step {batch + 1}; Keras "
+                "starts the epoch's data again from its first batch)")
+
     def prepare(self):
         """Creates the run directory; returns the epoch a killed run resumes from, or None."""
         os.makedirs(self.run_dir, exist_ok=True)
         files.remove_stale_temporaries(self.run_dir)
-        if not os.path.exists(self.backup_metadata):
+        if self.resume_marker() is None:
             # A fresh run: no stale history or checkpoints from an earlier one.
             for key in ("model", "best", "history", "metrics"):
                 if os.path.exists(self.path(key)):
                     os.remove(self.path(key))
             return None
+        if not os.path.exists(self.backup_metadata):
+            return 0  # a fine-tuning run; it finds its phase itself
         with open(self.backup_metadata) as file:
             return int(json.load(file).get("epoch", 0))
 
@@ -106,7 +137,12 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             ``warmup_steps``,
             ``label_smoothing``, ``initializer``, ``precision``, ``jit_compile``,
             ``early_stopping``, ``out_dir``, ``export_dir``, ``name``, ``seed``,
-            ``deterministic``, ``verbose``, ``model_options``, ``data_options``.
+            ``deterministic``, ``verbose``, ``model_options``, ``data_options``,
+            ``warmup_epochs``, ``backup_every_steps``, ``weights``, ``fine_tune_from``,
+            ``head_epochs``, ``head_lr``, ``fine_tune_lr``; and ``recipe`` (a name of
+            ``keras_resnet.presets.RECIPES``, default ``"cifar"``): its values fill every option
+            not given (``keras_resnet.training.recipes.resolve_recipe``). With ``weights``, the
+            run fine-tunes them in two phases (``keras_resnet.training.finetuning``).
 
     Returns:
         A ``TrainResult``.
@@ -118,10 +154,14 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     """
     config = _make_config(model, data, config, options)
     make_reproducible(config.seed, config.deterministic)
-    dataset = _load_data(config, data)
+    dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
+        if config.weights is not None:
+            from keras_resnet.training import finetuning
+
+            return finetuning.run_fine_tuning(config, model, dataset)
         net = build_model(model if isinstance(model, keras.Model) else config.model, dataset,
                           initializer=config.initializer, **config.model_options)
         return _run(config, net, dataset)
@@ -147,6 +187,10 @@ def _make_config(model, data, config, options):
     if unknown:
         raise TypeError(f"train() got unexpected option(s) {', '.join(unknown)}; options: "
                         f"{', '.join(sorted(fields))}")
+    if config is None:
+        options = resolve_recipe(options.pop("recipe", DEFAULT_RECIPE), options,
+                                 dataset_batch_size=data.batch_size
+                                 if isinstance(data, Dataset) else None)
     if isinstance(model, keras.Model):
         model_name = model.name
     else:
@@ -159,7 +203,13 @@ def _make_config(model, data, config, options):
         raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:
-        options["name"] = f"{model_name}-{os.path.basename(os.path.normpath(data_name))}"
+        weights = options.get("weights")
+        if is_torch_checkpoint(weights) and not isinstance(model, keras.Model):
+            model_name_for_run = os.path.basename(os.fspath(weights)).split(".")[0]
+        else:
+            model_name_for_run = model_name
+        options["name"] = (f"{model_name_for_run}-"
+                           f"{os.path.basename(os.path.normpath(data_name))}")
     options.setdefault("model_options", {})
     options.setdefault("data_options", {})
     options["model_options"] = dict(options["model_options"] or {})
@@ -167,9 +217,13 @@ def _make_config(model, data, config, options):
     return TrainConfig(model=model_name, data=data_name, **options)
 
 
-def _load_data(config, data):
+def _load_data(config, data, named_model=True):
     """The ``Dataset`` of the run, checked against the configuration."""
     from keras_resnet import data as data_module
+
+    size = config.data_options.get("image_size")
+    if size is not None and named_model and not is_torch_checkpoint(config.weights):
+        data_module.check_image_size(size, config.model)
 
     if isinstance(data, data_module.Dataset):
         if config.batch_size is not None and config.batch_size != data.batch_size:
@@ -188,19 +242,33 @@ def _load_data(config, data):
     return dataset
 
 
-def _callbacks(config, schedule, dataset, run_files, resuming):
+def is_torch_checkpoint(path) -> bool:
+    """Whether ``path`` names a torchvision / timm checkpoint (by its extension)."""
+    from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
+
+    return path is not None and os.fspath(path).lower().endswith(TORCH_CHECKPOINT_EXTENSIONS)
+
+
+def run_callbacks(config, dataset, run_files, resuming, backup_dir, schedule=None):
+    """The callbacks every run (and each fine-tuning phase) trains with."""
     monitor = "val_accuracy" if dataset.validation is not None else "accuracy"
-    callbacks = [
+    return [
         LearningRateLogger(schedule),
         # History first: a kill between the two epoch-end writes then repeats an epoch row
         # (read_history keeps the last), never loses one.
         keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
-        keras.callbacks.BackupAndRestore(run_files.path("backup")),
+        keras.callbacks.BackupAndRestore(backup_dir,
+                                         save_freq=config.backup_every_steps or "epoch"),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
                                         save_best_only=True),
         keras.callbacks.TensorBoard(run_files.path("logs"), write_graph=False, profile_batch=0),
     ]
+
+
+def _callbacks(config, schedule, dataset, run_files, resuming):
+    callbacks = run_callbacks(config, dataset, run_files, resuming, run_files.path("backup"),
+                              schedule)
     if config.warmup:
         callbacks.append(PaperWarmup(schedule))
     if config.early_stopping:
@@ -213,38 +281,55 @@ def _callbacks(config, schedule, dataset, run_files, resuming):
 def _run(config, model, dataset):
     """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
     started = time.perf_counter()
-    run_files = _RunFiles(config.run_dir)
+    run_files = RunFiles(config.run_dir)
     resumed_from = run_files.prepare()
     schedule = PaperSchedule(config.learning_rate, config.epochs * dataset.steps_per_epoch,
                              config.schedule,
                              warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
-                             warmup_steps=config.warmup_steps)
+                             warmup_steps=config.warmup_steps
+                             or config.warmup_epochs * dataset.steps_per_epoch)
     compile_model(model, learning_rate=schedule, momentum=config.momentum,
                   weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
                   jit_compile=config.jit_compile)
     callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
     if resumed_from is not None:
-        logger.info("Resuming %s from epoch %d of %d", config.run_dir, resumed_from + 1,
-                       config.epochs)
-    model.fit(dataset.train, validation_data=dataset.validation, epochs=config.epochs,
-              callbacks=callbacks, verbose=config.verbose, shuffle=False)  # tf.data shuffles
+        logger.info("Resuming %s from epoch %d of %d%s", config.run_dir, resumed_from + 1,
+                    config.epochs, run_files.backed_up_step_note())
+    from keras_resnet.data import explain_errors
+
+    with explain_errors(dataset):
+        model.fit(dataset.train, validation_data=dataset.validation, epochs=config.epochs,
+                  callbacks=callbacks, verbose=config.verbose, shuffle=False)  # tf.data shuffles
+    warmup_end = next((c.ended_at_step for c in callbacks if isinstance(c, PaperWarmup)), None)
+    return finish_run(config, model, dataset, run_files, resumed_from=resumed_from,
+                      started=started, warmup_ended_at_step=warmup_end)
+
+
+def finish_run(config, net, dataset, run_files, *, resumed_from, started, **extra):
+    """Evaluates, saves, plots, exports and records a fitted run; returns its ``TrainResult``.
+
+    Raises:
+        ValueError: the loss became NaN (nothing is saved).
+    """
+    from keras_resnet.data import explain_errors
+
     history = read_history(run_files.path("history"))
     losses = history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise ValueError(f"training diverged (loss {losses[-1] if losses else 'missing'} at "
                          f"epoch {len(losses)}); lower learning_rate (got "
                          f"{config.learning_rate}) or use warmup=True. Nothing was saved.")
-    test = model.evaluate(dataset.test, verbose=0, return_dict=True)
+    with explain_errors(dataset):
+        test = net.evaluate(dataset.test, verbose=0, return_dict=True)
     with files.atomic_path(run_files.path("model")) as temporary:
-        model.save(temporary)
-    plot_history(history, run_files.path("curves"), title=f"{config.model} on {dataset.name}")
-    export_path = _export(model, config, dataset)
-    warmup_end = next((c.ended_at_step for c in callbacks if isinstance(c, PaperWarmup)), None)
-    metrics = _metrics(config, model, dataset, history, test, resumed_from=resumed_from,
-                       warmup_ended_at_step=warmup_end, export_path=export_path,
-                       seconds=time.perf_counter() - started)
+        net.save(temporary)
+    title = f"{extra.get('model', config.model)} on {dataset.name}"
+    plot_history(history, run_files.path("curves"), title=title)
+    export_path = _export(net, config, dataset)
+    metrics = _metrics(config, net, dataset, history, test, resumed_from=resumed_from,
+                       export_path=export_path, seconds=time.perf_counter() - started, **extra)
     files.write_text(run_files.path("metrics"), json.dumps(metrics, indent=2))
-    return TrainResult(model=model, run_dir=config.run_dir, model_path=run_files.path("model"),
+    return TrainResult(model=net, run_dir=config.run_dir, model_path=run_files.path("model"),
                        best_model_path=run_files.path("best"),
                        history_path=run_files.path("history"),
                        curves_path=run_files.path("curves"),
@@ -252,14 +337,14 @@ def _run(config, model, dataset):
                        export_path=export_path, metrics=metrics, history=history)
 
 
-def _metrics(config, model, dataset, history, test, *, resumed_from, warmup_ended_at_step,
-             export_path, seconds):
+def _metrics(config, net, dataset, history, test, *, resumed_from, export_path, seconds,
+             warmup_ended_at_step=None, **extra):
     """The content of ``metrics.json``: results, data sizes and the run's ``TrainConfig``."""
     return {
         "name": config.name, "model": config.model, "data": dataset.name,
         "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
-        "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(math.prod(v.shape) for v in model.trainable_weights)),
+        "parameters": int(net.count_params()),
+        "trainable_parameters": int(sum(math.prod(v.shape) for v in net.trainable_weights)),
         "epochs": len(history["loss"]), "resumed_from_epoch": resumed_from,
         "wall_time_seconds": round(seconds, 2),
         "final_train_accuracy": history["accuracy"][-1],
@@ -273,7 +358,9 @@ def _metrics(config, model, dataset, history, test, *, resumed_from, warmup_ende
         "weight_decay": config.weight_decay, "momentum": config.momentum,
         "label_smoothing": config.label_smoothing, "precision": config.precision,
         "seed": config.seed, "deterministic": config.deterministic, "export_path": export_path,
-        "keras_version": keras.__version__, "config": config.to_dict(),
+        "recipe": config.recipe, "warmup_epochs": config.warmup_epochs,
+        "backup_every_steps": config.backup_every_steps, "data_options": config.data_options,
+        "keras_version": keras.__version__, "config": config.to_dict(), **extra,
     }
 
 
