@@ -15,8 +15,8 @@ from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB,
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
                                     DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RECIPE,
                                     DEFAULT_RUNS_DIR, DEFAULT_SEED, DEFAULT_SHUFFLE_BUFFER,
-                                    DEFAULT_WEIGHT_DECAY, JIT_COMPILE, JIT_COMPILE_FLAGS,
-                                    PRECISIONS, SCHEDULES)
+                                    DEFAULT_STRATEGY, DEFAULT_WEIGHT_DECAY, JIT_COMPILE,
+                                    JIT_COMPILE_FLAGS, PRECISIONS, SCHEDULES, STRATEGIES)
 
 
 def register(subparsers):
@@ -100,6 +100,15 @@ def register(subparsers):
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
                              "terminal, else 2)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                        help="tf.distribute strategy: multi-worker when TF_CONFIG names several "
+                             "tasks, mirrored over several GPUs, else one device "
+                             f"(default {DEFAULT_STRATEGY}); --batch-size is the global batch")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="batch normalization with cross-replica statistics")
+    parser.add_argument("--lr-batch-size", type=int, default=None, metavar="N",
+                        help="the batch --lr is given for: the rate is scaled linearly to "
+                             "--batch-size (e.g. --lr 0.1 --lr-batch-size 128)")
     parser.set_defaults(func=run)
 
 
@@ -194,9 +203,14 @@ def run(args):
             name=args.name, seed=args.seed, deterministic=args.deterministic,
             verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
             model_options=model_options, data_options=data_options,
+            strategy=args.strategy, sync_bn=args.sync_bn, lr_batch_size=args.lr_batch_size,
             **_given(args, _RECIPE_FLAGS))
     except ImportError as error:  # --weights x.pth without torch: a usage error, not a crash
         raise ValueError(str(error)) from None
+    distribution = result.metrics.get("distribution") or {}
+    if not distribution.get("is_chief", True):
+        print(f"worker {distribution['task_index']} done; the chief wrote {result.run_dir}/")
+        return 0
     _print_result(result)
     return 0
 
@@ -219,6 +233,11 @@ def _print_result(result):
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "
           f"{metrics['epochs']} epochs, {metrics['parameters']:,} parameters, "
           f"{metrics['wall_time_seconds']:.0f} s")
+    distribution = metrics.get("distribution")
+    if distribution:  # fine-tuning runs record none
+        print(f"  strategy       {distribution['strategy']}: {distribution['replicas']} "
+              f"replica(s) on {distribution['workers']} worker(s), learning rate "
+              f"{metrics['learning_rate_used']:g}")
     print(f"  run directory  {result.run_dir}/")
     print(f"  model          {result.model_path}  (best validation: {result.best_model_path})")
     print(f"  history        {result.history_path}")

@@ -17,8 +17,8 @@ from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DE
                                     DEFAULT_FINE_TUNE_LEARNING_RATE,
                                     DEFAULT_HEAD_LEARNING_RATE, DEFAULT_MODEL, DEFAULT_MOMENTUM,
                                     DEFAULT_PRECISION, DEFAULT_RECIPE, DEFAULT_RUNS_DIR,
-                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_WEIGHT_DECAY,
-                                    PRECISIONS, SCHEDULES)
+                                    DEFAULT_SCHEDULE, DEFAULT_SEED, DEFAULT_STRATEGY,
+                                    DEFAULT_WEIGHT_DECAY, PRECISIONS, SCHEDULES, STRATEGIES)
 
 VERBOSITIES = ("auto", 0, 1, 2)
 
@@ -69,6 +69,11 @@ class TrainConfig:
         head_epochs: with ``weights``: epochs of phase 1, the head alone (default ``epochs``,
             or half of them with ``fine_tune_from``); phase 2 trains the rest.
         head_lr, fine_tune_lr: with ``weights``: Adam learning rates of phase 1 and phase 2.
+        strategy: ``tf.distribute`` strategy (``keras_resnet.distribute.make_strategy``):
+            ``"auto"``, ``"one-device"``, ``"mirrored"`` or ``"multi-worker"``.
+        sync_bn: batch normalization with cross-replica statistics.
+        lr_batch_size: the batch ``learning_rate`` is given for; the rate used is scaled
+            linearly to the (global) batch size. None: used as given.
 
     Raises:
         TypeError, ValueError: on construction, for a bad value (``keras_resnet.checks``'
@@ -106,6 +111,9 @@ class TrainConfig:
     head_epochs: int | None = None
     head_lr: float = DEFAULT_HEAD_LEARNING_RATE
     fine_tune_lr: float = DEFAULT_FINE_TUNE_LEARNING_RATE
+    strategy: str = DEFAULT_STRATEGY
+    sync_bn: bool = False
+    lr_batch_size: int | None = None
 
     def __post_init__(self):
         self._check_numbers()
@@ -149,6 +157,9 @@ class TrainConfig:
         checks.boolean(self.warmup, "warmup")
         checks.boolean(self.deterministic, "deterministic")
         checks.one_of(self.verbose, "verbose", VERBOSITIES)
+        checks.one_of(self.strategy, "strategy", STRATEGIES)
+        checks.boolean(self.sync_bn, "sync_bn")
+        checks.optional_positive_int(self.lr_batch_size, "lr_batch_size")
         resolve_initializer(self.initializer)
         for argument in ("model_options", "data_options"):
             if not isinstance(getattr(self, argument), dict):

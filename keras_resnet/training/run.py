@@ -26,6 +26,7 @@ from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup,
 from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
 from keras_resnet.training.recipes import resolve_recipe
+from keras_resnet.training.run_files import RunFiles
 
 logger = logging.getLogger(__name__)
 
@@ -55,63 +56,6 @@ class TrainResult:
     export_path: str | None
     metrics: dict
     history: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class RunFiles:
-    """The files of a run directory, and what an earlier, killed run left there."""
-
-    run_dir: str
-
-    def path(self, key):
-        return os.path.join(self.run_dir, {
-            "model": "model.keras", "best": "best.keras", "history": "history.csv",
-            "curves": "curves.png", "metrics": "metrics.json", "logs": "logs",
-            "backup": "backup"}[key])
-
-    @property
-    def backup_metadata(self):
-        return os.path.join(self.path("backup"), "training_metadata.json")
-
-    def resume_marker(self):
-        """A file that shows an earlier run of this directory was killed, or None."""
-        for path in (self.backup_metadata, *self.phase_markers()):
-            if os.path.exists(path):
-                return path
-        return None
-
-    def phase_markers(self):
-        """Fine-tuning's per-phase backups and the finished head (see ``finetuning``)."""
-        return (os.path.join(self.path("backup"), "head", "training_metadata.json"),
-                os.path.join(self.path("backup"), "fine_tune", "training_metadata.json"),
-                os.path.join(self.run_dir, "head.weights.h5"))
-
-    def backed_up_step_note(self):
-        """For a backup written mid-epoch (``backup_every_steps``): which step it holds."""
-        try:
-            with open(self.backup_metadata) as file:
-                batch = int(json.load(file).get("batch", 0))
-        except (OSError, ValueError):
-            return ""
-        if not batch:
-            return ""
-        return (f" (weights and optimizer as backed up after its step {batch + 1}; Keras "
-                "starts the epoch's data again from its first batch)")
-
-    def prepare(self):
-        """Creates the run directory; returns the epoch a killed run resumes from, or None."""
-        os.makedirs(self.run_dir, exist_ok=True)
-        files.remove_stale_temporaries(self.run_dir)
-        if self.resume_marker() is None:
-            # A fresh run: no stale history or checkpoints from an earlier one.
-            for key in ("model", "best", "history", "metrics"):
-                if os.path.exists(self.path(key)):
-                    os.remove(self.path(key))
-            return None
-        if not os.path.exists(self.backup_metadata):
-            return 0  # a fine-tuning run; it finds its phase itself
-        with open(self.backup_metadata) as file:
-            return int(json.load(file).get("epoch", 0))
 
 
 def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None = None,
@@ -152,7 +96,16 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             training split, before training starts; ``ValueError`` when the loss became NaN
             (nothing is saved then).
     """
+    from keras_resnet import distribute
+
     config = _make_config(model, data, config, options)
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+    strategy, distribution = distribute.make_strategy(config.strategy)
+    if distribution["strategy"] == "multi-worker" and (
+            not isinstance(data, (str, os.PathLike)) or config.weights is not None):
+        raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
+                         f"loads its own shard) and no weights to fine-tune; got data={data!r}, "
+                         f"weights={config.weights!r}")
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
     previous_policy = keras.config.dtype_policy()
@@ -161,10 +114,15 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
         if config.weights is not None:
             from keras_resnet.training import finetuning
 
-            return finetuning.run_fine_tuning(config, model, dataset)
-        net = build_model(model if isinstance(model, keras.Model) else config.model, dataset,
-                          initializer=config.initializer, **config.model_options)
-        return _run(config, net, dataset)
+            with strategy.scope():
+                return finetuning.run_fine_tuning(config, model, dataset)
+        with strategy.scope():
+            net = build_model(model if isinstance(model, keras.Model) else config.model,
+                              dataset, initializer=config.initializer, **config.model_options)
+        if config.sync_bn or isinstance(model, keras.Model):
+            # a model built outside the scope (or with sync_bn) is rebuilt inside it
+            net = distribute.replicate(net, strategy, sync_bn=config.sync_bn)
+        return _run(config, net, dataset, strategy, distribution)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -278,57 +236,69 @@ def _callbacks(config, schedule, dataset, run_files, resuming):
     return callbacks
 
 
-def _run(config, model, dataset):
+def _run(config, model, dataset, strategy, distribution):
     """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
+    from keras_resnet.training import distributed
+
     started = time.perf_counter()
-    run_files = RunFiles(config.run_dir)
-    resumed_from = run_files.prepare()
-    schedule = PaperSchedule(config.learning_rate, config.epochs * dataset.steps_per_epoch,
-                             config.schedule,
+    steps = distributed.steps_per_epoch(dataset, distribution)
+    learning_rate = distributed.learning_rate(config, dataset)
+    schedule = PaperSchedule(learning_rate, config.epochs * steps, config.schedule,
                              warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
-                             warmup_steps=config.warmup_steps
-                             or config.warmup_epochs * dataset.steps_per_epoch)
-    compile_model(model, learning_rate=schedule, momentum=config.momentum,
-                  weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                  jit_compile=config.jit_compile)
-    callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
-    if resumed_from is not None:
-        logger.info("Resuming %s from epoch %d of %d%s", config.run_dir, resumed_from + 1,
-                    config.epochs, run_files.backed_up_step_note())
-    from keras_resnet.data import explain_errors
-
-    with explain_errors(dataset):
-        model.fit(dataset.train, validation_data=dataset.validation, epochs=config.epochs,
-                  callbacks=callbacks, verbose=config.verbose, shuffle=False)  # tf.data shuffles
+                             warmup_steps=config.warmup_steps or config.warmup_epochs * steps)
+    with strategy.scope():
+        compile_model(model, learning_rate=schedule, momentum=config.momentum,
+                      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+                      jit_compile=config.jit_compile)
+    with distributed.worker_run_files(config, distribution) as run_files:
+        resumed_from = run_files.prepare()
+        callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
+        if resumed_from is not None:
+            logger.info("Resuming %s from epoch %d of %d%s", config.run_dir, resumed_from + 1,
+                        config.epochs, run_files.backed_up_step_note())
+        test = distributed.fit(config, model, dataset, strategy, distribution, callbacks, steps)
+        history = read_history(run_files.path("history"))
     warmup_end = next((c.ended_at_step for c in callbacks if isinstance(c, PaperWarmup)), None)
-    return finish_run(config, model, dataset, run_files, resumed_from=resumed_from,
-                      started=started, warmup_ended_at_step=warmup_end)
+    return finish_run(config, model, dataset, RunFiles(config.run_dir), history=history,
+                      test=test, distribution=distribution, resumed_from=resumed_from,
+                      started=started, warmup_ended_at_step=warmup_end,
+                      learning_rate_used=learning_rate)
 
 
-def finish_run(config, net, dataset, run_files, *, resumed_from, started, **extra):
+def finish_run(config, net, dataset, run_files, *, resumed_from, started, history=None,
+               test=None, distribution=None, **extra):
     """Evaluates, saves, plots, exports and records a fitted run; returns its ``TrainResult``.
+
+    Only the chief of a multi-worker run (every single-machine run is its own chief) writes
+    the run directory and the export.
 
     Raises:
         ValueError: the loss became NaN (nothing is saved).
     """
     from keras_resnet.data import explain_errors
 
-    history = read_history(run_files.path("history"))
+    history = read_history(run_files.path("history")) if history is None else history
+    chief = distribution is None or distribution["is_chief"]
     losses = history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise ValueError(f"training diverged (loss {losses[-1] if losses else 'missing'} at "
                          f"epoch {len(losses)}); lower learning_rate (got "
                          f"{config.learning_rate}) or use warmup=True. Nothing was saved.")
-    with explain_errors(dataset):
-        test = net.evaluate(dataset.test, verbose=0, return_dict=True)
-    with files.atomic_path(run_files.path("model")) as temporary:
-        net.save(temporary)
-    title = f"{extra.get('model', config.model)} on {dataset.name}"
-    plot_history(history, run_files.path("curves"), title=title)
-    export_path = _export(net, config, dataset)
+    if test is None:
+        with explain_errors(dataset):
+            test = net.evaluate(dataset.test, verbose=0, return_dict=True)
+    export_path = None
+    if chief:
+        with files.atomic_path(run_files.path("model")) as temporary:
+            net.save(temporary)
+        title = f"{extra.get('model', config.model)} on {dataset.name}"
+        plot_history(history, run_files.path("curves"), title=title)
+        export_path = _export(net, config, dataset)
     metrics = _metrics(config, net, dataset, history, test, resumed_from=resumed_from,
-                       export_path=export_path, seconds=time.perf_counter() - started, **extra)
-    files.write_text(run_files.path("metrics"), json.dumps(metrics, indent=2))
+                       export_path=export_path, seconds=time.perf_counter() - started,
+                       distribution=distribution, **extra)
+    if chief:
+        files.write_text(run_files.path("metrics"), json.dumps(metrics, indent=2))
     return TrainResult(model=net, run_dir=config.run_dir, model_path=run_files.path("model"),
                        best_model_path=run_files.path("best"),
                        history_path=run_files.path("history"),
