@@ -78,6 +78,10 @@ def register(subparsers):
                         help="XLA compilation (default auto)")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                         help="stop after PATIENCE epochs without a better validation loss")
+    parser.add_argument("--loop-stages", action="store_true",
+                        help="run the repeated blocks of each stage as one loop over stacked "
+                             "weights: build and first step no longer grow with depth (same "
+                             "function as the unrolled network)")
     parser.add_argument("--classes", type=int, default=None,
                         help="head size; must match the data (default: from the data)")
     parser.add_argument("--backup-every-steps", type=int, default=None, metavar="N",
@@ -189,6 +193,8 @@ def run(args):
 
     _log_to_stdout()
     model_options = {} if args.classes is None else {"classes": args.classes}
+    if args.loop_stages:
+        model_options["loop_stages"] = True
     data_options = _given(args, _DATA_FLAGS)
     if args.image_size is not None:
         data_options["image_size"] = parse_image_size(args.image_size)
