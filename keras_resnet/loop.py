@@ -117,69 +117,104 @@ class RepeatedBlocks(layers.Layer):
         import tensorflow as tf
 
         training = bool(training) and self.trainable
-        # One batch-statistics stack per BN, filled block by block, in training mode.
-        stats = [tf.zeros((self.count, width), "float32") for _, width in self.bns
-                 for _ in range(2)] if training else []
+        # Each stacked variable enters the loop as a TensorArray (one op whatever the depth) and
+        # block i reads its slice with `read(i)`: the gradient writes slice i of a gradient array
+        # (O(1) per block), where a `tf.gather` of the stacked variable would make every block's
+        # backward step add a dense gradient of the whole stack (O(count) per block).
+        variables = self._stacked(training)
+        arrays = [tf.TensorArray(v.dtype, size=self.count, element_shape=v.shape[1:],
+                                 infer_shape=False).unstack(v.value) for v in variables]
+        # Training: one batch-statistics array per BN moment, filled block by block.
+        stats = [tf.TensorArray("float32", size=self.count, element_shape=(width,))
+                 for _, width in self.bns for _ in range(2)] if training else []
+        n_arrays = len(arrays)
 
-        def body(i, x, *stats):
-            stats = list(stats)
-            return (i + 1, self._block(x, i, stats, training), *stats)
+        def body(i, x, *carried):
+            arrays, stats = carried[:n_arrays], list(carried[n_arrays:])
+            y, moments = self._block(x, self._unflatten([a.read(i) for a in arrays]), training)
+            stats = [s.write(i, m) for s, m in zip(stats, moments)]
+            return (i + 1, y, *arrays, *stats)
 
-        _, outputs, *stats = tf.while_loop(
-            lambda i, *_: i < self.count, body, (tf.constant(0), inputs, *stats))
+        _, outputs, *carried = tf.while_loop(
+            lambda i, *_: i < self.count, body, (tf.constant(0), inputs, *arrays, *stats),
+            parallel_iterations=1)
         if training:
             momentum = self.options.momentum
+            stats = [s.stack() for s in carried[n_arrays:]]
             for j, (_, _, mean, variance) in enumerate(self.bn_weights):
                 mean.assign(mean * momentum + stats[2 * j] * (1.0 - momentum))
                 variance.assign(variance * momentum + stats[2 * j + 1] * (1.0 - momentum))
         return outputs
 
-    def _block(self, x, i, stats, training):
-        """Block ``i`` of the stack: the unrolled block's layers, in the same order."""
+    def _stacked(self, training):
+        """The stacked variables a block reads: kernels, biases, then each BN's parameters."""
+        norms = [w[:2] if training else w for w in self.bn_weights]  # training: batch statistics
+        return [*self.kernels, *self.biases, *(w for bn in norms for w in bn)]
+
+    def _unflatten(self, values):
+        """``_stacked``'s order back to ``(kernels, biases, [(gamma, beta, mean?, var?), ...])``."""
+        n, m = len(self.kernels), len(self.biases)
+        per_bn = (len(values) - n - m) // len(self.bn_weights)
+        norms = values[n + m:]
+        return (values[:n], values[n:n + m],
+                [tuple(norms[j * per_bn:(j + 1) * per_bn]) for j in range(len(self.bn_weights))])
+
+    def _block(self, x, weights, training):
+        """One block from its weights: the unrolled block's layers, in the same order.
+
+        Returns:
+            ``(output, [mean, variance of each BN's batch])``, the list empty out of training.
+        """
+        kernels, biases, norms = weights
         act = keras.activations.get(self.options.activation)
         last = len(self.plan) - 1
+        moments = []
+
+        def conv(h, k):
+            return self._conv(h, kernels[k], biases[k] if biases else None)
+
+        def norm(h, j):
+            return self._norm(h, norms[j], moments, training)
+
         h = x
         if self.options.preact:
-            h = act(self._norm(h, 0, i, stats, training))
+            h = act(norm(h, 0))
             for k in range(len(self.plan)):
                 if k > 0:
-                    h = act(self._norm(h, k, i, stats, training))
-                h = self._conv(h, k, i)
-            return h if self.plain else x + h
+                    h = act(norm(h, k))
+                h = conv(h, k)
+            return (h if self.plain else x + h), moments
         for k in range(len(self.plan)):
-            h = self._norm(self._conv(h, k, i), k, i, stats, training)
+            h = norm(conv(h, k), k)
             if k < last:
                 h = act(h)
-        return act(h if self.plain else x + h)
+        return act(h if self.plain else x + h), moments
 
-    def _conv(self, x, k, i):
+    def _conv(self, x, kernel, bias):
         import tensorflow as tf
 
-        kernel = tf.cast(tf.gather(self.kernels[k].value, i), self.compute_dtype)
-        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
-        if self.biases:
-            y = tf.nn.bias_add(y, tf.cast(tf.gather(self.biases[k].value, i), self.compute_dtype))
+        y = tf.nn.conv2d(x, tf.cast(kernel, self.compute_dtype), strides=1, padding="SAME")
+        if bias is not None:
+            y = tf.nn.bias_add(y, tf.cast(bias, self.compute_dtype))
         return y
 
-    def _norm(self, x, j, i, stats, training):
-        """``FusedBatchNormalization`` of BN ``j`` of block ``i`` (see ``batch_norm.py``)."""
+    def _norm(self, x, weights, moments, training):
+        """``FusedBatchNormalization`` with one block's BN weights (see ``batch_norm.py``)."""
         import tensorflow as tf
 
-        gamma, beta, mean, variance = (tf.cast(tf.gather(w.value, i), "float32")
-                                       for w in self.bn_weights[j])
         if not training:
+            gamma, beta, mean, variance = weights
             y, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=gamma, offset=beta, mean=mean, variance=variance,
                 epsilon=self.options.epsilon, data_format="NHWC", is_training=False)
             return tf.cast(y, self.compute_dtype)
+        gamma, beta = weights
         y, batch_mean, batch_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
             epsilon=self.options.epsilon, data_format="NHWC", is_training=True)
         # The kernel returns the unbiased batch variance; the moving average takes the biased one.
         count = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
-        batch_variance = batch_variance * ((count - 1.0) / tf.maximum(count, 1.0))
-        stats[2 * j] = tf.tensor_scatter_nd_update(stats[2 * j], [[i]], [batch_mean])
-        stats[2 * j + 1] = tf.tensor_scatter_nd_update(stats[2 * j + 1], [[i]], [batch_variance])
+        moments += [batch_mean, batch_variance * ((count - 1.0) / tf.maximum(count, 1.0))]
         return tf.cast(y, self.compute_dtype)
 
     # ------------------------------------------------------------------------- per-block view
