@@ -136,8 +136,7 @@ class RepeatedBlocks(layers.Layer):
             return (i + 1, y, *arrays, *stats)
 
         _, outputs, *carried = tf.while_loop(
-            lambda i, *_: i < self.count, body, (tf.constant(0), inputs, *arrays, *stats),
-            parallel_iterations=1)
+            lambda i, *_: i < self.count, body, (tf.constant(0), inputs, *arrays, *stats))
         if training:
             momentum = self.options.momentum
             stats = [s.stack() for s in carried[n_arrays:]]
