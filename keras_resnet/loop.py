@@ -53,13 +53,17 @@ class RepeatedBlocks(layers.Layer):
         filters: the blocks' width (a bottleneck outputs ``filters * expansion`` channels).
         options: the blocks' ``BlockOptions`` (or its config).
         plain: plain blocks (no shortcut).
+        recompute_grad: keep only each block's input for the backward pass and recompute the
+            block's activations there (``tf.recompute_grad``, gradient checkpointing): less memory,
+            one more forward pass per training step; the same gradients.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Raises:
         ValueError: for ``shortcut="C"`` (every block projects: nothing repeats unchanged).
     """
 
-    def __init__(self, count, filters, options=None, plain=False, **kwargs):
+    def __init__(self, count, filters, options=None, plain=False, recompute_grad=False,
+                 **kwargs):
         # Variables are read in float32 (the BN statistics must stay float32, as in Keras' own
         # BatchNormalization); the kernels are cast to the compute dtype where they are used.
         kwargs.setdefault("autocast", False)
@@ -70,6 +74,7 @@ class RepeatedBlocks(layers.Layer):
             options = BlockOptions.from_config(options or {})
         self.options = options
         self.plain = checks.boolean(plain, "plain")
+        self.recompute_grad = checks.boolean(recompute_grad, "recompute_grad")
         if options.shortcut == "C" and not plain:
             raise ValueError("loop_stages=True needs blocks that repeat unchanged, but "
                              "shortcut='C' projects in every block; use shortcut='auto', 'A', "
@@ -109,7 +114,8 @@ class RepeatedBlocks(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "count": self.count, "filters": self.filters,
-                "options": self.options.to_config(), "plain": self.plain}
+                "options": self.options.to_config(), "plain": self.plain,
+                "recompute_grad": self.recompute_grad}
 
     # ------------------------------------------------------------------------- the loop
 
@@ -129,9 +135,16 @@ class RepeatedBlocks(layers.Layer):
                  for _, width in self.bns for _ in range(2)] if training else []
         n_arrays = len(arrays)
 
+        def block(x, *weights):
+            y, moments = self._block(x, self._unflatten(list(weights)), training)
+            return (y, *moments)
+
+        if self.recompute_grad and training:
+            block = tf.recompute_grad(block)
+
         def body(i, x, *carried):
             arrays, stats = carried[:n_arrays], list(carried[n_arrays:])
-            y, moments = self._block(x, self._unflatten([a.read(i) for a in arrays]), training)
+            y, *moments = block(x, *(a.read(i) for a in arrays))
             stats = [s.write(i, m) for s, m in zip(stats, moments)]
             return (i + 1, y, *arrays, *stats)
 
