@@ -182,9 +182,10 @@ def bench_cifar56(config, state):
                 note="ours = mixed_bfloat16")]
 
 
-def _deep_step(depth, batch, size=32, loop=False):
+def _deep_step(depth, batch, size=32, loop=False, recompute=False):
     """Build, first-step and step times of CIFAR ResNet-``depth`` in a fresh process."""
-    argv = [str(depth), str(batch), str(size), *(["--loop"] if loop else [])]
+    argv = [str(depth), str(batch), str(size), *(["--loop"] if loop else []),
+            *(["--recompute"] if recompute else [])]
     result = subprocess.run([sys.executable, os.path.join(HERE, "deep_step.py"), *argv],
                             capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -212,7 +213,9 @@ def bench_loop(config, state):
     """loop_stages=True: build and first step of a deep over a shallow net, and against unrolled.
 
     8x8 images at batch 2, so the step's arithmetic does not hide the fixed costs that grow with
-    the depth of the graph. Each model is measured in its own fresh process.
+    the depth of the graph; the later steps also at CIFAR's 32x32, batch 32, on ResNet-110, and
+    the trade of ``recompute_grad=True`` (memory against step time) there. Each model is measured
+    in its own fresh process.
     """
     shallow, deep = (20, 56) if config.quick else (110, 1202)
     looped = {depth: _deep_step(depth, 2, 8, loop=True) for depth in (shallow, deep)}
@@ -232,7 +235,27 @@ def bench_loop(config, state):
     rows.append(Row("loop", f"ResNet-{deep} peak resident memory, looped vs unrolled",
                     looped[deep]["peak_rss"] / 2 ** 30, unrolled[deep]["peak_rss"] / 2 ** 30,
                     "GiB", higher_is_better=False, reference_name="unrolled"))
-    return rows
+    return rows + _loop_at_cifar_size(shallow)
+
+
+def _loop_at_cifar_size(depth):
+    """Later steps at 32x32, batch 32: looped vs unrolled, and with recompute_grad=True."""
+    looped, unrolled = _deep_step(depth, 32, 32, loop=True), _deep_step(depth, 32, 32)
+    recomputed = _deep_step(depth, 32, 32, loop=True, recompute=True)
+    name = f"ResNet-{depth} 32x32 batch 32"
+    return [
+        Row("loop", f"{name} later steps, looped vs unrolled", looped["step"], unrolled["step"],
+            "s", higher_is_better=False, reference_name="unrolled",
+            note="goal: ratio >= 0.91 (no slower than 1.1x)"),
+        Row("loop", f"{name} later steps, recompute_grad vs looped", recomputed["step"],
+            looped["step"], "s", higher_is_better=False, reference_name="looped"),
+        Row("loop", f"{name} peak resident memory, recompute_grad vs looped",
+            recomputed["peak_rss"] / 2 ** 30, looped["peak_rss"] / 2 ** 30, "GiB",
+            higher_is_better=False, reference_name="looped"),
+        Row("loop", f"{name} peak resident memory, looped vs unrolled",
+            looped["peak_rss"] / 2 ** 30, unrolled["peak_rss"] / 2 ** 30, "GiB",
+            higher_is_better=False, reference_name="unrolled"),
+    ]
 
 
 def bench_serving(config, state):

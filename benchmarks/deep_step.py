@@ -3,7 +3,7 @@
 Run by ``bench.py resnet1202`` and ``bench.py loop`` in a fresh process, so the peak resident
 memory is this model's alone; prints one JSON line.
 
-    python benchmarks/deep_step.py DEPTH BATCH [SIZE] [--loop]
+    python benchmarks/deep_step.py DEPTH BATCH [SIZE] [--loop] [--recompute]
 """
 
 import json
@@ -22,16 +22,17 @@ from keras_resnet import CifarResNet  # noqa: E402
 
 def _numbers(argv):
     """DEPTH, BATCH and SIZE (default 32) from the command line."""
-    numbers = [int(value) for value in argv if value != "--loop"]
+    numbers = [int(value) for value in argv if not value.startswith("--")]
     return (*numbers[:2], numbers[2] if len(numbers) > 2 else 32)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     loop = "--loop" in argv
+    options = {"recompute_grad": True} if "--recompute" in argv else {}
     depth, batch, size = _numbers(argv)
     start = time.perf_counter()
-    model = CifarResNet(depth, input_shape=(size, size, 3), loop_stages=loop)
+    model = CifarResNet(depth, input_shape=(size, size, 3), loop_stages=loop, **options)
     build = time.perf_counter() - start
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                   loss="sparse_categorical_crossentropy")

@@ -68,7 +68,10 @@ def _compat_options(compat, options, plain, stem):
     return options.replace(use_bias=True, stride_on="1x1", epsilon=1.001e-5, momentum=0.99)
 
 
-def _check_loop(loop_stages, opts, plain, compat):
+def _check_loop(loop_stages, opts, plain, compat, recompute_grad=False):
+    if checks.boolean(recompute_grad, "recompute_grad") and not loop_stages:
+        raise ValueError("recompute_grad=True recomputes the looped blocks; it needs "
+                         "loop_stages=True; got loop_stages=False")
     if not checks.boolean(loop_stages, "loop_stages"):
         return
     if compat is not None:
@@ -160,7 +163,8 @@ def _stem(x, stem, width, opts: BlockOptions):
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model, loop=False):
+def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model, loop=False,
+           recompute_grad=False):
     """Stacks one stage; as a sub-model named ``conv{index}`` when ``as_model``.
 
     With ``loop``, the blocks after the first (same shapes, same options) are one
@@ -170,7 +174,8 @@ def _stage(x, index, blocks, width, stride, opts: BlockOptions, plain, as_model,
     block = plain_block if plain else residual_block
     y = block(inputs, width, stride, name=f"conv{index}_block1", options=opts)
     if loop and blocks > 1:
-        y = RepeatedBlocks(blocks - 1, width, opts, plain, name=f"conv{index}_blocks")(y)
+        y = RepeatedBlocks(blocks - 1, width, opts, plain, recompute_grad,
+                           name=f"conv{index}_blocks")(y)
     else:
         for i in range(2, blocks + 1):
             y = block(y, width, 1, name=f"conv{index}_block{i}", options=opts)
@@ -200,7 +205,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
            plain=False, preact=False, shortcut="auto", stride_on="3x3", expansion=4,
            kernel_initializer="he_normal", kernel_regularizer=None, weight_decay=None,
            activation="relu", zero_init_residual=False, momentum=0.9, epsilon=1e-5,
-           use_bias=False, compat=None, stage_models=None, loop_stages=False):
+           use_bias=False, compat=None, stage_models=None, loop_stages=False,
+           recompute_grad=False):
     """Builds a residual network from data: a stem, stages of blocks and a classifier head.
 
     Args:
@@ -237,6 +243,8 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
             ``keras_resnet.loop.RepeatedBlocks`` layer (their weights stacked, run in a loop):
             the same function, a graph of one block per stage whatever the depth. A no-op for
             stages of one block; not with ``shortcut="C"`` or ``compat``.
+        recompute_grad: with ``loop_stages``, recompute each looped block's activations in the
+            backward pass (gradient checkpointing): less memory, a longer training step.
 
     Returns:
         A ``keras.Model``.
@@ -261,7 +269,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     default_shape = (presets.IMAGENET_INPUT_SHAPE if stem != "cifar"
                      else presets.CIFAR_INPUT_SHAPE) if include_top else (None, None, 3)
     shape = _check_input_shape(input_shape, default_shape, total_stride, input_tensor)
-    _check_loop(loop_stages, opts, plain, compat)
+    _check_loop(loop_stages, opts, plain, compat, recompute_grad)
     if compat is not None or loop_stages:
         stage_models = False  # keras.applications' flat layer list; a loop is small anyway
     elif stage_models is None:
@@ -271,7 +279,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
     x = _stem(x, stem, widths[0] if stem == "cifar" else 64, opts)
     for s, (blocks, width) in enumerate(zip(stage_depths, widths)):
         x = _stage(x, s + 2, blocks, width, 1 if s == 0 else 2, opts, plain, stage_models,
-                   loop_stages)
+                   loop_stages, recompute_grad)
     x = _head(x, opts, include_top, pooling, classes, classifier_activation)
     if name is None:
         kind = "plain" if plain else ("preact_resnet" if preact else "resnet")

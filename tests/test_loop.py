@@ -101,6 +101,35 @@ def test_gradients_agree_block_by_block(case):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["basic, option A", "bottleneck, pre-activation"])
+def test_recompute_grad_gives_the_same_gradients_and_statistics(case):
+    plain = CifarResNet(input_shape=SHAPE, classes=5, loop_stages=True, **CASES[case])
+    _randomize_batch_norms(plain, np.random.default_rng(0))
+    recomputed = CifarResNet(input_shape=SHAPE, classes=5, loop_stages=True,
+                             recompute_grad=True, **CASES[case])
+    transfer_weights(plain, recomputed)
+    assert recomputed.get_layer("conv2_blocks").recompute_grad
+    x, y = _images(), np.arange(4) % 5
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    results = []
+    for model in (plain, recomputed):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            value = loss(y, outputs)
+        grads = tape.gradient(value, model.trainable_variables)
+        results.append((outputs, grads, [np.asarray(v) for v in model.non_trainable_variables]))
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = results
+    np.testing.assert_allclose(out_b, out_a, rtol=1e-5, atol=1e-6)
+    assert len(grads_a) == len(grads_b) > 10
+    for a, b in zip(grads_a, grads_b):
+        np.testing.assert_allclose(tf.convert_to_tensor(b), tf.convert_to_tensor(a), rtol=1e-5,
+                                   atol=1e-6)
+    for a, b in zip(stats_a, stats_b):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    restored = RepeatedBlocks.from_config(recomputed.get_layer("conv3_blocks").get_config())
+    assert restored.recompute_grad
+
+
 def test_the_graph_holds_one_block_per_stage_whatever_the_depth():
     shallow = CifarResNet(20, input_shape=SHAPE, loop_stages=True)
     deep = CifarResNet(56, input_shape=SHAPE, loop_stages=True)
@@ -158,6 +187,11 @@ def test_stages_of_one_block_have_nothing_to_loop():
      "loop_stages=True cannot reproduce compat='keras.applications'"),
     (lambda: CifarResNet(14, loop_stages="yes"), TypeError,
      "loop_stages must be True or False; got 'yes'"),
+    (lambda: CifarResNet(14, recompute_grad=True), ValueError,
+     "recompute_grad=True recomputes the looped blocks; it needs loop_stages=True; got "
+     "loop_stages=False"),
+    (lambda: CifarResNet(14, loop_stages=True, recompute_grad=1), TypeError,
+     "recompute_grad must be True or False; got 1"),
 ])
 def test_bad_loop_arguments(call, error, message):
     with pytest.raises(error) as info:
