@@ -491,14 +491,15 @@ def test_a_corrupt_record_met_in_training_stops_with_the_shard_and_index(tmp_pat
 
 @pytest.mark.slow
 def test_cli_loop_stages_trains_the_looped_network(tmp_path, capsys):
-    status = _folder_run(tmp_path, "--loop-stages", "--image-size", "16")
+    status = _folder_run(tmp_path, "--loop-stages", "--recompute-grad", "--image-size", "16")
     assert status == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "runs" / "flags" / "metrics.json").read_text())
-    assert metrics["config"]["model_options"] == {"loop_stages": True}
+    assert metrics["config"]["model_options"] == {"loop_stages": True, "recompute_grad": True}
     model = keras.models.load_model(tmp_path / "runs" / "flags" / "model.keras")
     looped = [layer for layer in model.layers if type(layer).__name__ == "RepeatedBlocks"]
     looped += [inner for layer in model.layers if isinstance(layer, keras.Model)
                for inner in layer.layers if type(inner).__name__ == "RepeatedBlocks"]
     # ResNet-20: three stages of three blocks; blocks 2-3 of each stage run as one loop
     assert len(looped) == 3
+    assert all(layer.get_config()["recompute_grad"] for layer in looped)
     assert metrics["parameters"] == model.count_params()

@@ -82,6 +82,9 @@ def register(subparsers):
                         help="run the repeated blocks of each stage as one loop over stacked "
                              "weights: build and first step no longer grow with depth (same "
                              "function as the unrolled network)")
+    parser.add_argument("--recompute-grad", action="store_true",
+                        help="with --loop-stages: recompute each looped block in the backward "
+                             "pass (gradient checkpointing: less memory, slower steps)")
     parser.add_argument("--classes", type=int, default=None,
                         help="head size; must match the data (default: from the data)")
     parser.add_argument("--backup-every-steps", type=int, default=None, metavar="N",
@@ -195,6 +198,8 @@ def run(args):
     model_options = {} if args.classes is None else {"classes": args.classes}
     if args.loop_stages:
         model_options["loop_stages"] = True
+    if args.recompute_grad:
+        model_options["recompute_grad"] = True
     data_options = _given(args, _DATA_FLAGS)
     if args.image_size is not None:
         data_options["image_size"] = parse_image_size(args.image_size)
