@@ -12,20 +12,13 @@ import keras
 from keras_resnet import checks
 from keras_resnet.loop import RepeatedBlocks
 from keras_resnet.options import BlockOptions
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+from keras_resnet.stats import leaf_layers
 
 
 def _flat_weights(model):
     """``{(unrolled layer name, position): array}``, looped stages expanded block by block."""
     flat = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, RepeatedBlocks):
             for suffix, position, variable in layer.block_weights():
                 values = keras.ops.convert_to_numpy(variable)
@@ -59,7 +52,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
                              f"{key[0]!r}; build both models with the same arguments")
         return flat[key]
 
-    for layer in _leaf_layers(target):
+    for layer in leaf_layers(target):
         if isinstance(layer, RepeatedBlocks):
             for suffix, position, variable in layer.block_weights():
                 variable.assign(np.stack([get((f"{layer.stage}_block{k + 2}_{suffix}", position))
