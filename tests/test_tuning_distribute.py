@@ -1,0 +1,95 @@
+"""Tuning with tf.distribute (KerasTuner's distribution_strategy) and trials in fresh processes
+(flat tuner memory)."""
+
+import json
+import os
+
+import pytest
+
+from keras_resnet.tuning import tune
+from keras_resnet.tuning.results import read_trial_runs
+from tests.test_distribute import run_python
+from tests.test_tuning import TINY
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"strategy": "multi-worker"}, ValueError, "strategy must be one of 'auto', 'one-device', "
+                                               "'mirrored'; got 'multi-worker'"),
+    ({"trial_process": "thread"}, ValueError, "trial_process must be one of 'same', 'fresh'; "
+                                              "got 'thread'"),
+    ({"devices": "/cpu:0"}, TypeError, r"devices must be a non-empty list of device names "
+                                       r"\(e.g. \['/gpu:0', '/gpu:1'\]\) or None; got '/cpu:0'"),
+    ({"strategy": "one-device", "devices": ["/cpu:0", "/cpu:1"]}, ValueError,
+     r"strategy 'one-device' takes one device; got devices=\['/cpu:0', '/cpu:1'\]"),
+])
+def test_bad_strategy_input_before_the_first_trial(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tune("digits", directory=str(tmp_path / "search"), **kwargs)
+    assert not (tmp_path / "search").exists()
+
+
+def test_fresh_trials_need_data_a_process_can_load(tmp_path):
+    from keras_resnet.data import load_dataset
+
+    data = load_dataset("digits", batch_size=32)
+    with pytest.raises(ValueError, match=r"trial_process='fresh' needs data a trial process can "
+                                         r"load \(a data set name or a folder\); got Dataset"):
+        tune(data, directory=str(tmp_path / "search"), trial_process="fresh")
+    assert not (tmp_path / "search").exists()
+
+
+def test_cli_refuses_multi_worker_tuning(tmp_path, capsys):
+    from keras_resnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--strategy", "multi-worker", "--directory", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --strategy: invalid choice: 'multi-worker'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mirrored_trials_on_two_logical_cpus(tmp_path):
+    out = run_python(f"""
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_resnet.tuning import tune
+result = tune("digits", directory={str(tmp_path)!r}, max_trials=1, export_dir=None,
+              strategy="mirrored", devices=["/cpu:0", "/cpu:1"], epochs=1, steps_per_epoch=2,
+              depth=8, width_multiplier=0.5, batch_size=32)
+replicas = result.tuner.distribution_strategy.num_replicas_in_sync
+print(json.dumps({{"distribution": result.distribution, "replicas": replicas,
+                  "status": [row["status"] for row in result.rows],
+                  "project_dir": result.project_dir}}))
+""", timeout=300)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["status"] == ["completed"]
+    assert report["distribution"]["strategy"] == "mirrored"
+    assert report["distribution"]["replicas"] == 2
+    assert [d.lower().split("device:")[-1] for d in report["distribution"]["devices"]] == \
+        ["cpu:0", "cpu:1"]
+    with open(os.path.join(report["project_dir"], "tune_config.json")) as file:
+        recorded = json.load(file)
+    assert recorded["strategy"] == "mirrored" and recorded["devices"] == ["/cpu:0", "/cpu:1"]
+    assert recorded["distribution"] == report["distribution"]
+
+
+@pytest.mark.slow
+def test_fresh_trial_processes_run_each_trial_in_its_own_process_and_resume(tmp_path):
+    options = dict(TINY, steps_per_epoch=2, directory=str(tmp_path), export_dir=None,
+                   project_name="fresh", trial_process="fresh")
+    first = tune("digits", max_trials=2, **options)
+    runs = read_trial_runs(first.project_dir)
+    assert first.ran == [run["trial_id"] for run in runs] and len(runs) == 2
+    pids = [run["pid"] for run in runs]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert [row["status"] for row in first.rows] == ["completed", "completed"]
+    assert first.best is not None and first.distribution["strategy"] == "one-device"
+    # The same call with more trials resumes: the two finished trials are kept.
+    second = tune("digits", max_trials=3, **options)
+    assert second.resumed and len(second.ran) == 1 and second.ran[0] not in first.ran
+    assert len(second.rows) == 3
+    runs = read_trial_runs(first.project_dir)
+    assert len({run["pid"] for run in runs}) == 3 and all(run["rss_mib"] > 0 for run in runs)
