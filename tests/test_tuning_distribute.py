@@ -93,3 +93,17 @@ def test_fresh_trial_processes_run_each_trial_in_its_own_process_and_resume(tmp_
     assert len(second.rows) == 3
     runs = read_trial_runs(first.project_dir)
     assert len({run["pid"] for run in runs}) == 3 and all(run["rss_mib"] > 0 for run in runs)
+
+
+@pytest.mark.slow
+def test_readme_tuning_strategy_snippet_runs(tmp_path, monkeypatch, capsys):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Tuning\n", 1)[1].split("\n## ", 1)[0]
+    [snippet] = [s for s in re.findall(r"```python\n(.*?)```", section, flags=re.S)
+                 if "readme-strategy" in s]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md (Tuning)", "exec"), {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "one-device 1"
