@@ -34,9 +34,15 @@ def main(argv=None):
                    max_trials=args.trials, export_dir=None, project_name="memory")
     if args.trial_process == "fresh":
         options["trial_process"] = "fresh"
+    parent = []  # the tuner's own RSS after each trial (fresh: the parent process)
+
+    def log(message):
+        if " done in process " in message:
+            parent.append(rss_mib())
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:
-        result = tune("digits", directory=directory, **options)
+        result = tune("digits", directory=directory, log=log, **options)
         runs = read_trial_runs(result.project_dir)
     rss = [run["rss_mib"] for run in runs]
     figures = {
@@ -44,6 +50,8 @@ def main(argv=None):
         "trial_rss_mib": rss, "after_2": rss[1], f"after_{len(rss)}": rss[-1],
         "growth_mib": round(rss[-1] - rss[1], 1),
         "distinct_pids": len({run["pid"] for run in runs}),
+        "parent_rss_mib_per_trial": parent,
+        "parent_growth_mib": round(parent[-1] - parent[1], 1) if len(parent) > 1 else None,
         "parent_rss_mib": rss_mib(),
         "parent_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "seconds": round(time.perf_counter() - started, 1),

@@ -23,7 +23,8 @@ from keras_resnet.tuning import results as results_module
 
 SPEC = "trial_process.json"
 _HOST = "127.0.0.1"
-_CHILD = "import sys; from keras_resnet.tuning.fresh import run_one; run_one(sys.argv[1])"
+_CHILD = ("import sys; from keras_resnet.tuning.fresh import run_one; "
+          "run_one(sys.argv[1], int(sys.argv[2]))")
 
 
 def check(config, data, hyperparameters, role):
@@ -77,8 +78,9 @@ def run_trials(config, oracle, hyperparameters, log):
                 break
             tuner_id = f"trial-process-{run_id}-{number}"
             before = len(results_module.read_trial_runs(project_dir))
-            code = subprocess.call([sys.executable, "-c", _CHILD, spec_path],
-                                   env=_environment(tuner_id, port))
+            code = subprocess.call(
+                [sys.executable, "-c", _CHILD, spec_path, str(os.getpid())],
+                env=_environment(tuner_id, port))
             queued = distributed.release(oracle, tuner_id)
             state = os.path.join(project_dir, f"{tuner_id}.json")  # KerasTuner's tuner state
             if os.path.exists(state):
@@ -122,8 +124,26 @@ def _environment(tuner_id, port):
     return environment
 
 
-def run_one(spec_path):
-    """A trial process: joins the search as a worker, runs one trial and returns its id."""
+def _die_with(parent_pid):
+    """Linux: this process gets SIGKILL when the tuner dies (``PR_SET_PDEATHSIG``), so a
+    killed search leaves no trial running behind it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the tuner died before prctl took effect
+        os._exit(1)
+
+
+def run_one(spec_path, parent_pid=None):
+    """A trial process: joins the search as a worker, runs one trial and returns its ids."""
+    if parent_pid is not None:
+        _die_with(parent_pid)
     import keras_tuner
 
     from keras_resnet.training import make_reproducible

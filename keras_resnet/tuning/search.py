@@ -111,8 +111,8 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
             ``epochs``, ``objective`` (a name or a ``keras_tuner.Objective``), ``directory``,
             ``project_name``, ``seed``, ``deterministic``, ``overwrite``, ``export_dir``,
             ``export_name``, ``steps_per_epoch``, ``data_options``, ``worker_timeout``,
-            ``verbose``, ``strategy``, ``devices``, ``trial_process``); any other keyword is a hyperparameter to fix (a scalar) or narrow (a
-            list), e.g. ``depth=[8, 14]``.
+            ``verbose``, ``strategy``, ``devices``, ``trial_process``); any other keyword is a
+            hyperparameter to fix (a scalar) or narrow (a list), e.g. ``depth=[8, 14]``.
 
     Returns:
         A ``TuneResult``.
