@@ -107,3 +107,55 @@ def test_readme_tuning_strategy_snippet_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, "README.md (Tuning)", "exec"), {})
     assert capsys.readouterr().out.strip().splitlines()[-1] == "one-device 1"
+
+
+def _children(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            children.append(int(entry))
+    return children
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_sigkill_of_a_fresh_search_kills_its_trial_process_and_the_search_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_tuning import ROOT, TINY_CLI, _cli, _env
+
+    command = _cli("--max-trials", "2", "--directory", str(tmp_path), "--project", "p",
+                   "--trial-process", "fresh", *TINY_CLI)
+    project = tmp_path / "p"
+    process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 150
+    while not (project / "trial_1" / "trial.json").exists():  # trial 0 done, trial 1 running
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    children = _children(process.pid)
+    assert len(children) == 1  # trial 1's process
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{children[0]}") and time.time() < deadline:
+        time.sleep(0.1)  # PR_SET_PDEATHSIG: it dies with the tuner (a zombie until reaped)
+    if os.path.exists(f"/proc/{children[0]}"):
+        with open(f"/proc/{children[0]}/stat") as file:
+            assert file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert [r["trial_id"] for r in read_trial_runs(project)] == ["0"]
+
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming" in done.stdout
+    runs = read_trial_runs(project)
+    assert [r["trial_id"] for r in runs] == ["0", "1"]  # 1 ran again, 0 was kept
+    assert len({r["pid"] for r in runs} | {process.pid, children[0]}) == 4
