@@ -159,3 +159,22 @@ def test_sigkill_of_a_fresh_search_kills_its_trial_process_and_the_search_resume
     runs = read_trial_runs(project)
     assert [r["trial_id"] for r in runs] == ["0", "1"]  # 1 ran again, 0 was kept
     assert len({r["pid"] for r in runs} | {process.pid, children[0]}) == 4
+
+
+@pytest.mark.slow
+def test_memory_benchmark_reports_rss_per_trial(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_tuning import ROOT, _env
+
+    out = tmp_path / "memory.json"
+    done = subprocess.run([sys.executable, "benchmarks/distributed_tune_memory.py", "--trials",
+                           "2", "--trial-process", "same", "--json", str(out)], cwd=ROOT,
+                          env=_env(PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["trials"] == 2 and figures["distinct_pids"] == 1
+    assert len(figures["trial_rss_mib"]) == 2 and figures["after_2"] > 0
+    assert figures["after_2"] == figures["trial_rss_mib"][1] and figures["growth_mib"] == 0.0
