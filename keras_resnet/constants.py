@@ -88,6 +88,13 @@ DEFAULT_FAMILY = "cifar"
 DEFAULT_OBJECTIVE = "val_accuracy"
 # batch size the data is first loaded at (a trial's batch_size re-batches it)
 DEFAULT_TUNE_BATCH_SIZE = 32
+# tf.distribute strategies a trial may use (KerasTuner's distribution_strategy); multi-worker
+# tuning is KerasTuner's chief/worker protocol instead
+TUNE_STRATEGIES = ("auto", "one-device", "mirrored")
+DEFAULT_TUNE_STRATEGY = "auto"
+# where trials run: in the tuner's process, or each in a fresh process (flat tuner memory)
+TRIAL_PROCESSES = ("same", "fresh")
+DEFAULT_TRIAL_PROCESS = "same"
 
 # ------------------------------------------------------------------ export and serving
 DEFAULT_EXPORT_DIR = "saved_models"

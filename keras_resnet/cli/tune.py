@@ -10,7 +10,9 @@ import sys
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_DETERMINISTIC, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
                                     DEFAULT_SEED, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
-                                    DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES, TUNERS)
+                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TUNE_STRATEGY,
+                                    DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES,
+                                    TRIAL_PROCESSES, TUNE_STRATEGIES, TUNERS)
 
 
 def register(subparsers):
@@ -66,6 +68,15 @@ def register(subparsers):
                         metavar="SECONDS",
                         help="distributed: a worker silent this long counts as dead, and a "
                              f"worker waits this long for the chief ({DEFAULT_WORKER_TIMEOUT:g})")
+    parser.add_argument("--strategy", choices=TUNE_STRATEGIES, default=DEFAULT_TUNE_STRATEGY,
+                        help="tf.distribute strategy of every trial (KerasTuner's "
+                             "distribution_strategy): mirrored = all GPUs of this machine; auto "
+                             f"= mirrored when more than one GPU is visible ({DEFAULT_TUNE_STRATEGY})")
+    parser.add_argument("--trial-process", choices=TRIAL_PROCESSES,
+                        default=DEFAULT_TRIAL_PROCESS,
+                        help="fresh: each trial in a new process served by this one's oracle, "
+                             "so memory stays flat over long searches "
+                             f"({DEFAULT_TRIAL_PROCESS})")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="model.fit verbosity inside trials (0)")
     parser.set_defaults(func=run)
@@ -114,7 +125,8 @@ def run(args):
                       deterministic=args.deterministic, overwrite=args.overwrite,
                       export_dir=None if args.no_export else args.export,
                       steps_per_epoch=args.steps_per_epoch, worker_timeout=args.worker_timeout,
-                      verbose=args.verbose, log=log, **fixed)
+                      verbose=args.verbose, strategy=args.strategy,
+                      trial_process=args.trial_process, log=log, **fixed)
     except RuntimeError as error:
         print(f"keras-resnet tune: error: {error}", file=sys.stderr)
         return 1
@@ -124,6 +136,9 @@ def run(args):
         return 0
     from keras_resnet.tuning.results import format_table
 
+    if result.distribution:
+        print(f"trials trained with {result.distribution['strategy']} "
+              f"({result.distribution['replicas']} replica(s))")
     print(f"\n{len(result.rows)} trials in {result.project_dir} (ranked by {args.objective}):")
     print(format_table(result.rows, result.columns, args.objective,
                        direction=result.direction))

@@ -9,6 +9,9 @@
   and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
   keras-team/keras#20585), and ``evaluate``; ``worker_dir`` keeps non-chief workers' files
   out of the run.
+* ``manifest.tfjob_manifest(...)``: a Kubeflow ``TFJob`` (chief + workers, GPU requests, the
+  shared volume) running ``keras-resnet train --strategy multi-worker``;
+  ``python -m keras_resnet.distribute.manifest`` writes one.
 """
 
 from keras_resnet.distribute.cluster import Cluster, read_cluster

@@ -3,6 +3,8 @@
 * ``HyperResNet`` (``space.py``): the ``keras_tuner.HyperModel``.
 * ``tune`` and ``TuneConfig`` (``search.py``, ``config.py``): the search, its
   ``results.csv``/``results.png`` and the export.
+* ``fresh.py``: every trial in a fresh process served by the tuner's oracle
+  (``trial_process="fresh"``: flat tuner memory).
 * ``distributed.py``: KerasTuner's chief/worker protocol with its hangs guarded;
   ``kt_internals.py``: the one place that uses KerasTuner's private API.
 """

@@ -13,7 +13,9 @@ from keras_resnet import checks
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_DETERMINISTIC, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
                                     DEFAULT_SEED, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
-                                    DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES, TUNERS)
+                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TUNE_STRATEGY,
+                                    DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES,
+                                    TRIAL_PROCESSES, TUNE_STRATEGIES, TUNERS)
 
 DIRECTIONS = ("min", "max")
 
@@ -45,6 +47,15 @@ class TuneConfig:
         worker_timeout: seconds after which a silent worker counts as dead (distributed), and
             the longest a worker waits for the chief.
         verbose: ``model.fit`` verbosity in trials.
+        strategy: ``"auto"``, ``"one-device"`` or ``"mirrored"``: the ``tf.distribute``
+            strategy every trial trains under (``keras_resnet.distribute.make_strategy``, given
+            to KerasTuner as its ``distribution_strategy``); ``"auto"`` is ``"mirrored"`` when
+            more than one GPU is visible. A trial's ``batch_size`` is the global batch.
+        devices: device names for ``"mirrored"`` (``["/gpu:0", "/gpu:1"]``, or logical CPUs);
+            None: every GPU (else the CPU).
+        trial_process: ``"same"`` (trials run in this process) or ``"fresh"`` (each trial runs
+            in a new Python process that asks this one's oracle for it over KerasTuner's gRPC
+            protocol, so the tuner's memory stays flat however many trials run).
         fixed: hyperparameters to fix (a scalar) or narrow (a list), e.g. ``{"depth": [8, 14]}``.
 
     Raises:
@@ -70,6 +81,9 @@ class TuneConfig:
     data_options: dict = dataclasses.field(default_factory=dict)
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     verbose: object = 0
+    strategy: str = DEFAULT_TUNE_STRATEGY
+    devices: tuple | None = None
+    trial_process: str = DEFAULT_TRIAL_PROCESS
     fixed: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -83,6 +97,18 @@ class TuneConfig:
         checks.boolean(self.overwrite, "overwrite")
         checks.boolean(self.deterministic, "deterministic")
         checks.one_of(self.verbose, "verbose", ("auto", 0, 1, 2))
+        checks.one_of(self.strategy, "strategy", TUNE_STRATEGIES)
+        checks.one_of(self.trial_process, "trial_process", TRIAL_PROCESSES)
+        if self.devices is not None:
+            if isinstance(self.devices, str) or not isinstance(self.devices, (list, tuple)) \
+                    or not self.devices or not all(isinstance(d, str) and d
+                                                   for d in self.devices):
+                raise TypeError(f"devices must be a non-empty list of device names (e.g. "
+                                f"['/gpu:0', '/gpu:1']) or None; got {self.devices!r}")
+            object.__setattr__(self, "devices", tuple(self.devices))
+            if self.strategy == "one-device" and len(self.devices) != 1:
+                raise ValueError(f"strategy 'one-device' takes one device; got devices="
+                                 f"{list(self.devices)!r}")
         if not isinstance(self.objective, str):
             raise TypeError(f"objective must be a metric name or a keras_tuner.Objective; got "
                             f"{self.objective!r}")
@@ -110,4 +136,6 @@ class TuneConfig:
         for key in ("directory", "export_dir"):
             if values[key] is not None:
                 values[key] = os.fspath(values[key])
+        if values["devices"] is not None:
+            values["devices"] = list(values["devices"])
         return values

@@ -164,6 +164,45 @@ def _reclaim(oracle, project_dir, worker_timeout, log):
     return locked(oracle)
 
 
+def start_oracle_server(oracle, address):
+    """Serves ``oracle`` with KerasTuner's ``OracleServicer`` on ``address`` (``host:port``;
+    port 0 picks a free one).
+
+    Returns:
+        ``(server, servicer, port)``: the started ``grpc.Server``, the servicer and the port.
+
+    Raises:
+        ValueError: when the address cannot be listened on.
+    """
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = kt_internals.add_oracle_servicer(server, oracle)
+    port = server.add_insecure_port(address)
+    if not port:
+        raise ValueError(f"cannot listen on {address} ({ENV_ORACLE_IP}/{ENV_ORACLE_PORT}); is "
+                         "the port in use?")
+    server.start()
+    return server, servicer, port
+
+
+def release(oracle, tuner_id):
+    """Forgets ``tuner_id`` (a process that ended); its unfinished trial goes back to the
+    queue. Returns that trial's id, or None."""
+    @kt_internals.synchronized
+    def locked(oracle):
+        trial = oracle.ongoing_trials.pop(tuner_id, None)
+        oracle.tuner_ids.discard(tuner_id)
+        if trial is not None:
+            kt_internals.retry_queue(oracle).append(trial.trial_id)
+        oracle.save()
+        return None if trial is None else trial.trial_id
+
+    return locked(oracle)
+
+
 def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=DEFAULT_WORKER_TIMEOUT,
                 poll=1.0, log=None):
     """Serves ``oracle`` over gRPC until the search is done; never waits unboundedly.
@@ -184,17 +223,8 @@ def serve_chief(oracle, project_dir, *, max_trials, worker_timeout=DEFAULT_WORKE
         RuntimeError: when no worker is alive and trials remain.
     """
     log = log or logger.info
-    from concurrent import futures
-
-    import grpc
-
     address = f"{os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = kt_internals.add_oracle_servicer(server, oracle)
-    if not server.add_insecure_port(address):
-        raise ValueError(f"cannot listen on {address} ({ENV_ORACLE_IP}/{ENV_ORACLE_PORT}); is "
-                         "the port in use?")
-    server.start()
+    server, servicer, _ = start_oracle_server(oracle, address)
     log(f"chief: serving the oracle on {address}; waiting for workers "
         f"(KERASTUNER_TUNER_ID=tuner0, tuner1, ...)")
     last_alive = time.monotonic()

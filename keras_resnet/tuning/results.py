@@ -22,6 +22,20 @@ def write_trial_info(trial_dir, info):
     files.write_text(os.path.join(trial_dir, TRIAL_INFO), json.dumps(info, indent=2))
 
 
+def rss_mib():
+    """This process's resident memory in MiB (``/proc/self/statm``; elsewhere the peak RSS)."""
+    try:
+        with open("/proc/self/statm") as file:
+            pages = int(file.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def log_trial_run(project_dir, info):
     """Appends one line per trial run to ``trial_runs.jsonl`` (a trial run twice shows twice)."""
     with open(os.path.join(project_dir, TRIAL_RUNS), "a") as file:

@@ -18,7 +18,7 @@ import warnings
 from keras_resnet import files
 from keras_resnet.constants import (DEFAULT_MAX_TRIALS, DEFAULT_TUNE_BATCH_SIZE,
                                     DEFAULT_TUNE_EPOCHS, TUNE_METRICS, TUNERS)
-from keras_resnet.tuning import distributed, kt_internals
+from keras_resnet.tuning import distributed, fresh, kt_internals
 from keras_resnet.tuning import results as results_module
 from keras_resnet.tuning.config import TuneConfig
 
@@ -52,6 +52,8 @@ class TuneResult:
         tuner: the KerasTuner tuner.
         direction: the objective's direction (``"min"`` or ``"max"``), as the oracle has it.
         config: the search's ``TuneConfig``.
+        distribution: the trials' strategy (``keras_resnet.distribute.describe``: name,
+            replicas, devices), also in ``tune_config.json``.
     """
 
     role: str
@@ -68,6 +70,7 @@ class TuneResult:
     tuner: object = None
     direction: str | None = None
     config: TuneConfig | None = None
+    distribution: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +111,8 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
             ``epochs``, ``objective`` (a name or a ``keras_tuner.Objective``), ``directory``,
             ``project_name``, ``seed``, ``deterministic``, ``overwrite``, ``export_dir``,
             ``export_name``, ``steps_per_epoch``, ``data_options``, ``worker_timeout``,
-            ``verbose``); any other keyword is a hyperparameter to fix (a scalar) or narrow (a
-            list), e.g. ``depth=[8, 14]``.
+            ``verbose``, ``strategy``, ``devices``, ``trial_process``); any other keyword is a
+            hyperparameter to fix (a scalar) or narrow (a list), e.g. ``depth=[8, 14]``.
 
     Returns:
         A ``TuneResult``.
@@ -127,6 +130,8 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if config.overwrite and role == "worker":
         raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
                          "--overwrite to the chief only")
+    if config.trial_process == "fresh":
+        fresh.check(config, data, hyperparameters, role)
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data)
     hypermodel = _hypermodel(config, dataset, hyperparameters)
@@ -134,19 +139,28 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if state.already_finished and role == "worker":
         return TuneResult(role, config.project_dir, None, None, [], [], None, None, [],
                           state.resumed, True, config=config)
-    search = _make_tuner(config, hypermodel, hyperparameters, role)
+    search, distribution = _make_tuner(config, hypermodel, hyperparameters, role)
     oracle = kt_internals.local_oracle(search)
     oracle.max_trials = config.max_trials
     if role != "worker":
         _announce_resume(config, state, oracle, log)
+        record = dict(config.to_dict(), distribution=distribution)
         files.write_text(os.path.join(config.project_dir, "tune_config.json"),
-                         json.dumps(config.to_dict(), indent=2, default=repr))
+                         json.dumps(record, indent=2, default=repr))
     if not state.already_finished:
-        ran = _search(config, search, oracle, role, log)
+        if role == "single" and config.trial_process == "fresh":
+            search.save()  # tuner0.json: a re-run of this command reloads the search
+            ran = fresh.run_trials(config, oracle, hyperparameters, log)
+        else:
+            ran = _search(config, search, oracle, role, log)
         if role == "worker":
             return TuneResult(role, config.project_dir, None, None, [], [], None, None, ran,
                               state.resumed, False, search, config=config)
-    return _report(config, search, oracle, hypermodel, dataset, state, log)
+    result = _report(config, search, oracle, hypermodel, dataset, state, log)
+    result.distribution = distribution
+    if role == "single" and config.trial_process == "fresh" and not state.already_finished:
+        result.ran = ran
+    return result
 
 
 def _make_config(data, options):
@@ -233,7 +247,24 @@ def _objective(config):
     return keras_tuner.Objective(config.objective, direction)
 
 
-def _make_tuner(config, hypermodel, hyperparameters, role):
+def _strategy(config):
+    """KerasTuner's ``distribution_strategy`` for the trials (None: TF's default) and its
+    description."""
+    from keras_resnet.distribute import choose_strategy, describe, make_strategy
+
+    gpus = None if config.devices is None else len(config.devices)
+    chosen = choose_strategy(config.strategy, environ={}, gpus=gpus)  # TF_CONFIG: not ours
+    strategy, description = make_strategy(chosen, devices=config.devices)
+    import tensorflow as tf
+
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return None, description
+    return strategy, describe(strategy, chosen)
+
+
+def _make_tuner(config, hypermodel, hyperparameters, role, max_runs=None):
+    """The KerasTuner tuner and the description of its trials' strategy."""
+    strategy, description = _strategy(config)
     if role == "worker":
         distributed.bound_worker_wait(config.worker_timeout)
     oracle_options = dict(objective=_objective(config), seed=config.seed,
@@ -244,9 +275,10 @@ def _make_tuner(config, hypermodel, hyperparameters, role):
     else:
         oracle_options["max_trials"] = config.max_trials
     os.makedirs(config.directory, exist_ok=True)
-    return _tuner_class(config.tuner)(hypermodel, directory=os.fspath(config.directory),
-                                      project_name=config.project_name,
-                                      overwrite=config.overwrite, **oracle_options)
+    search = _tuner_class(config.tuner, max_runs)(
+        hypermodel, directory=os.fspath(config.directory), project_name=config.project_name,
+        overwrite=config.overwrite, distribution_strategy=strategy, **oracle_options)
+    return search, description
 
 
 def _announce_resume(config, state, oracle, log):
@@ -304,7 +336,11 @@ def _report(config, search, oracle, hypermodel, dataset, state, log):
                       state.already_finished, search, oracle.objective.direction, config)
 
 
-def _tuner_class(kind):
+class RunsDone(Exception):
+    """A tuner made with ``max_runs`` ran that many trials (a fresh trial process's one)."""
+
+
+def _tuner_class(kind, max_runs=None):
     import keras_tuner
 
     base = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
@@ -315,6 +351,11 @@ def _tuner_class(kind):
 
         ran = []
 
+        def pre_create_trial(self):
+            if max_runs is not None and len(type(self).ran) >= max_runs:
+                raise RunsDone(f"ran {max_runs} trial(s)")
+            super().pre_create_trial()
+
         def run_trial(self, trial, *args, **kwargs):
             self._started = time.perf_counter()
             self.hypermodel.last_fit = {}  # HyperResNet's public record of the trial's fit
@@ -323,7 +364,7 @@ def _tuner_class(kind):
         def on_trial_end(self, trial):
             info = dict(self.hypermodel.last_fit)
             info.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, pid=os.getpid(),
-                        status=str(trial.status),
+                        status=str(trial.status), rss_mib=results_module.rss_mib(),
                         seconds=round(time.perf_counter() - self._started, 2))
             results_module.write_trial_info(self.get_trial_dir(trial.trial_id), info)
             results_module.log_trial_run(self.project_dir, info)

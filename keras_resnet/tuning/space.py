@@ -316,7 +316,8 @@ class HyperResNet(keras_tuner.HyperModel):
             steps = dataset.steps_per_epoch
         schedule = PaperSchedule(learning_rate, max(1, epochs * steps), self.schedule)
         keras.utils.set_random_seed(self.seed)
-        compile_model(model, learning_rate=schedule, weight_decay=weight_decay)
+        with model.distribute_strategy.scope():  # the strategy KerasTuner built it under
+            compile_model(model, learning_rate=schedule, weight_decay=weight_decay)
         kwargs.setdefault("shuffle", False)  # tf.data shuffles; Keras only warns about it
         history = model.fit(train, validation_data=validation, epochs=epochs,
                             callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
