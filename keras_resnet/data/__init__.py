@@ -16,7 +16,7 @@ import os
 from keras_resnet import constants
 from keras_resnet.data.arrays import (CIFAR10_CACHE_NAME, CIFAR10_CLASSES, CIFAR10_SHA256,
                                       CIFAR10_URL, augmentation_layers)
-from keras_resnet.data.dataset import DataError, Dataset
+from keras_resnet.data.dataset import DataError, Dataset, source_name
 from keras_resnet.data.options import COLOR_MODES, LoadOptions, make_options
 
 SOURCES = constants.DATA_NAMES
@@ -24,7 +24,7 @@ SOURCES = constants.DATA_NAMES
 __all__ = ["CIFAR10_CACHE_NAME", "CIFAR10_CLASSES", "CIFAR10_SHA256", "CIFAR10_URL",
            "COLOR_MODES", "DataError", "Dataset", "LoadOptions", "SOURCES",
            "augmentation_layers", "check_image_size", "decode_for_eval", "explain_errors",
-           "load_dataset", "minimum_image_size", "prepare"]
+           "load_dataset", "minimum_image_size", "prepare", "source_name"]
 
 
 def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_split=0.1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 
 class DataError(ValueError):
@@ -68,3 +69,16 @@ class Dataset:
         return (f"{self.name}: {self.train_size} train / {self.validation_size} validation / "
                 f"{self.test_size} test images of {'x'.join(map(str, self.input_shape))}, "
                 f"{self.num_classes} classes")
+
+
+def source_name(data) -> str:
+    """The name a run records for ``data``: a ``Dataset``'s name, or the data set name / path.
+
+    Raises:
+        TypeError: ``data`` is neither a ``Dataset``, a str nor a path.
+    """
+    if isinstance(data, Dataset):
+        return data.name
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")

@@ -129,7 +129,7 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
 
 def _make_config(model, data, config, options):
     """The run's ``TrainConfig``: ``config``, or one built from the keyword options."""
-    from keras_resnet.data import Dataset
+    from keras_resnet.data import Dataset, source_name
 
     if config is not None:
         if options:
@@ -153,12 +153,7 @@ def _make_config(model, data, config, options):
         model_name = model.name
     else:
         model_name = checks.model_name(model)
-    if isinstance(data, Dataset):
-        data_name = data.name
-    elif isinstance(data, (str, os.PathLike)):
-        data_name = os.fspath(data)
-    else:
-        raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")
+    data_name = source_name(data)
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:
         weights = options.get("weights")

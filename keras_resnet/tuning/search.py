@@ -167,7 +167,7 @@ def _make_config(data, options):
     """The search's ``TuneConfig``: options that are its fields, the rest are hyperparameters."""
     import keras_tuner
 
-    from keras_resnet.data import Dataset
+    from keras_resnet.data import source_name
 
     fields = {field.name for field in dataclasses.fields(TuneConfig)} - {"data", "fixed"}
     settings = {key: value for key, value in options.items() if key in fields}
@@ -175,12 +175,7 @@ def _make_config(data, options):
     objective = settings.get("objective")
     if isinstance(objective, keras_tuner.Objective):
         settings.update(objective=objective.name, direction=objective.direction)
-    if isinstance(data, Dataset):
-        data_name = data.name
-    elif isinstance(data, (str, os.PathLike)):
-        data_name = os.fspath(data)
-    else:
-        raise TypeError(f"data must be a Dataset, a data set name or a folder; got {data!r}")
+    data_name = source_name(data)
     if settings.get("project_name") is None:
         family, tuner = settings.get("family", "cifar"), settings.get("tuner", "random")
         settings["project_name"] = \
