@@ -420,3 +420,36 @@ def test_classify_signature_takes_tf_examples(exported):
         [NAMES[i] for i in row] for row in top]
     np.testing.assert_allclose(served["scores"].numpy(),
                                np.take_along_axis(expected, top, axis=-1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_served_bytes_prediction_equals_evaluate_on_the_same_file(tmp_path):
+    """serving_bytes applies the training data's own evaluation preprocessing (the 0.875
+    center crop of the Inception recipe, antialiased resize): served == evaluated, per file."""
+    from imagefolders import make_jpeg_folder
+
+    from keras_resnet import load_dataset, train
+    from keras_resnet.data import folders
+
+    root = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=10, size=(48, 40))
+    options = {"image_size": (32, 32), "crop": "inception"}
+    # a tiny learning rate keeps the probabilities away from 0 and 1, where crops would not show
+    result = train("cifar-resnet20", root, epochs=1, batch_size=4, learning_rate=1e-5,
+                   out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "sm"), verbose=0,
+                   data_options=options)
+    data = load_dataset(root, batch_size=4, seed=0, **options)
+    assert data.crop_fraction == 0.875
+    expected = result.model.predict(data.test, verbose=0)
+
+    _, paths, _ = folders.list_images(root)
+    _, _, test_index = folders.split_indices(20, 0, folders.holdout_sizes(20, 0.1, 0.2))
+    encoded = tf.constant([open(paths[i], "rb").read() for i in test_index])
+    served = tf.saved_model.load(result.export_path).signatures["serving_bytes"]
+    probabilities = served(image_bytes=encoded)["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+    # The same file without the crop is another input: the check above can fail.
+    whole = export_saved_model(result.model, str(tmp_path / "sm"), name="whole",
+                               class_names=list(data.class_names), crop_fraction=1.0)
+    uncropped = tf.saved_model.load(whole).signatures["serving_bytes"](image_bytes=encoded)
+    assert np.abs(uncropped["probabilities"].numpy() - expected).max() > 1e-4

@@ -32,6 +32,9 @@ def register(subparsers):
                              "number of classes if fewer)")
     parser.add_argument("--resize", action="store_true",
                         help="accept images of any size in `images` and resize them in the graph")
+    parser.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
+                        help="center crop of `serving_bytes` before resizing, as the model was "
+                             "evaluated (e.g. 0.875 for the ImageNet recipe; default 1: whole image)")
     parser.add_argument("--version-label", action="append", default=[], metavar="LABEL",
                         help="label the new version in models.config (repeatable), e.g. "
                              "canary: TF Serving's /v1/models/NAME/labels/LABEL")
@@ -85,6 +88,7 @@ def run(args):
     path = export_saved_model(model, args.out, name=args.name, version=args.version,
                               class_names=class_names, input_dtype=args.input_dtype,
                               top_k=args.top_k, resize=args.resize,
+                              crop_fraction=args.crop_fraction,
                               version_labels=args.version_label)
     if args.verify:
         try:

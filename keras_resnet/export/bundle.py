@@ -94,7 +94,7 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
                        resize=False, scale=1.0, offset=0.0, logits=None,
                        warmup_batch_sizes=None, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
                        model_base_path=DEFAULT_MODEL_BASE_PATH, storage_uri=None,
-                       seed=0, version_labels=()) -> str:
+                       seed=0, version_labels=(), crop_fraction=1.0) -> str:
     """Exports ``model`` for TF Serving as ``base_dir/<name>/<version>/`` and returns that path.
 
     The version is written under ``base_dir/.staging`` and renamed into place, so TF Serving
@@ -122,6 +122,9 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
         seed: seed of the warmup and test inputs.
         version_labels: labels for the new version in ``models.config`` (e.g. ``("canary",)``;
             TF Serving's ``/labels/<label>`` routes); a label on another version moves here.
+        crop_fraction: the center crop ``serving_bytes`` takes before resizing (the training
+            data's ``Dataset.crop_fraction``; ``train`` passes it), so that a served prediction
+            equals ``model.evaluate``'s on the same file.
 
     Returns:
         The path of the new version directory (a str).
@@ -144,7 +147,7 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
     version_labels = tuple(checks.name(label, "version_labels") for label in version_labels)
     spec = sig.make_spec(model, input_dtype=input_dtype, top_k=top_k, class_names=class_names,
                          image_size=image_size, resize=resize, scale=scale, offset=offset,
-                         logits=logits)
+                         logits=logits, crop_fraction=crop_fraction)
     model_dir = os.path.join(base_dir, name)
     if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of model {name!r} already exists at "

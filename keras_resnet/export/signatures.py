@@ -48,6 +48,7 @@ class ServingSpec:
     scale: float = 1.0
     offset: float = 0.0
     apply_softmax: bool = False
+    crop_fraction: float = 1.0
 
     def to_json(self):
         """Returns the spec as a JSON-serialisable dict."""
@@ -72,7 +73,8 @@ def _is_softmax_head(model):
 
 
 def make_spec(model, *, input_dtype="uint8", top_k=None, class_names=None, image_size=None,
-              resize=False, scale=1.0, offset=0.0, logits=None) -> ServingSpec:
+              resize=False, scale=1.0, offset=0.0, logits=None,
+              crop_fraction=1.0) -> ServingSpec:
     """Validates the export options against the model and returns a `ServingSpec`.
 
     Args:
@@ -88,6 +90,9 @@ def make_spec(model, *, input_dtype="uint8", top_k=None, class_names=None, image
         scale, offset: ``x * scale + offset`` after the cast (default: raw 0..255 pixels).
         logits: whether the model outputs logits (softmax is applied in the graph); None detects
             it from the last layer's activation.
+        crop_fraction: the center crop ``serving_bytes`` takes before resizing, in (0, 1]:
+            the training data's ``Dataset.crop_fraction``, so that a served prediction equals
+            ``model.evaluate``'s on the same file (1.0: the whole image).
 
     Returns:
         A `ServingSpec`.
@@ -121,7 +126,9 @@ def make_spec(model, *, input_dtype="uint8", top_k=None, class_names=None, image
                        classes=classes, input_dtype=input_dtype, top_k=top_k,
                        class_names=class_names, resize=resize,
                        scale=checks.number(scale, "scale"), offset=checks.number(offset, "offset"),
-                       apply_softmax=logits)
+                       apply_softmax=logits,
+                       crop_fraction=checks.number(crop_fraction, "crop_fraction", minimum=0,
+                                                   maximum=1, min_inclusive=False))
 
 
 def _model_shape(model):
@@ -170,9 +177,13 @@ def _prepare(spec, images):
 
 
 def _decode(spec, image_bytes):
-    """Decodes one JPEG/PNG string and resizes it to the model's input size (float32 0..255)."""
-    image = tf.io.decode_image(image_bytes, channels=spec.channels, expand_animations=False)
-    image = tf.image.resize(image, (spec.height, spec.width), method="bilinear")
+    """Decodes one JPEG/PNG string into the model's input (float32 0..255): exactly the
+    evaluation preprocessing of ``keras_resnet.data`` (center crop, antialiased resize)."""
+    # A leaf module of pure TensorFlow ops: one definition for training data and serving.
+    from keras_resnet.data.images import decode_for_eval
+
+    image = decode_for_eval(image_bytes, (spec.height, spec.width), spec.channels,
+                            spec.crop_fraction)
     image.set_shape((spec.height, spec.width, spec.channels))
     return image
 

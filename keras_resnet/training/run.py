@@ -334,5 +334,7 @@ def _export(model, config, dataset):
         return None
     from keras_resnet.export import export_saved_model
 
+    # serving_bytes applies the data's own evaluation crop: served = evaluated
     return os.fspath(export_saved_model(model, base_dir=config.export_dir, name=config.name,
-                                        class_names=list(dataset.class_names)))
+                                        class_names=list(dataset.class_names),
+                                        crop_fraction=dataset.crop_fraction))
