@@ -16,10 +16,9 @@ all-reduce must cross the network every step).
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
+
+import loopback  # benchmarks/ is the script's directory, first on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -117,25 +116,9 @@ def child(args):
 
 
 def run_workers(workers, args):
-    sockets = [socket.socket() for _ in range(workers)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    processes = []
-    for index in range(workers):
-        env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="-1",
-                   TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-                       {"cluster": {"worker": addresses},
-                        "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, "--child", "--steps", str(args.steps),
-             "--repeats", str(args.repeats), "--models", *args.models], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-    results = [json.loads(p.communicate(timeout=1800)[0].strip().splitlines()[-1])
-               for p in processes]
-    return next(r for r in results if r["is_chief"])
+    return loopback.run_workers(__file__, ["--steps", str(args.steps), "--repeats",
+                                           str(args.repeats), "--models", *args.models],
+                                workers=workers, timeout=1800)
 
 
 def main():

@@ -12,10 +12,11 @@ share the same cores, so more replicas cannot be faster; on GPUs or machines the
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
+
+import loopback  # benchmarks/ is the script's directory, first on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -72,25 +73,8 @@ def measure(strategy_name, replicas, steps, batch):
 
 
 def run_workers(steps, batch, workers=2):
-    sockets = [socket.socket() for _ in range(workers)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    processes = []
-    for index in range(workers):
-        env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="-1",
-                   TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-                       {"cluster": {"worker": addresses},
-                        "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, "--child", "multi-worker", "--steps", str(steps),
-             "--batch", str(batch)], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True))
-    results = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1])
-               for p in processes]
-    return next(r for r in results if r["is_chief"])
+    return loopback.run_workers(__file__, ["multi-worker", "--steps", str(steps), "--batch",
+                                           str(batch)], workers=workers, timeout=600)
 
 
 def run_child(setup, steps, batch):
