@@ -39,7 +39,6 @@ def _build(model):
 
 def steps_per_second(strategy, workers, model_name, steps):
     """Steps/s of the second epoch (the first traces) of ``distribute.fit``."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -52,13 +51,6 @@ def steps_per_second(strategy, workers, model_name, steps):
     images = rng.uniform(0, 1, (batch * workers * 2, *shape)).astype("float32")
     labels = rng.integers(0, classes, batch * workers * 2).astype("int32")
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds = time.perf_counter() - self.started
-
     with strategy.scope():
         model = compile_model(_build(model_name), learning_rate=0.01, jit_compile=False)
 
@@ -67,7 +59,7 @@ def steps_per_second(strategy, workers, model_name, steps):
         data = data.shard(context.num_input_pipelines, context.input_pipeline_id)
         return data.batch(context.get_per_replica_batch_size(batch * workers))
 
-    timer = Timer()
+    timer = loopback.epoch_timer()
     fit(model, strategy, train_fn, epochs=2, steps_per_epoch=steps, callbacks=[timer],
         verbose=0)
     return {"steps_per_second": round(steps / timer.seconds, 3),

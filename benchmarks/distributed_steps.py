@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import loopback  # benchmarks/ is the script's directory, first on sys.path
 
@@ -35,7 +34,6 @@ def measure(strategy_name, replicas, steps, batch):
     devices = None if strategy_name == "multi-worker" else [
         f"/cpu:{i}" for i in range(replicas)]
     strategy, description = make_strategy(strategy_name, devices=devices)
-    import keras
     import numpy as np
 
     from keras_resnet.models import CifarResNet
@@ -45,17 +43,10 @@ def measure(strategy_name, replicas, steps, batch):
     images = rng.uniform(0, 1, (batch * 4, 8, 8, 1)).astype("float32")
     labels = rng.integers(0, 10, batch * 4).astype("int32")
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds = time.perf_counter() - self.started
-
     with strategy.scope():
         model = compile_model(CifarResNet(8, input_shape=(8, 8, 1), classes=10),
                               learning_rate=0.01, jit_compile=False)
-    timer = Timer()
+    timer = loopback.epoch_timer()
     if strategy_name == "multi-worker":
         def train_fn(context):
             data = tf.data.Dataset.from_tensor_slices((images, labels))

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +32,18 @@ def run_workers(script, arguments, workers=2, timeout=1800):
     results = [json.loads(p.communicate(timeout=timeout)[0].strip().splitlines()[-1])
                for p in processes]
     return next(r for r in results if r["is_chief"])
+
+
+def epoch_timer():
+    """A Keras callback whose ``seconds`` is the duration of the last epoch (imports Keras
+    only when called: the launcher itself stays TensorFlow-free)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.started
+
+    return EpochTimer()

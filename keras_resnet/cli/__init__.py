@@ -13,6 +13,19 @@ COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predic
             "bench")
 
 
+def add_reproducibility_arguments(parser, same):
+    """``--seed`` and ``--deterministic``, shared by the subcommands that train; ``same`` says
+    what the same seed reproduces (e.g. "run")."""
+    from keras_resnet.constants import DEFAULT_DETERMINISTIC, DEFAULT_SEED
+
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed ({DEFAULT_SEED})")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_DETERMINISTIC,
+                        help=f"TensorFlow op determinism: the same seed gives the same {same} "
+                             "(default on)")
+
+
 def build_parser():
     """Returns the argparse parser with every subcommand registered."""
     parser = argparse.ArgumentParser(

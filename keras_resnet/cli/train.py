@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from keras_resnet import presets
+from keras_resnet.cli import add_reproducibility_arguments
 from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_DATA,
-                                    DEFAULT_DETERMINISTIC, DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,
+                                    DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FINE_TUNE_LEARNING_RATE,
                                     DEFAULT_HEAD_LEARNING_RATE, DEFAULT_INITIALIZER,
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
                                     DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RECIPE,
-                                    DEFAULT_RUNS_DIR, DEFAULT_SEED, DEFAULT_SHUFFLE_BUFFER,
+                                    DEFAULT_RUNS_DIR, DEFAULT_SHUFFLE_BUFFER,
                                     DEFAULT_STRATEGY, DEFAULT_WEIGHT_DECAY, JIT_COMPILE,
                                     JIT_COMPILE_FLAGS, PRECISIONS, SCHEDULES, STRATEGIES)
 
@@ -98,12 +98,7 @@ def register(subparsers):
                         help=f"SavedModel base directory ({DEFAULT_EXPORT_DIR})")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--name", default=None, help="run name (default MODEL-DATA)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"random seed ({DEFAULT_SEED})")
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_DETERMINISTIC,
-                        help="TensorFlow op determinism: the same seed gives the same run "
-                             "(default on)")
+    add_reproducibility_arguments(parser, "run")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
                              "terminal, else 2)")

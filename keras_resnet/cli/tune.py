@@ -4,12 +4,12 @@ command again) and distributed (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT)
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_DETERMINISTIC, DEFAULT_EXPORT_DIR,
+from keras_resnet.cli import add_reproducibility_arguments
+from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
-                                    DEFAULT_SEED, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
+                                    DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
                                     DEFAULT_TRIAL_PROCESS, DEFAULT_TUNE_STRATEGY,
                                     DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES,
                                     TRIAL_PROCESSES, TUNE_STRATEGIES, TUNERS)
@@ -49,12 +49,7 @@ def register(subparsers):
                         help=f"SavedModel base directory for the best model "
                              f"({DEFAULT_EXPORT_DIR})")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"random seed ({DEFAULT_SEED})")
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_DETERMINISTIC,
-                        help="TensorFlow op determinism: the same seed gives the same trial "
-                             "scores (default on)")
+    add_reproducibility_arguments(parser, "trial scores")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the search over instead of resuming it")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE[,VALUE...]",
