@@ -132,7 +132,9 @@ def test_a_fine_tuning_run_killed_in_phase_2_resumes_there(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=env, cwd=str(tmp_path))
     deadline = time.time() + 150
-    while time.time() < deadline and process.poll() is None and not metadata.exists():
+    # Keras writes the metadata in place: wait until it is whole, or the kill can land between
+    # its creation and its content (a race of this test, not of the resume).
+    while time.time() < deadline and process.poll() is None and not _whole_json(metadata):
         time.sleep(0.02)
     assert process.poll() is None, process.stdout.read().decode()
     os.kill(process.pid, signal.SIGKILL)
@@ -153,3 +155,11 @@ def test_a_fine_tuning_run_killed_in_phase_2_resumes_there(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["phase_epochs"] == [1, 2] and metrics["resumed_from_epoch"] == 0
     assert not (run / "backup").exists() and not (run / "head.weights.h5").exists()
+
+
+def _whole_json(path):
+    try:
+        json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
