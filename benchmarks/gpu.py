@@ -303,6 +303,10 @@ def main(argv=None):
     print(summary_table(record["results"], configs))
     print()
     print(detail_table(record["results"]))
+    ok = [r for r in record["results"] if r["status"] == "ok"]
+    print("\ndevices: " + "; ".join(dict.fromkeys(r["device"] for r in ok)))
+    versions = {k: v for r in ok for k, v in r.get("versions", {}).items()}
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return 0
 
 

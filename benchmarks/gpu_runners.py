@@ -73,7 +73,10 @@ def _keras_setup(task):
 
     # "tensorfloat32": float32 convolutions and matmuls may use TF32 tensor cores (XLA's
     # default on Ampere and later), the same as torch's allow_tf32; "highest": true float32.
-    jax.config.update("jax_default_matmul_precision", task["jax_precision"])
+    try:
+        jax.config.update("jax_default_matmul_precision", task["jax_precision"])
+    except ValueError as error:  # a JAX that renamed the value: say so in the row, keep going
+        warnings.warn(f"jax_default_matmul_precision={task['jax_precision']!r}: {error}")
     import keras
 
     sys.path.insert(0, REPO)
