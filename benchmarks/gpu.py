@@ -197,7 +197,7 @@ def run_task(task, on_row):
 
 def tasks(args, deadline):
     """One task per (mode, dtype, framework), in the order they run."""
-    precision = "tensorfloat32" if args.tf32 == "on" else "highest"
+    precision = "tensorfloat32" if args.tf32 == "on" else "float32"
     for mode in args.modes:
         batch = (args.batch_size or getattr(args, f"{mode}_batch_size")
                  or DEFAULT_BATCH[mode])

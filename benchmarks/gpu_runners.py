@@ -72,7 +72,7 @@ def _keras_setup(task):
     import jax  # KERAS_BACKEND and JAX_PLATFORMS are set by main(), before any import
 
     # "tensorfloat32": float32 convolutions and matmuls may use TF32 tensor cores (XLA's
-    # default on Ampere and later), the same as torch's allow_tf32; "highest": true float32.
+    # default on Ampere and later), the same as torch's allow_tf32; "float32": true float32.
     try:
         jax.config.update("jax_default_matmul_precision", task["jax_precision"])
     except ValueError as error:  # a JAX that renamed the value: say so in the row, keep going
