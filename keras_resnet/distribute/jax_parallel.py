@@ -163,7 +163,8 @@ def shard_evenly(dataset, replicas: int):
 
     A sharded batch must split evenly over the devices, so the last, partial batch of each
     split loses its last ``size % replicas`` images (fewer than ``replicas``; a partial batch
-    smaller than that is left out). The split sizes are reduced to what is used.
+    smaller than that is left out, and a validation split smaller than that is dropped). The
+    split sizes are reduced to what is used.
 
     Args:
         dataset: a ``keras_resnet.data.Dataset`` whose ``batch_size`` divides by ``replicas``.
@@ -171,6 +172,9 @@ def shard_evenly(dataset, replicas: int):
 
     Returns:
         ``(dataset, left_out)``: the new ``Dataset`` and ``{split: images left out}``.
+
+    Raises:
+        ValueError: a test split with fewer images than ``replicas``.
     """
     if replicas == 1:
         return dataset, {"train": 0, "validation": 0, "test": 0}
@@ -179,10 +183,16 @@ def shard_evenly(dataset, replicas: int):
         size = getattr(dataset, f"{split}_size")
         pipeline = getattr(dataset, split)
         left_out[split] = (size % dataset.batch_size) % replicas
-        if pipeline is not None and left_out[split]:
-            changes[split] = _trimmed(pipeline, replicas, size // dataset.batch_size,
-                                      keep_last=size % dataset.batch_size >= replicas)
-            changes[f"{split}_size"] = size - left_out[split]
+        if pipeline is None or not left_out[split]:
+            continue
+        if size == left_out[split] and split == "test":
+            raise ValueError(f"the test split's {size} images are fewer than the {replicas} "
+                             "devices a batch is sharded over; give more test images "
+                             "(test_split) or use fewer devices")
+        changes[split] = (None if size == left_out[split] else  # validation: none left
+                          _trimmed(pipeline, replicas, size // dataset.batch_size,
+                                   keep_last=size % dataset.batch_size >= replicas))
+        changes[f"{split}_size"] = size - left_out[split]
     if any(left_out.values()):
         logger.info("Batches sharded over %d devices: the last batch of each split is cut to a "
                     "multiple of %d (left out per epoch: %s)", replicas, replicas,
