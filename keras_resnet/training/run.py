@@ -66,7 +66,9 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     epoch (``keras.callbacks.BackupAndRestore`` in ``runs/<name>/backup``; it is deleted when
     training finishes, so a finished run started again trains anew). With ``deterministic``
     (the default) the same seed gives the same run; it turns TensorFlow's op determinism on for
-    the whole process.
+    the whole process. On ``KERAS_BACKEND=jax`` the strategy is Keras' ``DataParallel``
+    (``keras_resnet.distribute.jax_parallel``) and the export runs in a TensorFlow-backend
+    process from the saved ``model.keras`` (``keras_resnet.training.tf_export``).
 
     Args:
         model: a model name (``keras_resnet.presets.MODEL_PRESETS``) or a ``keras.Model``
