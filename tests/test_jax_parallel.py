@@ -284,3 +284,16 @@ def test_cli_mirrored_on_jax_trains_records_and_exports(tmp_path):
     info = json.loads((export / "assets.extra" / "keras_resnet_export.json").read_text())
     assert (info["name"], info["spec"]["crop_fraction"]) == ("dp", 1.0)
     assert info["spec"]["class_names"] == [str(digit) for digit in range(10)]
+
+
+@pytest.mark.slow
+def test_export_from_another_backend_reports_the_export_processs_error(tmp_path):
+    from keras_resnet.training.tf_export import export_in_tensorflow
+
+    missing = str(tmp_path / "model.keras")
+    with pytest.raises(RuntimeError, match=(
+            rf"^the SavedModel export of {missing} in a TensorFlow-backend process failed "
+            r"\(exit 1\): ValueError: File not found: filepath=.*model\.keras")):
+        export_in_tensorflow(missing, str(tmp_path / "saved"), name="m", class_names=["a"],
+                             crop_fraction=1.0)
+    assert not (tmp_path / "saved").exists()

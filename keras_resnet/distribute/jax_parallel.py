@@ -132,6 +132,18 @@ def make_strategy(name: str, batch_size: int, *, environ=None) -> tuple:
     return DataParallelStrategy(distribution, devices), description
 
 
+def keep_tensorflow_off_accelerators() -> None:
+    """Hides the GPUs from TensorFlow, which only runs the ``tf.data`` input pipeline here:
+    otherwise its runtime would reserve most of the memory JAX trains in."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow started its devices before (earlier TF work)
+        logger.warning("TensorFlow's devices were initialized before train: it may hold GPU "
+                       "memory that JAX needs")
+
+
 def note_sync_bn(sync_bn: bool) -> None:
     """Logs why ``sync_bn`` changes nothing on JAX (the statistics are already global)."""
     if checks.boolean(sync_bn, "sync_bn"):

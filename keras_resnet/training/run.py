@@ -140,6 +140,7 @@ def _train_on_jax(config, model, data):
     batch_size = data.batch_size if isinstance(data, Dataset) else default_batch_size(config)
     strategy, distribution = jax_parallel.make_strategy(config.strategy, batch_size)
     jax_parallel.note_sync_bn(config.sync_bn)
+    jax_parallel.keep_tensorflow_off_accelerators()
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
     dataset, distribution["left_out"] = jax_parallel.shard_evenly(
