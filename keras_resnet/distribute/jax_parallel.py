@@ -54,11 +54,10 @@ class DataParallelStrategy:
 
     @contextlib.contextmanager
     def activated(self):
-        """Sets the distribution globally (model building, ``fit``, ``evaluate``, saving) and
-        restores the previous one afterwards."""
+        """Sets the distribution globally (model building, ``fit``, ``evaluate``, saving; None
+        for one device, whatever was set before) and restores the previous one afterwards."""
         previous = keras.distribution.distribution()
-        if self.distribution is not None:
-            keras.distribution.set_distribution(self.distribution)
+        keras.distribution.set_distribution(self.distribution)
         try:
             yield self
         finally:
