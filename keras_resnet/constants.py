@@ -58,6 +58,8 @@ TASK_TYPES = ("chief", "worker")
 DEFAULT_COLLECTIVE_TIMEOUT = 300.0
 # the global batch the recipe's learning rate is given for (the linear scaling rule's base)
 BASE_BATCH_SIZE = 128
+# what `--strategy mirrored` (and "auto" over several devices) trains with on KERAS_BACKEND=jax
+JAX_ENGINE = "keras.distribution.DataParallel"
 
 # ------------------------------------------------------------------ pretrained weights
 # input normalization a converted checkpoint carries: None or torchvision/timm's mean/std

@@ -105,9 +105,13 @@ def register(subparsers):
     parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                         help="tf.distribute strategy: multi-worker when TF_CONFIG names several "
                              "tasks, mirrored over several GPUs, else one device "
-                             f"(default {DEFAULT_STRATEGY}); --batch-size is the global batch")
+                             f"(default {DEFAULT_STRATEGY}); --batch-size is the global batch. "
+                             "With KERAS_BACKEND=jax: mirrored is keras.distribution."
+                             "DataParallel over all local devices (auto: when there are "
+                             "several); multi-worker needs the tensorflow backend")
     parser.add_argument("--sync-bn", action="store_true",
-                        help="batch normalization with cross-replica statistics")
+                        help="batch normalization with cross-replica statistics (on the jax "
+                             "backend they already are: nothing to do)")
     parser.add_argument("--lr-batch-size", type=int, default=None, metavar="N",
                         help="the batch --lr is given for: the rate is scaled linearly to "
                              "--batch-size (e.g. --lr 0.1 --lr-batch-size 128)")
@@ -241,7 +245,8 @@ def _print_result(result):
           f"{metrics['wall_time_seconds']:.0f} s")
     distribution = metrics.get("distribution")
     if distribution:  # fine-tuning runs record none
-        print(f"  strategy       {distribution['strategy']}: {distribution['replicas']} "
+        engine = f" ({distribution['engine']})" if distribution.get("engine") else ""
+        print(f"  strategy       {distribution['strategy']}{engine}: {distribution['replicas']} "
               f"replica(s) on {distribution['workers']} worker(s), learning rate "
               f"{metrics['learning_rate_used']:g}")
     print(f"  run directory  {result.run_dir}/")

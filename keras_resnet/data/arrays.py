@@ -85,20 +85,25 @@ def augmentation_layers(input_shape, padding, flip, seed=0):
         seed: seed of the random layers.
 
     Returns:
-        A function ``augment(image) -> image`` for one (unbatched) image, using
-        ``keras.layers.ZeroPadding2D``, ``RandomCrop`` and ``RandomFlip``; it draws a new crop
-        and flip per image (``RandomCrop`` draws one offset per call, so batches would share it).
+        A function ``augment(image) -> image`` for one (unbatched) image, using ``tf.pad``,
+        ``keras.layers.RandomCrop`` and ``RandomFlip``; it draws a new crop and flip per image
+        (``RandomCrop`` draws one offset per call, so batches would share it). The padding is
+        TensorFlow's own op because Keras' ``ZeroPadding2D`` runs the Keras backend's ops, which
+        cannot run inside a ``tf.data`` map on JAX; the two random layers switch to TensorFlow
+        inside ``tf.data`` on every backend.
     """
     import keras
+    import tensorflow as tf
 
     height, width = int(input_shape[0]), int(input_shape[1])
-    pad = keras.layers.ZeroPadding2D(padding) if padding else None
+    paddings = [[padding, padding], [padding, padding], [0, 0]]
+    pad = (lambda image: tf.pad(image, paddings)) if padding else None
     crop = keras.layers.RandomCrop(height, width, seed=seed) if padding else None
     mirror = keras.layers.RandomFlip("horizontal", seed=seed + 1) if flip else None
 
     def augment(image):
         if pad is not None:
-            image = crop(pad(image[None])[0], training=True)
+            image = crop(pad(image), training=True)
         if mirror is not None:
             image = mirror(image, training=True)
         return image

@@ -70,8 +70,11 @@ class TrainConfig:
             or half of them with ``fine_tune_from``); phase 2 trains the rest.
         head_lr, fine_tune_lr: with ``weights``: Adam learning rates of phase 1 and phase 2.
         strategy: ``tf.distribute`` strategy (``keras_resnet.distribute.make_strategy``):
-            ``"auto"``, ``"one-device"``, ``"mirrored"`` or ``"multi-worker"``.
-        sync_bn: batch normalization with cross-replica statistics.
+            ``"auto"``, ``"one-device"``, ``"mirrored"`` or ``"multi-worker"``. On the JAX
+            backend, ``"mirrored"`` is ``keras.distribution.DataParallel`` over the local
+            devices (``keras_resnet.distribute.jax_parallel``).
+        sync_bn: batch normalization with cross-replica statistics (on JAX they already are:
+            a no-op).
         lr_batch_size: the batch ``learning_rate`` is given for; the rate used is scaled
             linearly to the (global) batch size. None: used as given.
 

@@ -27,6 +27,16 @@ def steps_per_epoch(dataset, distribution) -> int:
     return dataset.steps_per_epoch
 
 
+def jit_compile(config):
+    """``config.jit_compile``, with ``"auto"`` meaning XLA on the JAX backend: JAX without
+    ``jit`` dispatches op by op (and its sharded collectives can stall on a small CPU)."""
+    import keras
+
+    if config.jit_compile == "auto" and keras.backend.backend() == "jax":
+        return True
+    return config.jit_compile
+
+
 def learning_rate(config, dataset) -> float:
     """The initial rate used: ``learning_rate``, scaled linearly to the global batch when the
     run names the batch it was given for (``lr_batch_size``)."""

@@ -66,7 +66,9 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     epoch (``keras.callbacks.BackupAndRestore`` in ``runs/<name>/backup``; it is deleted when
     training finishes, so a finished run started again trains anew). With ``deterministic``
     (the default) the same seed gives the same run; it turns TensorFlow's op determinism on for
-    the whole process.
+    the whole process. On ``KERAS_BACKEND=jax`` the strategy is Keras' ``DataParallel``
+    (``keras_resnet.distribute.jax_parallel``) and the export runs in a TensorFlow-backend
+    process from the saved ``model.keras`` (``keras_resnet.training.tf_export``).
 
     Args:
         model: a model name (``keras_resnet.presets.MODEL_PRESETS``) or a ``keras.Model``
@@ -99,6 +101,8 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     from keras_resnet import distribute
 
     config = _make_config(model, data, config, options)
+    if keras.backend.backend() == "jax":
+        return _train_on_jax(config, model, data)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     strategy, distribution = distribute.make_strategy(config.strategy)
     if distribution["strategy"] == "multi-worker" and (
@@ -123,6 +127,37 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             # a model built outside the scope (or with sync_bn) is rebuilt inside it
             net = distribute.replicate(net, strategy, sync_bn=config.sync_bn)
         return _run(config, net, dataset, strategy, distribution)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _train_on_jax(config, model, data):
+    """``train`` on the JAX backend: ``keras.distribution.DataParallel`` over the local devices
+    (``keras_resnet.distribute.jax_parallel``) in place of a ``tf.distribute`` strategy."""
+    from keras_resnet.data import Dataset
+    from keras_resnet.distribute import jax_parallel
+
+    batch_size = data.batch_size if isinstance(data, Dataset) else default_batch_size(config)
+    strategy, distribution = jax_parallel.make_strategy(config.strategy, batch_size)
+    jax_parallel.note_sync_bn(config.sync_bn)
+    jax_parallel.keep_tensorflow_off_accelerators()
+    make_reproducible(config.seed, config.deterministic)
+    dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
+    dataset, distribution["left_out"] = jax_parallel.shard_evenly(
+        dataset, strategy.num_replicas_in_sync)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        with strategy.activated():
+            if config.weights is not None:
+                from keras_resnet.training import finetuning
+
+                return finetuning.run_fine_tuning(config, model, dataset)
+            net = build_model(model if isinstance(model, keras.Model) else config.model,
+                              dataset, initializer=config.initializer, **config.model_options)
+            if isinstance(model, keras.Model):  # its variables were made before the distribution
+                net = jax_parallel.replicate(net, strategy)
+            return _run(config, net, dataset, strategy, distribution)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -244,7 +279,7 @@ def _run(config, model, dataset, strategy, distribution):
     with strategy.scope():
         compile_model(model, learning_rate=schedule, momentum=config.momentum,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                      jit_compile=config.jit_compile)
+                      jit_compile=distributed.jit_compile(config))
     with distributed.worker_run_files(config, distribution) as run_files:
         resumed_from = run_files.prepare()
         callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
@@ -288,7 +323,7 @@ def finish_run(config, net, dataset, run_files, *, resumed_from, started, histor
             net.save(temporary)
         title = f"{extra.get('model', config.model)} on {dataset.name}"
         plot_history(history, run_files.path("curves"), title=title)
-        export_path = _export(net, config, dataset)
+        export_path = _export(net, config, dataset, run_files.path("model"))
     metrics = _metrics(config, net, dataset, history, test, resumed_from=resumed_from,
                        export_path=export_path, seconds=time.perf_counter() - started,
                        distribution=distribution, **extra)
@@ -325,13 +360,20 @@ def _metrics(config, net, dataset, history, test, *, resumed_from, export_path, 
         "seed": config.seed, "deterministic": config.deterministic, "export_path": export_path,
         "recipe": config.recipe, "warmup_epochs": config.warmup_epochs,
         "backup_every_steps": config.backup_every_steps, "data_options": config.data_options,
-        "keras_version": keras.__version__, "config": config.to_dict(), **extra,
+        "keras_version": keras.__version__, "backend": keras.backend.backend(),
+        "config": config.to_dict(), **extra,
     }
 
 
-def _export(model, config, dataset):
+def _export(model, config, dataset, model_path=None):
     if config.export_dir is None:
         return None
+    if keras.backend.backend() != "tensorflow":
+        from keras_resnet.training.tf_export import export_in_tensorflow
+
+        return export_in_tensorflow(model_path, config.export_dir, name=config.name,
+                                    class_names=list(dataset.class_names),
+                                    crop_fraction=dataset.crop_fraction)
     from keras_resnet.export import export_saved_model
 
     # serving_bytes applies the data's own evaluation crop: served = evaluated

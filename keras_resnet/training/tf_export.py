@@ -1,0 +1,59 @@
+"""The end-of-run SavedModel export of a run trained on another Keras backend (JAX).
+
+The serving signatures (``keras_resnet.export``) wrap the network in TensorFlow ops (decoding,
+crop, shape check, top-k), which run only around a TensorFlow-backend model. A run trained on
+JAX has just written its ``model.keras``, which loads on any backend: a fresh Python process on
+the TensorFlow backend loads it and exports it with the same ``export_saved_model`` call as a
+TensorFlow run, so the served model is the trained one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+logger = logging.getLogger(__name__)
+
+_EXPORT = """
+import json, sys
+import keras
+from keras_resnet.export import export_saved_model
+request = json.loads(sys.argv[1])
+model = keras.models.load_model(request.pop("model_path"), compile=False)
+print(json.dumps({"path": export_saved_model(model, **request)}))
+"""
+
+
+def export_in_tensorflow(model_path, base_dir, *, name, class_names, crop_fraction) -> str:
+    """Exports the ``.keras`` file ``model_path`` from a TensorFlow-backend process.
+
+    Args:
+        model_path: the run's ``model.keras``.
+        base_dir, name, class_names, crop_fraction: as ``export_saved_model`` takes them.
+
+    Returns:
+        The path of the new SavedModel version directory.
+
+    Raises:
+        RuntimeError: the export process failed (its last error line is in the message).
+    """
+    request = {"model_path": os.fspath(model_path), "base_dir": os.fspath(base_dir),
+               "name": name, "class_names": list(class_names),
+               "crop_fraction": crop_fraction}
+    # The export runs on the CPU: the training process may still hold the accelerators' memory.
+    environ = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="-1")
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logger.info("Exporting %s from a TensorFlow-backend process (the serving signatures are "
+                "TensorFlow graphs)", model_path)
+    done = subprocess.run([sys.executable, "-c", _EXPORT, json.dumps(request)], env=environ,
+                          capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(f"the SavedModel export of {model_path} in a TensorFlow-backend "
+                           f"process failed (exit {done.returncode}): "
+                           f"{errors[-1] if errors else 'no output'}")
+    return json.loads(lines[-1])["path"]
