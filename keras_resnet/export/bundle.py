@@ -133,9 +133,12 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
         ValueError, TypeError: invalid options (raised before anything is written).
         FileExistsError: ``version`` already exists.
         RuntimeError: the saved graph carries XLA compile attributes.
+        TensorFlowBackendRequired: Keras runs on another backend than TensorFlow.
     """
+    from keras_resnet._tensorflow import require_tensorflow_backend
     from keras_resnet.export import signatures as sig
 
+    require_tensorflow_backend("export_saved_model (SavedModel for TF Serving)")
     name = checks.name(model.name if name is None else name, "name")
     version = checks.optional_positive_int(version, "version")
     base_dir = _check_base_dir(base_dir)
