@@ -272,6 +272,34 @@ def _fit_lowers_loss(keras, result, failures):
         failures.append(f"fit did not lower the loss: {loss[0]:.4f} -> {loss[-1]:.4f}")
 
 
+def _fixture_dir(given):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path in ([given] if given else
+                 [os.path.join(root, "shared", "fixtures", "torchvision"),
+                  os.path.join(root, os.pardir, "shared", "fixtures", "torchvision")]):
+        if os.path.isfile(os.path.join(path, "tv_resnet18.safetensors")):
+            return path
+    if given:
+        raise SystemExit(f"--fixtures {given!r} has no tv_resnet18.safetensors")
+    return None
+
+
+def _pretrained(keras, fixtures, result, failures):
+    """torchvision checkpoints (.safetensors, no torch needed) give torchvision's logits."""
+    from keras_resnet.pretrained import from_torch_checkpoint
+
+    result["pretrained_max_abs_diff"] = {}
+    for stem in ("tv_resnet18", "tv_bottleneck_1111"):
+        model = from_torch_checkpoint(os.path.join(fixtures, f"{stem}.safetensors"),
+                                      input_shape=(64, 64, 3), classifier_activation=None)
+        x = np.load(os.path.join(fixtures, f"{stem}_inputs_nchw.npy")).transpose(0, 2, 3, 1)
+        expected = np.load(os.path.join(fixtures, f"{stem}_logits.npy"))
+        diff = float(np.abs(predict(keras, model, x) - expected).max())
+        result["pretrained_max_abs_diff"][stem] = diff
+        if not diff < 1e-4:  # the fixtures' float16 weights: 1e-4 (their README)
+            failures.append(f"{stem}: torchvision's logits {diff:.3g} apart")
+
+
 def check(args):
     keras = _setup(args.backend, block_tensorflow=not args.allow_tensorflow)
     import keras_resnet  # noqa: F401  (the package import itself must not need TensorFlow)
@@ -286,6 +314,9 @@ def check(args):
              lambda: _identity_at_init(keras, result, failures),
              lambda: _loop_and_recompute(keras, result, failures),
              lambda: _fit_lowers_loss(keras, result, failures)]
+    fixtures = _fixture_dir(args.fixtures)
+    if fixtures:
+        steps.append(lambda: _pretrained(keras, fixtures, result, failures))
     result["seconds"] = []
     for step in steps:
         started = time.perf_counter()
@@ -369,6 +400,9 @@ def main(argv=None):
                      help="compare the outputs of these (default: all); every case's parameter "
                           "count is compared")
     chk.add_argument("--save", default=None, help=f"save {SAVED_CASE} here as .keras")
+    chk.add_argument("--fixtures", default=None,
+                     help="the torchvision fixtures (default: shared/fixtures/torchvision in or "
+                          "beside the checkout; skipped when absent)")
     chk.add_argument("--allow-tensorflow", action="store_true",
                      help="do not block TensorFlow (to check the TensorFlow backend itself)")
     lod = modes.add_parser("load", help="a .keras file from another backend, on TensorFlow")

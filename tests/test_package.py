@@ -64,3 +64,33 @@ def test_the_cli_quiets_tensorflow_for_its_own_process(monkeypatch, capsys):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     assert main(["summary", "resnet51"]) == 2
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+# ----------------------------------------------------------------------------- packaging
+
+def _pyproject():
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def test_the_core_installs_without_tensorflow():
+    project = _pyproject()
+    names = [d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
+             for d in project["dependencies"]]
+    assert names == ["keras", "numpy", "safetensors"]
+    extras = project["optional-dependencies"]
+    assert sorted(extras) == ["all", "dev", "jax", "tensorflow", "torch"]
+    assert "tensorflow==2.21.0" in extras["tensorflow"]
+    assert "tensorflow-serving-api==2.21.0" in extras["tensorflow"]
+    assert "keras-tuner==1.4.8" in extras["tensorflow"]
+    assert extras["all"] == ["keras_resnet[tensorflow,jax]"]
+
+
+def test_make_installs_every_backend_ci_tests():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "Makefile")) as f:
+        makefile = f.read()
+    assert '-e ".[all,dev]"' in makefile
