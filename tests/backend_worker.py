@@ -234,24 +234,23 @@ def _loop_and_recompute(keras, result, failures):
     options = dict(depth=14, input_shape=(8, 8, 3), classes=4, bottleneck=False, preact=True)
     unrolled = CifarResNet(**options)
     set_seeded_weights(unrolled)
-    models = {"unrolled": unrolled,
-              "looped": CifarResNet(loop_stages=True, **options),
-              "recomputed": CifarResNet(loop_stages=True, recompute_grad=True, **options)}
-    for name in ("looped", "recomputed"):
-        transfer_weights(unrolled, models[name])
+    # The recomputed model trains through keras.remat inside keras.ops.scan: its gradients
+    # (and BN statistics) are the scan's, checked against the unrolled blocks'.
+    looped = CifarResNet(loop_stages=True, recompute_grad=True, **options)
+    transfer_weights(unrolled, looped)
     result["looped_vs_unrolled_max_abs_diff"] = float(np.abs(
-        predict(keras, models["looped"], x) - predict(keras, unrolled, x)).max())
-    for model in models.values():
+        predict(keras, looped, x) - predict(keras, unrolled, x)).max())
+    for model in (unrolled, looped):
         compile_model(model, learning_rate=0.1, weight_decay=0.0)
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    after = {name: predict(keras, model, x) for name, model in models.items()}
-    result["after_one_epoch_max_abs_diff"] = {
-        name: float(np.abs(after[name] - after["unrolled"]).max())
-        for name in ("looped", "recomputed")}
+    result["recomputed_after_one_epoch_max_abs_diff"] = float(np.abs(
+        predict(keras, looped, x) - predict(keras, unrolled, x)).max())
     if not result["looped_vs_unrolled_max_abs_diff"] <= TOLERANCE:
         failures.append("looped stages differ from the unrolled ones")
-    failures += [f"{name} after training differs from unrolled by {d:.3g}"
-                 for name, d in result["after_one_epoch_max_abs_diff"].items() if not d <= 1e-4]
+    if not result["recomputed_after_one_epoch_max_abs_diff"] <= 1e-4:
+        failures.append("after one epoch the looped (recompute_grad) model differs from the "
+                        "unrolled one by {:.3g}".format(
+                            result["recomputed_after_one_epoch_max_abs_diff"]))
 
 
 def _fit_lowers_loss(keras, result, failures):
@@ -381,7 +380,7 @@ def no_tensorflow(args):
     result["fused_bn_fallback_max_abs_diff"] = float(np.abs(
         keras.ops.convert_to_numpy(fused(x, training=True))
         - keras.ops.convert_to_numpy(plain(x, training=True))).max())
-    result["resnet18_params"] = int(keras_resnet.ResNet18().count_params())
+    result["cifar_resnet20_params"] = int(keras_resnet.CifarResNet(20).count_params())
     result["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
     print(json.dumps(result))
     return 0
