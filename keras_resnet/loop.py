@@ -306,9 +306,8 @@ def _remat(function):
     remat = getattr(keras, "remat", None)
     if remat is None:
         raise NotImplementedError(
-            f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat "
-            f"(Keras >= 3.6); this is Keras {keras.__version__}: upgrade Keras, or set "
-            "recompute_grad=False")
+            f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat, "
+            f"which Keras {keras.__version__} lacks: upgrade Keras, or set recompute_grad=False")
     return remat(function)
 
 

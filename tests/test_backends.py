@@ -224,3 +224,17 @@ def test_export_on_another_backend_is_refused_before_any_work(monkeypatch, tmp_p
                              r"TensorFlow backend of Keras, but Keras runs on 'torch'"):
         export_saved_model(model, str(tmp_path / "models"))
     assert not (tmp_path / "models").exists()
+
+
+def test_recompute_grad_off_tensorflow_needs_keras_remat(monkeypatch):
+    import keras
+
+    from keras_resnet import loop
+
+    monkeypatch.delattr(keras, "remat")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(NotImplementedError,
+                       match=r"^recompute_grad=True on the 'jax' backend needs keras.remat, "
+                             r"which Keras 3\.\d+\.\d+ lacks: upgrade Keras, or set "
+                             r"recompute_grad=False$"):
+        loop._remat(lambda x: x)
