@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -316,8 +317,12 @@ def check(args):
              lambda: _loop_and_recompute(keras, result, failures),
              lambda: _fit_lowers_loss(keras, result, failures)]
     fixtures = _fixture_dir(args.fixtures)
-    if fixtures:
+    if fixtures and importlib.util.find_spec("safetensors") is None:
+        result["pretrained_skipped"] = "safetensors is not installed"
+    elif fixtures:
         steps.append(lambda: _pretrained(keras, fixtures, result, failures))
+    else:
+        result["pretrained_skipped"] = "no torchvision fixtures (--fixtures)"
     result["seconds"] = []
     for step in steps:
         started = time.perf_counter()
@@ -358,8 +363,6 @@ def no_tensorflow(args):
     """What a user without TensorFlow sees: the error of each TensorFlow-only package and of
     the CLI, and the core still working (the fused BN falls back to Keras')."""
     keras = _setup(args.backend, block_tensorflow=True)
-    import importlib
-
     import keras_resnet
     from keras_resnet import cli
     from keras_resnet.batch_norm import FusedBatchNormalization
