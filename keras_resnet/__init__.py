@@ -4,6 +4,11 @@ The modules that register Keras serializables (the custom layers, the learning-r
 and the loss) are imported eagerly, so ``keras.models.load_model`` reads any keras_resnet
 ``.keras`` file after a plain ``import keras_resnet``; the other public names are imported on
 first use (PEP 562).
+
+The package import and the modelling core (blocks, models, presets, stats, folding, the recipe's
+compile/fit pieces, ``.safetensors`` checkpoints) need no TensorFlow and run on every Keras
+backend; the TensorFlow-only subpackages (data, training, tuning, export, serving, diagnostics)
+raise ``keras_resnet._tensorflow.TensorFlowRequired`` naming the extra to install.
 """
 
 import importlib as _importlib

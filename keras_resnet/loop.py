@@ -2,7 +2,8 @@
 
 Inside a stage every block after the first has the same shapes and options. ``RepeatedBlocks``
 holds those blocks' weights stacked along a leading block axis and applies them one after the
-other in a ``tf.while_loop``, so building and tracing cost one block whatever the depth. It
+other in a ``tf.while_loop`` (on the other Keras backends, ``keras.ops.scan``: ``lax.scan`` on
+JAX, a Python loop on PyTorch), so building and tracing cost one block whatever the depth. It
 computes exactly the function of the unrolled blocks (``residual_block`` / ``plain_block`` with
 stride 1 and an identity shortcut): the same convolutions, the same fused BatchNormalization with
 per-block moving statistics, updated as the unrolled layers would update them.
@@ -55,8 +56,9 @@ class RepeatedBlocks(layers.Layer):
         options: the blocks' ``BlockOptions`` (or its config).
         plain: plain blocks (no shortcut).
         recompute_grad: keep only each block's input for the backward pass and recompute the
-            block's activations there (``tf.recompute_grad``, gradient checkpointing): less memory,
-            one more forward pass per training step; the same gradients.
+            block's activations there (``tf.recompute_grad``; ``keras.remat`` on the other
+            backends; gradient checkpointing): less memory, one more forward pass per training
+            step; the same gradients.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Raises:
@@ -121,9 +123,11 @@ class RepeatedBlocks(layers.Layer):
     # ------------------------------------------------------------------------- the loop
 
     def call(self, inputs, training=None):
+        training = bool(training) and self.trainable
+        if keras.backend.backend() != "tensorflow":
+            return self._scan(inputs, training)
         import tensorflow as tf
 
-        training = bool(training) and self.trainable
         # Each stacked variable enters the loop as a TensorArray (one op whatever the depth) and
         # block i reads its slice with `read(i)`: the gradient writes slice i of a gradient array
         # (O(1) per block), where a `tf.gather` of the stacked variable would make every block's
@@ -152,12 +156,35 @@ class RepeatedBlocks(layers.Layer):
         _, outputs, *carried = tf.while_loop(
             lambda i, *_: i < self.count, body, (tf.constant(0), inputs, *arrays, *stats))
         if training:
-            momentum = self.options.momentum
-            stats = [s.stack() for s in carried[n_arrays:]]
-            for j, (_, _, mean, variance) in enumerate(self.bn_weights):
-                mean.assign(mean * momentum + stats[2 * j] * (1.0 - momentum))
-                variance.assign(variance * momentum + stats[2 * j + 1] * (1.0 - momentum))
+            self._update_statistics([s.stack() for s in carried[n_arrays:]])
         return outputs
+
+    def _scan(self, inputs, training):
+        """``call`` on JAX and PyTorch: ``keras.ops.scan`` over the stacked weights."""
+        variables = [keras.ops.convert_to_tensor(v.value) for v in self._stacked(training)]
+
+        def block(x, *weights):
+            y, moments = self._block(x, self._unflatten(list(weights)), training)
+            return (y, *moments)
+
+        if self.recompute_grad and training:
+            block = _remat(block)
+
+        def step(x, weights):
+            y, *moments = block(x, *weights)
+            return y, list(moments)
+
+        outputs, stats = keras.ops.scan(step, inputs, variables)
+        if training:
+            self._update_statistics(stats)
+        return outputs
+
+    def _update_statistics(self, stats):
+        """Each BN's moving mean and variance from its ``[count, width]`` batch moments."""
+        momentum = self.options.momentum
+        for j, (_, _, mean, variance) in enumerate(self.bn_weights):
+            mean.assign(mean * momentum + stats[2 * j] * (1.0 - momentum))
+            variance.assign(variance * momentum + stats[2 * j + 1] * (1.0 - momentum))
 
     def _stacked(self, training):
         """The stacked variables a block reads: kernels, biases, then each BN's parameters."""
@@ -204,6 +231,10 @@ class RepeatedBlocks(layers.Layer):
         return act(h if self.plain else x + h), moments
 
     def _conv(self, x, kernel, bias):
+        if keras.backend.backend() != "tensorflow":  # what keras.layers.Conv2D computes
+            y = keras.ops.conv(x, keras.ops.cast(kernel, self.compute_dtype), strides=1,
+                               padding="same")
+            return y if bias is None else y + keras.ops.cast(bias, self.compute_dtype)
         import tensorflow as tf
 
         y = tf.nn.conv2d(x, tf.cast(kernel, self.compute_dtype), strides=1, padding="SAME")
@@ -213,6 +244,8 @@ class RepeatedBlocks(layers.Layer):
 
     def _norm(self, x, weights, moments, training):
         """``FusedBatchNormalization`` with one block's BN weights (see ``batch_norm.py``)."""
+        if keras.backend.backend() != "tensorflow":
+            return self._keras_norm(x, weights, moments, training)
         import tensorflow as tf
 
         if not training:
@@ -229,6 +262,20 @@ class RepeatedBlocks(layers.Layer):
         count = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
         moments += [batch_mean, batch_variance * ((count - 1.0) / tf.maximum(count, 1.0))]
         return tf.cast(y, self.compute_dtype)
+
+    def _keras_norm(self, x, weights, moments, training):
+        """What ``keras.layers.BatchNormalization`` computes (float32 statistics)."""
+        ops = keras.ops
+        x = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))
+        if training:
+            gamma, beta = weights
+            mean, variance = ops.moments(x, axes=[0, 1, 2])
+            moments += [mean, variance]
+        else:
+            gamma, beta, mean, variance = weights
+        y = ops.batch_normalization(x, mean, variance, axis=-1, offset=beta, scale=gamma,
+                                    epsilon=self.options.epsilon)
+        return ops.cast(y, self.compute_dtype)
 
     # ------------------------------------------------------------------------- per-block view
 
@@ -252,6 +299,16 @@ class RepeatedBlocks(layers.Layer):
     def stage(self):
         """The stage prefix, e.g. ``conv3`` for the layer ``conv3_blocks``."""
         return self.name[: -len("_blocks")] if self.name.endswith("_blocks") else self.name
+
+
+def _remat(function):
+    """``keras.remat(function)`` (``jax.checkpoint``, ``torch.utils.checkpoint``)."""
+    remat = getattr(keras, "remat", None)
+    if remat is None:
+        raise NotImplementedError(
+            f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat, "
+            f"which Keras {keras.__version__} lacks: upgrade Keras, or set recompute_grad=False")
+    return remat(function)
 
 
 # The conversions between looped and unrolled models live in loop_convert.py (imported last: it

@@ -236,8 +236,9 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
         weight_decay: L2 weight decay on kernels (0 for none).
         label_smoothing: in [0, 1); 0 is the plain cross-entropy.
         nesterov: Nesterov momentum.
-        jit_compile: XLA compilation: True, False or ``"auto"`` (XLA when a GPU is visible; on
-            CPU it adds compilation time per shape and trains no faster).
+        jit_compile: XLA compilation: True, False or ``"auto"`` (on TensorFlow, XLA when a GPU
+            is visible: on CPU it adds compilation time per shape and trains no faster; on the
+            other backends Keras' own ``"auto"``: ``jax.jit`` on JAX, eager on PyTorch).
         from_logits: the model returns logits.
 
     Returns:
@@ -251,7 +252,7 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
         checks.positive_number(learning_rate, "learning_rate", example="0.1")
     check_compile_arguments(momentum=momentum, weight_decay=weight_decay,
                             label_smoothing=label_smoothing, jit_compile=jit_compile)
-    if jit_compile == "auto":
+    if jit_compile == "auto" and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         jit_compile = bool(tf.config.list_physical_devices("GPU"))

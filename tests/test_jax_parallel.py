@@ -210,7 +210,7 @@ try:
     from keras_resnet.export import export_saved_model
     export_saved_model(keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
                                          keras.layers.Dense(2, activation="softmax")]), "out")
-except ValueError as error:
+except RuntimeError as error:  # TensorFlowBackendRequired
     results.append(str(error))
 print(json.dumps({"results": results, "runs": os.path.exists("runs"),
                   "out": os.path.exists("out")}))
@@ -238,10 +238,10 @@ def test_jax_strategy_errors_exit_2_before_training(tmp_path):
     assert cluster == [2, prefix + "multi-worker training needs the tensorflow backend "
                        "(MultiWorkerMirroredStrategy); got strategy 'auto' with TF_CONFIG "
                        "naming 2 tasks " + way_out]
-    assert export == ("export_saved_model needs the tensorflow backend (its serving signatures "
-                      "are TensorFlow graphs around the model); got backend 'jax': save the "
-                      "model (model.save) and export it with KERAS_BACKEND=tensorflow "
-                      "keras-resnet export MODEL.keras")
+    assert export == ("export_saved_model (its serving signatures are TensorFlow graphs around "
+                      "the model; save the model with model.save and export it with keras-resnet "
+                      "export MODEL.keras) needs the TensorFlow backend of Keras, but Keras runs "
+                      "on 'jax' (KERAS_BACKEND='jax'); run it with KERAS_BACKEND=tensorflow")
     # nothing was trained or written: the runs directory was never made
     assert (result["runs"], result["out"]) == (False, False)
 

@@ -44,18 +44,20 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_import_leaves_the_environment_alone():
     # A fresh process without TF_CPP_MIN_LOG_LEVEL: the environment after TensorFlow and Keras
     # have loaded (they set a few variables of their own) must be the environment after every
-    # keras_resnet module has loaded too.
+    # keras_resnet module has loaded too, and the library never sets the CLI's "2".
     code = ("import json, os, keras, tensorflow; before = dict(os.environ); "
             "import keras_resnet; [getattr(keras_resnet, n) for n in keras_resnet.__all__]; "
-            "after = dict(os.environ); "
+            "after = dict(os.environ); import sys; "
             "print(json.dumps({'changed': sorted(set(after.items()) ^ set(before.items())), "
-            "'tf_cpp': 'TF_CPP_MIN_LOG_LEVEL' in after}))")
+            "'tf_cpp': after.get('TF_CPP_MIN_LOG_LEVEL'), 'jax': 'jax' in sys.modules}))")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"changed": [], "tf_cpp": False}
+    # Keras imports JAX where it is installed (`.[all]`), and JAX sets its own default, "1".
+    assert report == {"changed": [], "tf_cpp": "1" if report["jax"] else None,
+                      "jax": report["jax"]}
 
 
 def test_the_cli_quiets_tensorflow_for_its_own_process(monkeypatch, capsys):
@@ -64,3 +66,33 @@ def test_the_cli_quiets_tensorflow_for_its_own_process(monkeypatch, capsys):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     assert main(["summary", "resnet51"]) == 2
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+# ----------------------------------------------------------------------------- packaging
+
+def _pyproject():
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def test_the_core_installs_without_tensorflow():
+    project = _pyproject()
+    names = [d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
+             for d in project["dependencies"]]
+    assert names == ["keras", "numpy", "safetensors"]
+    extras = project["optional-dependencies"]
+    assert sorted(extras) == ["all", "dev", "jax", "tensorflow", "torch"]
+    assert "tensorflow==2.21.0" in extras["tensorflow"]
+    assert "tensorflow-serving-api==2.21.0" in extras["tensorflow"]
+    assert "keras-tuner==1.4.8" in extras["tensorflow"]
+    assert extras["all"] == ["keras_resnet[tensorflow,jax]"]
+
+
+def test_make_installs_every_backend_ci_tests():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "Makefile")) as f:
+        makefile = f.read()
+    assert '-e ".[all,dev]"' in makefile

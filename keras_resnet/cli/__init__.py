@@ -41,10 +41,20 @@ def main(argv=None):
     """Entry point of the `keras-resnet` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    from keras_resnet._tensorflow import TensorFlowBackendRequired, as_tensorflow_required
+
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError,
+            TensorFlowBackendRequired) as error:
         print(f"keras-resnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        # A TensorFlow-only command without TensorFlow: one line naming the extra.
+        missing = as_tensorflow_required(error, f"`keras-resnet {args.command}`")
+        if missing is None:
+            raise
+        print(f"keras-resnet {args.command}: error: {missing}", file=sys.stderr)
         return 2
 
 

@@ -39,12 +39,16 @@ def run(args):
 
     Raises:
         FileNotFoundError: this installation has no source checkout beside it.
+        TensorFlowRequired: TensorFlow is not installed.
     """
     if not os.path.isfile(SCRIPT):
         raise FileNotFoundError(
             f"the benchmarks are not installed with the package; they live in a source checkout "
             f"as benchmarks/bench.py (looked for {SCRIPT}). Clone the repository and run "
             "`python benchmarks/bench.py --help`")
+    from keras_resnet._tensorflow import require_tensorflow
+
+    require_tensorflow("`keras-resnet bench` (benchmarks/bench.py)")
     argv = [*args.benchmarks, *(["--quick"] if args.quick else []),
             *(["--json", args.json] if args.json else [])]
     return subprocess.run([sys.executable, SCRIPT, *argv], check=False).returncode

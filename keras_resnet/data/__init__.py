@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("data pipelines (keras_resnet.data, tf.data)")
+
 from keras_resnet import constants
 from keras_resnet.data.arrays import (CIFAR10_CACHE_NAME, CIFAR10_CLASSES, CIFAR10_SHA256,
                                       CIFAR10_URL, augmentation_layers)

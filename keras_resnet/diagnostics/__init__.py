@@ -13,6 +13,10 @@ batch statistics as during ``fit`` and the model's moving statistics are left un
 sub-models (the stages of very deep networks) are looked into.
 """
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("diagnostics (keras_resnet.diagnostics)")
+
 from keras_resnet.diagnostics.callbacks import GradientFlowLogger, TrainingError
 from keras_resnet.diagnostics.measure import (UNITS, block_identity_errors, branch_ratios,
                                               gradient_flow, gradient_norms)

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import checks
+from keras_resnet._tensorflow import require_tensorflow_backend
 from keras_resnet.loop import RepeatedBlocks, convert_stages, transfer_weights
 from keras_resnet.stats import leaf_layers
 
@@ -180,7 +181,10 @@ def gradient_norms(model, x, y, loss="sparse_categorical_crossentropy", *, train
     Raises:
         ValueError: for a batch that does not fit the model or an unknown loss.
         TypeError: for a model or loss of the wrong type.
+        TensorFlowBackendRequired: Keras runs on another backend (the gradients are taken
+            with ``tf.GradientTape``).
     """
+    require_tensorflow_backend("gradient_norms (keras_resnet.diagnostics)")
     model = _check_model(model)
     x, y = _check_batch(model, x, y)
     loss_fn = _resolve_loss(loss)

@@ -7,6 +7,10 @@ requests and reference outputs (`warmup`) and the serving files around it (`depl
 (`verify`).
 """
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("export (keras_resnet.export: SavedModel and TF Serving files)")
+
 from keras_resnet.constants import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_INPUT, IMAGES_SIGNATURE
 from keras_resnet.export.bundle import (export_saved_model, find_xla_attributes, model_names,
                                         versions)

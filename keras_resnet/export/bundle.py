@@ -130,20 +130,17 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
         The path of the new version directory (a str).
 
     Raises:
-        ValueError, TypeError: invalid options, or a Keras backend other than TensorFlow
-            (raised before anything is written).
+        ValueError, TypeError: invalid options (raised before anything is written).
         FileExistsError: ``version`` already exists.
         RuntimeError: the saved graph carries XLA compile attributes.
+        TensorFlowBackendRequired: Keras runs on another backend than TensorFlow.
     """
-    import keras
-
+    from keras_resnet._tensorflow import require_tensorflow_backend
     from keras_resnet.export import signatures as sig
 
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"export_saved_model needs the tensorflow backend (its serving "
-                         f"signatures are TensorFlow graphs around the model); got backend "
-                         f"{keras.backend.backend()!r}: save the model (model.save) and export "
-                         "it with KERAS_BACKEND=tensorflow keras-resnet export MODEL.keras")
+    require_tensorflow_backend(
+        "export_saved_model (its serving signatures are TensorFlow graphs around the model; "
+        "save the model with model.save and export it with keras-resnet export MODEL.keras)")
     name = checks.name(model.name if name is None else name, "name")
     version = checks.optional_positive_int(version, "version")
     base_dir = _check_base_dir(base_dir)

@@ -11,6 +11,10 @@
   production is TF Serving (see the ``docker-run.sh`` an export writes).
 """
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("serving (keras_resnet.serving: the TF Serving client and local server)")
+
 from keras_resnet.serving.client import Client, ServingError
 from keras_resnet.serving.repository import BadRequest, NotFound, Repository, ServingStatus
 from keras_resnet.serving.server import AddressError, serve

@@ -4,6 +4,10 @@
 ``compile_model``, ``build_model``, the loss) live in ``keras_resnet.recipe``.
 """
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("training runs (keras_resnet.train: tf.data input, run directory, export)")
+
 from keras_resnet.training.config import TrainConfig, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
 from keras_resnet.training.recipes import resolve_recipe

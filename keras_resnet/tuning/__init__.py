@@ -9,6 +9,10 @@
   ``kt_internals.py``: the one place that uses KerasTuner's private API.
 """
 
+from keras_resnet._tensorflow import require_tensorflow
+
+require_tensorflow("tuning (keras_resnet.tuning, KerasTuner)")
+
 from keras_resnet.tuning.config import TuneConfig
 from keras_resnet.tuning.search import (DEFAULT_EPOCHS, DEFAULT_MAX_TRIALS, TUNERS, TuneResult,
                                         objective_names, tune)
