@@ -129,6 +129,9 @@ def _data_arguments(parser):
     group.add_argument("--label-offset", type=int, default=None, metavar="N",
                        help="subtracted from stored labels (ImageNet TPU TFRecords: 1; "
                             "default: dataset.json's, else 0)")
+    group.add_argument("--num-classes", type=int, default=None, metavar="N",
+                       help="classes of a TFRecord directory without a dataset.json (labels "
+                            "0..N-1 after --label-offset; a label outside stops training)")
     group.add_argument("--shuffle-buffer", type=int, default=None, metavar="N",
                        help=f"records in a TFRecord stream's shuffle buffer "
                             f"({DEFAULT_SHUFFLE_BUFFER})")
@@ -181,7 +184,8 @@ _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning
                  "fine_tune_from": "fine_tune_from", "head_epochs": "head_epochs",
                  "head_lr": "head_lr", "fine_tune_lr": "fine_tune_lr"}
 _DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
-               "label_offset": "label_offset", "shuffle_buffer": "shuffle_buffer",
+               "label_offset": "label_offset", "num_classes": "num_classes",
+               "shuffle_buffer": "shuffle_buffer",
                "cache_mb": "cache_mb"}
 
 

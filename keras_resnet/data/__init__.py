@@ -118,6 +118,8 @@ def _load(name: str, options: LoadOptions) -> Dataset:
     from keras_resnet.data import arrays, directories, folders
 
     if name in SOURCES:
+        if name != "synthetic":
+            directories.check_num_classes(name, options.num_classes, 10, "classes")
         return arrays.load_arrays(name, options)
     if directories.is_record_dir(name):
         return directories.load_records(name, options)

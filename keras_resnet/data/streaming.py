@@ -30,6 +30,8 @@ STATS_SAMPLE = 256
 # ImageNet recipe (random-resized crop, center-crop evaluation).
 INCEPTION_MIN_SIDE = 64
 DEFAULT_RECORD_IMAGE_SIDE = 224
+# Marks the in-graph label check's error (``checked_label``), so ``explain_errors`` names it.
+LABEL_ERROR = "label out of range"
 
 
 def recipe(options: LoadOptions, image_size, channels):
@@ -79,25 +81,45 @@ def _rand_augment(options, channels):
     return keras.layers.RandAugment(value_range=(0, 255), seed=options.seed)
 
 
-def _finish(dataset, image_fn, options, training, label_offset=0):
+def _finish(dataset, image_fn, options, training, label_offset=0, num_classes=None):
     import tensorflow as tf
 
     def prepare(image_bytes, label):
-        return image_fn(image_bytes), tf.cast(label - label_offset, tf.int32)
+        label = tf.cast(label - label_offset, tf.int32)
+        if num_classes is not None:
+            label = checked_label(label, num_classes, label_offset)
+        return image_fn(image_bytes), label
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=options.is_deterministic(training))
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
+def checked_label(label, num_classes: int, label_offset: int = 0):
+    """``label``, with an assertion in the graph that it lies in ``[0, num_classes)``: a stored
+    label outside stops the pipeline with ``LABEL_ERROR`` in the message (``explain_errors``
+    turns it into a ``DataError``) instead of training on it (a NaN loss, or a silent clip)."""
+    import tensorflow as tf
+
+    message = (f"{LABEL_ERROR}: stored label minus label_offset {label_offset} must be in "
+               f"[0, {num_classes}) (num_classes {num_classes}); pass num_classes "
+               "(--num-classes) covering every label, or the right label_offset")
+    checks = [tf.debugging.assert_non_negative(label, message=message),
+              tf.debugging.assert_less(label, tf.constant(num_classes, label.dtype),
+                                       message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(label)
+
+
 def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0,
-                    count=None):
+                    count=None, num_classes=None):
     """Batched ``(images, labels)`` streamed from TFRecord shards.
 
     Each input pipeline of ``options.input_context`` reads its own shards (file-level sharding);
     with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
     ``count`` (the records in ``files``) gives one pipeline a known length, so Keras shows
-    progress and does not warn at the end of the first epoch.
+    progress and does not warn at the end of the first epoch. With ``num_classes`` every label
+    is checked in the graph (``checked_label``).
     """
     import tensorflow as tf
 
@@ -124,7 +146,7 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
                           deterministic=deterministic)
     if count is not None and pipelines == 1:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return _finish(dataset, image_fn, options, training, label_offset)
+    return _finish(dataset, image_fn, options, training, label_offset, num_classes)
 
 
 def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool, cache: bool):
@@ -182,6 +204,8 @@ def explain_errors(dataset: Dataset):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if LABEL_ERROR in error.message:
+            raise DataError(f"{dataset.name!r}: {tfrecord.reason(error)}") from error
         raise_located(dataset.files, dataset.input_shape[-1], error)
 
 
