@@ -46,8 +46,9 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay: the step-decay factor.
         warmup_learning_rate: rate while warming up; None for no warm-up.
         name: name of the schedule.
-        warmup_steps: ``"cosine"`` only: steps of a linear ramp from 0 to
-            ``initial_learning_rate`` before the cosine decay (Keras' ``CosineDecay`` warm-up).
+        warmup_steps: ``"cosine"`` and ``"step"``: steps of a linear ramp from 0 to
+            ``initial_learning_rate`` before the cosine decay (Keras' ``CosineDecay`` warm-up),
+            or over the first steps of the step decay (its boundaries still count from 0).
 
     Raises:
         TypeError, ValueError: for a bad argument (``keras_resnet.checks``' messages).
@@ -70,8 +71,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
         self.warmup_steps = checks.positive_int(warmup_steps, "warmup_steps", minimum=0,
                                                 maximum=self.total_steps - 1)
-        if self.warmup_steps and self.kind != "cosine":
-            raise ValueError(f"warmup_steps must be 0 unless kind is 'cosine'; got "
+        if self.warmup_steps and self.kind not in ("cosine", "step"):
+            raise ValueError(f"warmup_steps must be 0 unless kind is 'cosine' or 'step'; got "
                              f"{warmup_steps!r} with kind {kind!r}")
         self._decayed = self._keras_schedule()
         # 1.0 while warming up; PaperWarmup sets it to 0.0 (a variable: read inside the graph).
@@ -81,7 +82,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def boundary_steps(self):
         """The optimizer steps where step decay happens (``int(fraction * total_steps)``)."""
-        return tuple(int(b * self.total_steps) for b in self.boundaries)
+        # (+1e-9: a fraction such as 29/100 of 100 steps is 28.999999999999996 in floats)
+        return tuple(int(b * self.total_steps + 1e-9) for b in self.boundaries)
 
     def _keras_schedule(self):
         schedules = keras.optimizers.schedules
@@ -106,6 +108,10 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = ops.convert_to_tensor(self.initial_learning_rate, "float32")
         else:
             rate = ops.cast(self._decayed(step), "float32")
+        if self.kind == "step" and self.warmup_steps:
+            # the same linear ramp from 0 as CosineDecay's warm-up; the boundaries count from 0
+            ramp = self.initial_learning_rate * ops.cast(step, "float32") / self.warmup_steps
+            rate = ops.where(ops.cast(step, "float32") < self.warmup_steps, ramp, rate)
         if self.warmup_learning_rate:
             rate = ops.where(self.warming_up > 0, ops.cast(self.warmup_learning_rate, "float32"),
                              rate)

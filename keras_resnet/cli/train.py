@@ -41,7 +41,8 @@ def register(subparsers):
                         help="named recipe: cifar (He et al. 2015 sec. 4.2, the default) or "
                              "imagenet (batch 256, lr 0.1 x batch/256, 5 warm-up epochs + "
                              "cosine over 90, label smoothing 0.1, zero-init last BN, Inception "
-                             "crop); the flags below override its values")
+                             "crop) or imagenet-step (the same, /10 at epochs 30, 60, 80 of 90); "
+                             "the flags below override its values")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (cifar recipe {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -58,11 +59,11 @@ def register(subparsers):
     parser.add_argument("--warmup", action="store_true",
                         help="the paper's warm-up: lr 0.01 until training error < 80%%")
     parser.add_argument("--warmup-steps", type=int, default=None, metavar="STEPS",
-                        help="with --schedule cosine: a linear ramp from 0 over STEPS optimizer "
-                             "steps before the decay (default 0)")
+                        help="with --schedule cosine or step: a linear ramp from 0 over STEPS "
+                             "optimizer steps (default 0)")
     parser.add_argument("--warmup-epochs", type=int, default=None, metavar="EPOCHS",
-                        help="with --schedule cosine: the same ramp over EPOCHS epochs (imagenet "
-                             "recipe 5)")
+                        help="with --schedule cosine or step: the same ramp over EPOCHS epochs "
+                             "(imagenet recipes 5)")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help=f"L2 weight decay on kernels, not BN or biases "
                              f"({DEFAULT_WEIGHT_DECAY:g})")

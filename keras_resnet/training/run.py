@@ -25,6 +25,7 @@ from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup,
                                  compile_model)
 from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
+from keras_resnet.training import recipes
 from keras_resnet.training.recipes import resolve_recipe
 from keras_resnet.training.run_files import RunFiles
 
@@ -240,7 +241,8 @@ def _run(config, model, dataset, strategy, distribution):
     learning_rate = distributed.learning_rate(config, dataset)
     schedule = PaperSchedule(learning_rate, config.epochs * steps, config.schedule,
                              warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
-                             warmup_steps=config.warmup_steps or config.warmup_epochs * steps)
+                             warmup_steps=config.warmup_steps or config.warmup_epochs * steps,
+                             **recipes.schedule_options(config))
     with strategy.scope():
         compile_model(model, learning_rate=schedule, momentum=config.momentum,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
