@@ -226,7 +226,7 @@ def check_compile_arguments(*, momentum, weight_decay, label_smoothing, jit_comp
 
 def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAULT_MOMENTUM,
                   weight_decay=DEFAULT_WEIGHT_DECAY, label_smoothing=0.0, nesterov=False,
-                  jit_compile="auto", from_logits=False):
+                  jit_compile="auto", from_logits=False, one_hot_labels=False):
     """Compiles ``model`` with the paper's recipe: SGD + momentum, L2 on kernels, cross-entropy.
 
     Weight decay is the paper's (coupled) L2 penalty: every kernel without a regularizer gets
@@ -245,6 +245,10 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
         jit_compile: XLA compilation: True, False or ``"auto"`` (XLA when a GPU is visible; on
             CPU it adds compilation time per shape and trains no faster).
         from_logits: the model returns logits.
+        one_hot_labels: the data gives one-hot (or mixed, soft) labels, as with MixUp/CutMix
+            (``keras_resnet.data.Dataset.one_hot_labels``): Keras' ``CategoricalCrossentropy``
+            (with ``label_smoothing``), ``CategoricalAccuracy`` and ``TopKCategoricalAccuracy``
+            instead of the sparse forms.
 
     Returns:
         The model, compiled, with metrics ``accuracy`` and ``top5_accuracy`` (when it has more
@@ -265,12 +269,19 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
         for variable in model.trainable_variables:
             if variable.name.endswith("kernel") and variable.regularizer is None:
                 variable.regularizer = keras.regularizers.L2(weight_decay / 2)
-    loss = (SparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
-            if label_smoothing else
-            keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if model.output_shape[-1] > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    if one_hot_labels:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits,
+                                                    label_smoothing=label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if model.output_shape[-1] > 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    else:
+        loss = (SparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
+                if label_smoothing else
+                keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if model.output_shape[-1] > 5:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum,
                                                  nesterov=nesterov),
                   loss=loss, metrics=metrics, jit_compile=jit_compile)

@@ -127,6 +127,12 @@ def _data_arguments(parser):
                        help="evaluation center crop (default 0.875 with inception, else 1)")
     group.add_argument("--rand-augment", action="store_true",
                        help="add Keras' RandAugment layer after the crop")
+    group.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                       help="Keras' MixUp on training batches, Beta(ALPHA, ALPHA) weights (e.g. "
+                            "0.2; default 0: off); labels become one-hot, the loss categorical")
+    group.add_argument("--cutmix", type=float, default=None, metavar="F",
+                       help="Keras' CutMix(factor=F) in [0, 1] on training batches (e.g. 1.0; "
+                            "default 0: off); with --mixup the batches take turns")
     group.add_argument("--label-offset", type=int, default=None, metavar="N",
                        help="subtracted from stored labels (ImageNet TPU TFRecords: 1; "
                             "default: dataset.json's, else 0)")
@@ -186,6 +192,7 @@ _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning
                  "head_lr": "head_lr", "fine_tune_lr": "fine_tune_lr"}
 _DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
                "label_offset": "label_offset", "num_classes": "num_classes",
+               "mixup": "mixup", "cutmix": "cutmix",
                "shuffle_buffer": "shuffle_buffer",
                "cache_mb": "cache_mb"}
 

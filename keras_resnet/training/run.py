@@ -19,6 +19,7 @@ import time
 import keras
 
 from keras_resnet import checks, files
+from keras_resnet.data import mixing as data_mixing
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
                                     WARMUP_LEARNING_RATE)
 from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
@@ -107,6 +108,7 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
         raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
                          f"loads its own shard) and no weights to fine-tune; got data={data!r}, "
                          f"weights={config.weights!r}")
+    data_mixing.check_fine_tuning(config.data_options, config.weights)
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
     previous_policy = keras.config.dtype_policy()
@@ -246,7 +248,8 @@ def _run(config, model, dataset, strategy, distribution):
     with strategy.scope():
         compile_model(model, learning_rate=schedule, momentum=config.momentum,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                      jit_compile=config.jit_compile)
+                      jit_compile=config.jit_compile,
+                      one_hot_labels=dataset.one_hot_labels)
     with distributed.worker_run_files(config, distribution) as run_files:
         resumed_from = run_files.prepare()
         callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
