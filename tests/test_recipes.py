@@ -218,7 +218,8 @@ def _command(tmp_path):
 @pytest.mark.slow
 def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
     """SIGKILL mid-epoch; the same command resumes with the weights and optimizer step of the
-    last N-step backup. Keras' BackupAndRestore then starts that epoch's data again."""
+    last N-step backup. In-memory data (digits) then starts that epoch's data again (streamed
+    data goes on after the step: tests/test_resume_position.py)."""
     run = tmp_path / "runs" / "r"
     metadata = run / "backup" / "training_metadata.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -246,8 +247,8 @@ def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
                            cwd=str(tmp_path), timeout=170)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (f"Resuming {run} from epoch {epoch + 1} of 2 (weights and optimizer as backed up "
-            f"after its step {batch + 1}; Keras starts the epoch's data again from its first "
-            "batch)") in again.stdout
+            f"after its step {batch + 1}; streamed data goes on after that step, in-memory data "
+            "starts the epoch again)") in again.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == epoch and metrics["backup_every_steps"] == 2
     # The optimizer step went on from the backup (epoch * 6 + batch + 1 steps done), and each

@@ -93,13 +93,14 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             streaming.raise_located(shards["train"], channels, error)
 
-    def pipeline(split, training=False):
-        return streaming.record_pipeline(shards[split], train_fn if training else eval_fn,
-                                         options, training, label_offset, sizes[split],
-                                         num_classes=len(names))
+    def pipeline(split):
+        return streaming.record_pipeline(shards[split], eval_fn, options, False, label_offset,
+                                         sizes[split], num_classes=len(names))
 
+    order = streaming.record_order(shards["train"], train_fn, options, label_offset,
+                                   sizes["train"], num_classes=len(names))
     return Dataset(
-        name=path, train=pipeline("train", training=True),
+        name=path, train=order.pipeline(), train_order=order,
         validation=pipeline("validation") if "validation" in shards else None,
         test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
@@ -161,10 +162,12 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     train_fn, eval_fn, augmentation, fraction = streaming.recipe(options, size, channels)
     cache = sum(os.path.getsize(f) for f in files) <= options.cache_mb * 2 ** 20
 
-    def pipeline(index, training=False):
+    def pipeline(index):
         return streaming.file_pipeline([files[i] for i in index], [labels[i] for i in index],
-                                       train_fn if training else eval_fn, options, training,
-                                       cache)
+                                       eval_fn, options, False, cache)
+
+    order = streaming.file_order([files[i] for i in train_index],
+                                 [labels[i] for i in train_index], train_fn, options, cache)
 
     sample = [files[i] for i in np.random.default_rng(options.seed).permutation(
         train_index)[:streaming.STATS_SAMPLE]]
@@ -174,7 +177,7 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         streaming.raise_located(sample, channels, error)
     return Dataset(
-        name=path, train=pipeline(train_index, training=True),
+        name=path, train=order.pipeline(), train_order=order,
         validation=pipeline(val_index) if len(val_index) else None, test=pipeline(test_index),
         class_names=names, input_shape=(*size, channels), num_classes=len(names),
         train_size=len(train_index), validation_size=len(val_index), test_size=len(test_index),

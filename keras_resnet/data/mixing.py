@@ -63,13 +63,21 @@ def apply_mixing(dataset: Dataset, options: LoadOptions) -> Dataset:
     def evaluation(split):
         return None if split is None else split.map(one_hot)
 
-    train = dataset.train.enumerate().map(mix).prefetch(tf.data.AUTOTUNE)
+    def mix_batches(batches):
+        return batches.enumerate().map(mix).prefetch(tf.data.AUTOTUNE)
+
+    order = dataset.train_order
+    if order is not None:  # mixed inside each epoch, so a resumed epoch is mixed too
+        order = order.then(mix_batches)
+        train = order.pipeline()
+    else:
+        train = mix_batches(dataset.train)
     augmentation = dict(dataset.augmentation or {})
     augmentation.update({k: getattr(options, k) for k in ("mixup", "cutmix")
                          if getattr(options, k)})
     return dataclasses.replace(dataset, train=train, validation=evaluation(dataset.validation),
                                test=evaluation(dataset.test), augmentation=augmentation,
-                               one_hot_labels=True)
+                               one_hot_labels=True, train_order=order)
 
 
 def check_fine_tuning(data_options: dict, weights) -> None:

@@ -119,19 +119,47 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
     with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
     ``count`` (the records in ``files``) gives one pipeline a known length, so Keras shows
     progress and does not warn at the end of the first epoch. With ``num_classes`` every label
-    is checked in the graph (``checked_label``).
+    is checked in the graph (``checked_label``). Training pipelines are ``record_order``'s.
     """
+    if training:
+        return record_order(files, image_fn, options, label_offset, count,
+                            num_classes).pipeline()
+    return _records(files, image_fn, options, False, label_offset, count, num_classes)
+
+
+def record_order(files, image_fn, options: LoadOptions, label_offset=0, count=None,
+                 num_classes=None):
+    """The training stream of TFRecord shards as a ``position.TrainOrder``: epoch ``e``'s file
+    order and shuffle buffer are seeded by ``(seed, e)``; a resumed epoch skips the records of
+    the batches done before parsing or decoding them."""
+    from keras_resnet.data import position
+
+    context = options.input_context
+    one_pipeline = context is None or context.num_input_pipelines == 1
+    steps = -(-count // options.per_replica_batch_size()) if count and one_pipeline else None
+
+    def build(epoch, skip_batches):
+        return _records(files, image_fn, options, True, label_offset, None, num_classes,
+                        epoch=epoch, skip_batches=skip_batches)
+
+    return position.TrainOrder(build, steps)
+
+
+def _records(files, image_fn, options, training, label_offset, count, num_classes, epoch=0,
+             skip_batches=0):
     import tensorflow as tf
+
+    from keras_resnet.data.position import block_shuffle, permuted
 
     deterministic = options.is_deterministic(training)
     context = options.input_context
     pipelines = 1 if context is None else context.num_input_pipelines
     by_record = pipelines > len(files)
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    mine = list(files)
     if pipelines > 1 and not by_record:
-        dataset = dataset.shard(pipelines, context.input_pipeline_id)
-    if training and not by_record:
-        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+        mine = mine[context.input_pipeline_id::pipelines]  # Dataset.shard's split
+    dataset = tf.data.Dataset.from_tensor_slices(
+        permuted(mine, options.seed, epoch) if training and not by_record else mine)
     dataset = dataset.interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
@@ -140,8 +168,9 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
                     len(files), pipelines)
         dataset = dataset.shard(pipelines, context.input_pipeline_id)
     if training:
-        dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed,
-                                  reshuffle_each_iteration=True)
+        dataset = block_shuffle(dataset, options.shuffle_buffer, options.seed, epoch)
+    if skip_batches:  # still encoded: skipping reads the records but decodes none
+        dataset = dataset.skip(skip_batches * options.per_replica_batch_size())
     dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
     if count is not None and pipelines == 1:
@@ -150,22 +179,72 @@ def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label
 
 
 def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool, cache: bool):
-    """Batched ``(images, labels)`` read from image files (their bytes cached when ``cache``)."""
+    """Batched ``(images, labels)`` read from image files (their bytes cached when ``cache``);
+    training pipelines are ``file_order``'s."""
+    if training:
+        return file_order(files, labels, image_fn, options, cache).pipeline()
+    return _file_epoch(_file_source(files, labels, options, False, cache), len(files), image_fn,
+                       options, False, cache)
+
+
+def _file_source(files, labels, options, training, cache):
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int64")))
     context = options.input_context
+    files, labels = list(files), np.asarray(labels, "int64")
     if context is not None and context.num_input_pipelines > 1:
-        dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
-    read = dict(num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=options.is_deterministic(training))
+        part = slice(context.input_pipeline_id, None, context.num_input_pipelines)
+        files, labels = files[part], labels[part]  # Dataset.shard's split
+    if training and not cache:  # names and labels, shuffled per epoch by _file_epoch
+        return files, labels
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
     if cache:  # bounded by cache_mb: read once, then shuffle the bytes in memory
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read).cache()
-    if training:
-        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+                              num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=options.is_deterministic(training)).cache()
+    return dataset
+
+
+def _file_epoch(source, size, image_fn, options, training, cache, epoch=0, skip_batches=0):
+    import tensorflow as tf
+
+    from keras_resnet.data.position import block_shuffle, permuted
+
+    if training and not cache:  # a permutation of the names: nothing but the list in memory
+        files, labels = source
+        order = permuted(tf.range(len(files), dtype=tf.int64), options.seed, epoch)
+        dataset = tf.data.Dataset.from_tensor_slices((tf.gather(files, order),
+                                                      tf.gather(labels, order)))
+    elif training:  # the cached bytes (at most cache_mb), all in one window
+        dataset = block_shuffle(source, max(size, 1), options.seed, epoch)
+    else:
+        dataset = source
+    if skip_batches:  # names (or cached bytes): nothing skipped is read or decoded
+        dataset = dataset.skip(skip_batches * options.per_replica_batch_size())
     if not cache:  # shuffle the names, read each epoch
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read)
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+                              num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=options.is_deterministic(training))
     return _finish(dataset, image_fn, options, training)
+
+
+def file_order(files, labels, image_fn, options: LoadOptions, cache: bool):
+    """The training stream of image files as a ``position.TrainOrder`` (epoch ``e`` shuffled by
+    ``(seed, e)``; the cached bytes, if any, shared by every epoch)."""
+    from keras_resnet.data import position
+
+    source = _file_source(files, labels, options, True, cache)
+    context = options.input_context
+    pipelines, index = ((1, 0) if context is None else
+                        (context.num_input_pipelines, context.input_pipeline_id))
+    mine = len(files) // pipelines + (index < len(files) % pipelines)
+    steps = -(-mine // options.per_replica_batch_size())
+
+    def build(epoch, skip_batches):
+        return _file_epoch(source, len(files), image_fn, options, True, cache, epoch,
+                           skip_batches)
+
+    return position.TrainOrder(build, steps)
 
 
 def statistics(encoded, eval_fn, channels):

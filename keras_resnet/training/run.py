@@ -20,6 +20,7 @@ import keras
 
 from keras_resnet import checks, files
 from keras_resnet.data import mixing as data_mixing
+from keras_resnet.data.position import PositionBackup
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
                                     WARMUP_LEARNING_RATE)
 from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
@@ -213,8 +214,8 @@ def run_callbacks(config, dataset, run_files, resuming, backup_dir, schedule=Non
         # History first: a kill between the two epoch-end writes then repeats an epoch row
         # (read_history keeps the last), never loses one.
         keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
-        keras.callbacks.BackupAndRestore(backup_dir,
-                                         save_freq=config.backup_every_steps or "epoch"),
+        # BackupAndRestore that also knows the batch: streamed data resumes after it
+        PositionBackup(backup_dir, save_freq=config.backup_every_steps or "epoch"),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
                                         save_best_only=True),
