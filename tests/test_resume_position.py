@@ -158,3 +158,39 @@ def test_position_backup_records_epoch_ends_and_offsets(tmp_path):
     backup.on_train_batch_end(1)
     assert backup.interrupted_at() == (4, 7)
     assert tf.io.gfile.exists(str(tmp_path / "b" / "latest.weights.h5"))
+
+
+@pytest.mark.slow
+def test_resumed_epoch_under_mirrored_strategy(shards, tmp_path):
+    """The epoch-keyed pipeline and the two-fit resume under MirroredStrategy (2 logical CPUs,
+    a fresh process): the rest of epoch 1 after 2 of its batches, then epoch 2."""
+    from tests.test_distribute import run_python
+
+    out = run_python(f"""
+        import json, os
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from keras_resnet.data import load_dataset, position
+        ds = load_dataset({shards!r}, num_classes=3, label_offset=0, image_size=4, augment=False,
+                          batch_size=4, crop_fraction=1.0, shuffle_buffer=8, mixup=0.2)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                                      keras.layers.Dense(3, activation="softmax")])
+            model.compile("sgd", "categorical_crossentropy")
+        backup_dir = {str(tmp_path / "backup")!r}
+        os.makedirs(backup_dir)
+        with open(os.path.join(backup_dir, "training_metadata.json"), "w") as f:
+            json.dump({{"epoch": 1, "batch": 1}}, f)
+        steps = []
+        log = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: steps.append(batch),
+            on_epoch_begin=lambda epoch, logs: steps.append(("epoch", epoch)))
+        backup = position.PositionBackup(backup_dir, save_freq=3)
+        history = position.fit(model, ds, epochs=3, callbacks=[backup, log], verbose=0)
+        print(json.dumps([s if isinstance(s, int) else list(s) for s in steps]))
+    """, timeout=200)
+    steps = json.loads(out.strip().splitlines()[-1])
+    assert steps == [["epoch", 1], *range(8), ["epoch", 2], *range(10)]

@@ -6,7 +6,8 @@ less than ``cache_mb`` keeps their encoded bytes in memory.
 
 Training: shuffled file list -> ``interleave`` of ``TFRecordDataset`` -> shuffle buffer of
 records -> parse -> decode + augment -> batch -> prefetch, each input pipeline reading its own
-files under a ``tf.distribute.InputContext``.
+files under a ``tf.distribute.InputContext``. The shuffles are keyed by (seed, epoch)
+(``keras_resnet.data.position``), so a killed run resumes inside its epoch.
 """
 
 from __future__ import annotations
