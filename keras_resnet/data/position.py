@@ -6,8 +6,8 @@ resumed epoch starts again from its first batch and the B+1 batches done before 
 trained twice. Here:
 
 * ``TrainOrder``: a streamed training pipeline whose epoch ``e`` is built from ``(seed, e)``
-  (file order and shuffle buffer seeded by both), read from a variable when an iteration
-  starts; ``remainder(e, k)`` is epoch ``e`` without its first ``k`` batches, skipped as encoded
+  (a stateless file permutation and a ``Dataset.shuffle`` buffer seeded by both), the epoch read
+  from a variable when an iteration starts; ``remainder(e, k)`` is epoch ``e`` without its first ``k`` batches, skipped as encoded
   records or file names (nothing skipped is decoded).
 * ``PositionBackup``: ``BackupAndRestore`` that records the epoch correctly after a resume,
   saves at epoch ends too and numbers the batches of a resumed epoch from where it resumed.
@@ -45,52 +45,59 @@ def permuted(items, seed: int, epoch):
     return tf.random.experimental.stateless_shuffle(tf.convert_to_tensor(items), seed=key)
 
 
-def block_shuffle(dataset, window: int, seed: int, epoch):
-    """Shuffles each run of ``window`` consecutive elements with a stateless permutation keyed
-    by ``(seed, epoch, run index)``: a shuffle buffer whose order is a pure function of the
-    epoch (``Dataset.shuffle`` takes its seed through the process' global seed)."""
+def per_epoch(epochs, seed: int, make):
+    """``epochs.flat_map`` of ``make(epoch, shuffle_seed)``: the datasets of one epoch, built
+    inside a tf.data function where ``shuffle_seed`` (``epoch_seed(seed, epoch)``, a tensor)
+    seeds ``Dataset.shuffle``.
+
+    The function's own graph-level seed is set from ``seed`` first (not the process' global
+    seed): TensorFlow's ``get_seed`` compares ``(global seed, op seed) == (0, 0)`` in Python,
+    which fails for a tensor op seed when the global seed is 0 (``--seed 0``).
+    """
     import tensorflow as tf
 
-    key = epoch_seed(seed, epoch)
+    def one(epoch):
+        # inside a traced function this sets that graph's seed only; never 0 (see above)
+        tf.random.set_seed(seed % (2 ** 31 - 2) + 1)
+        return make(epoch, epoch_seed(seed, epoch))
 
-    def shuffle(index, block):
-        first = tf.nest.flatten(block)[0]
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(tf.shape(first, out_type=tf.int64)[0]), seed=tf.stack([key, index + 1]))
-        return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
-
-    return dataset.batch(window).enumerate().map(shuffle).unbatch()
+    return epochs.flat_map(one)
 
 
 class TrainOrder:
     """A training pipeline whose epochs are a pure function of the seed and the epoch number.
 
     Args:
-        build: ``build(epoch, skip_batches) -> tf.data.Dataset`` of one epoch's batches (epoch an
-            int64 tensor), skipping the first ``skip_batches`` batches before decoding.
+        build: ``build(epochs, skip_batches) -> tf.data.Dataset`` of one epoch's encoded
+            elements in order (``epochs``: a dataset of the one int64 epoch number), without
+            the first ``skip_batches`` batches' worth (skipped before anything is decoded).
+        finish: ``finish(elements) -> tf.data.Dataset`` of batches: parse, decode, augment,
+            batch (applied outside the per-epoch part, where tf.data tunes its parallelism).
         steps: batches per epoch of this input pipeline (None: unknown).
-        transforms: functions applied to each epoch's batches (e.g. MixUp).
+        transforms: functions applied to the batches (e.g. MixUp).
         epoch: the variable holding the next epoch (shared by ``then``).
     """
 
-    def __init__(self, build, steps=None, transforms=(), epoch=None):
+    def __init__(self, build, finish, steps=None, transforms=(), epoch=None):
         import tensorflow as tf
 
         self._build = build
+        self._finish = finish
         self.steps = steps
         self._transforms = tuple(transforms)
         self.epoch = epoch if epoch is not None else tf.Variable(
             0, dtype=tf.int64, trainable=False, name="train_epoch")
 
     def then(self, transform) -> TrainOrder:
-        """The same order with ``transform`` applied to every epoch's batches."""
-        return TrainOrder(self._build, self.steps, self._transforms + (transform,), self.epoch)
+        """The same order with ``transform`` applied to the batches."""
+        return TrainOrder(self._build, self._finish, self.steps,
+                          self._transforms + (transform,), self.epoch)
 
-    def _epoch(self, epoch, skip_batches):
-        dataset = self._build(epoch, skip_batches)
+    def _batches(self, elements, steps):
+        dataset = self._finish(elements)
         for transform in self._transforms:
             dataset = transform(dataset)
-        return dataset
+        return _with_length(dataset, steps)
 
     def pipeline(self):
         """The training ``tf.data.Dataset``: each iteration is the epoch in ``self.epoch`` (then
@@ -101,16 +108,17 @@ class TrainOrder:
         def next_epoch(_):
             return self.epoch.assign_add(1) - 1
 
-        dataset = tf.data.Dataset.from_tensors(0).map(next_epoch).flat_map(
-            lambda epoch: self._epoch(epoch, 0))
-        return _with_length(dataset, self.steps)
+        epochs = tf.data.Dataset.from_tensors(0).map(next_epoch)
+        return self._batches(self._build(epochs, 0), self.steps)
 
     def remainder(self, epoch: int, batches_done: int):
         """Epoch ``epoch`` without its first ``batches_done`` batches (not decoded)."""
         import tensorflow as tf
 
-        dataset = self._epoch(tf.constant(epoch, tf.int64), batches_done)
-        return _with_length(dataset, None if self.steps is None else self.steps - batches_done)
+        epochs = tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64))
+        elements = self._build(epochs, batches_done)
+        return self._batches(elements, None if self.steps is None else
+                             self.steps - batches_done)
 
     def callback(self) -> keras.callbacks.Callback:
         """Sets the epoch variable to Keras' epoch before each epoch's iterator is made."""

@@ -139,18 +139,26 @@ def record_order(files, image_fn, options: LoadOptions, label_offset=0, count=No
     one_pipeline = context is None or context.num_input_pipelines == 1
     steps = -(-count // options.per_replica_batch_size()) if count and one_pipeline else None
 
-    def build(epoch, skip_batches):
-        return _records(files, image_fn, options, True, label_offset, None, num_classes,
-                        epoch=epoch, skip_batches=skip_batches)
+    def build(epochs, skip_batches):
+        return _record_stream(files, options, True, epochs, skip_batches)
 
-    return position.TrainOrder(build, steps)
+    def finish(records):
+        return _parsed(records, image_fn, options, True, label_offset, None, num_classes)
+
+    return position.TrainOrder(build, finish, steps)
 
 
-def _records(files, image_fn, options, training, label_offset, count, num_classes, epoch=0,
-             skip_batches=0):
+def _records(files, image_fn, options, training, label_offset, count, num_classes):
+    return _parsed(_record_stream(files, options, training), image_fn, options, training,
+                   label_offset, count, num_classes)
+
+
+def _record_stream(files, options, training, epochs=None, skip_batches=0):
+    """The serialized records of one epoch in order; training: keyed by the seed and the epoch
+    in ``epochs`` (a dataset of one epoch number; ``position.per_epoch``)."""
     import tensorflow as tf
 
-    from keras_resnet.data.position import block_shuffle, permuted
+    from keras_resnet.data.position import per_epoch, permuted
 
     deterministic = options.is_deterministic(training)
     context = options.input_context
@@ -159,22 +167,37 @@ def _records(files, image_fn, options, training, label_offset, count, num_classe
     mine = list(files)
     if pipelines > 1 and not by_record:
         mine = mine[context.input_pipeline_id::pipelines]  # Dataset.shard's split
-    dataset = tf.data.Dataset.from_tensor_slices(
-        permuted(mine, options.seed, epoch) if training and not by_record else mine)
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
-    if by_record and pipelines > 1:
-        log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
-                    len(files), pipelines)
-        dataset = dataset.shard(pipelines, context.input_pipeline_id)
-    if training:
-        dataset = block_shuffle(dataset, options.shuffle_buffer, options.seed, epoch)
-    if skip_batches:  # still encoded: skipping reads the records but decodes none
-        dataset = dataset.skip(skip_batches * options.per_replica_batch_size())
-    dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic)
-    if count is not None and pipelines == 1:
+
+    def records(names):
+        dataset = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
+        if by_record and pipelines > 1:
+            log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
+                        len(files), pipelines)
+            dataset = dataset.shard(pipelines, context.input_pipeline_id)
+        return dataset
+
+    if not training:
+        return records(mine)
+
+    def one_epoch(epoch, shuffle_seed):
+        names = mine if by_record else permuted(mine, options.seed, epoch)
+        dataset = records(names).shuffle(options.shuffle_buffer, seed=shuffle_seed,
+                                         reshuffle_each_iteration=False)
+        # still encoded: skipping reads the records but decodes none
+        return dataset.skip(skip_batches * options.per_replica_batch_size())
+
+    return per_epoch(epochs, options.seed, one_epoch)
+
+
+def _parsed(records, image_fn, options, training, label_offset, count, num_classes):
+    import tensorflow as tf
+
+    dataset = records.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=options.is_deterministic(training))
+    context = options.input_context
+    if count is not None and (context is None or context.num_input_pipelines == 1):
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
     return _finish(dataset, image_fn, options, training, label_offset, num_classes)
 
@@ -206,22 +229,38 @@ def _file_source(files, labels, options, training, cache):
     return dataset
 
 
-def _file_epoch(source, size, image_fn, options, training, cache, epoch=0, skip_batches=0):
+def _file_epoch(source, size, image_fn, options, training, cache):
+    return _file_finish(_file_stream(source, size, options, training, cache), image_fn,
+                        options, training, cache)
+
+
+def _file_stream(source, size, options, training, cache, epochs=None, skip_batches=0):
+    """``(file name or cached bytes, label)`` of one epoch in order; training: keyed by the
+    seed and the epoch in ``epochs`` (a dataset of one epoch number)."""
     import tensorflow as tf
 
-    from keras_resnet.data.position import block_shuffle, permuted
+    from keras_resnet.data.position import per_epoch, permuted
 
-    if training and not cache:  # a permutation of the names: nothing but the list in memory
+    if not training:
+        return source
+    skip = skip_batches * options.per_replica_batch_size()  # nothing skipped is decoded
+
+    def names(epoch, _):  # a permutation of the names: nothing but the list in memory
         files, labels = source
         order = permuted(tf.range(len(files), dtype=tf.int64), options.seed, epoch)
-        dataset = tf.data.Dataset.from_tensor_slices((tf.gather(files, order),
-                                                      tf.gather(labels, order)))
-    elif training:  # the cached bytes (at most cache_mb), all in one window
-        dataset = block_shuffle(source, max(size, 1), options.seed, epoch)
-    else:
-        dataset = source
-    if skip_batches:  # names (or cached bytes): nothing skipped is read or decoded
-        dataset = dataset.skip(skip_batches * options.per_replica_batch_size())
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(files, order), tf.gather(labels, order))).skip(skip)
+
+    def cached(_, shuffle_seed):  # the cached bytes (at most cache_mb) shuffled in memory
+        return source.shuffle(max(size, 1), seed=shuffle_seed,
+                              reshuffle_each_iteration=False).skip(skip)
+
+    return per_epoch(epochs, options.seed, cached if cache else names)
+
+
+def _file_finish(dataset, image_fn, options, training, cache):
+    import tensorflow as tf
+
     if not cache:  # shuffle the names, read each epoch
         dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
                               num_parallel_calls=tf.data.AUTOTUNE,
@@ -241,11 +280,13 @@ def file_order(files, labels, image_fn, options: LoadOptions, cache: bool):
     mine = len(files) // pipelines + (index < len(files) % pipelines)
     steps = -(-mine // options.per_replica_batch_size())
 
-    def build(epoch, skip_batches):
-        return _file_epoch(source, len(files), image_fn, options, True, cache, epoch,
-                           skip_batches)
+    def build(epochs, skip_batches):
+        return _file_stream(source, len(files), options, True, cache, epochs, skip_batches)
 
-    return position.TrainOrder(build, steps)
+    def finish(dataset):
+        return _file_finish(dataset, image_fn, options, True, cache)
+
+    return position.TrainOrder(build, finish, steps)
 
 
 def statistics(encoded, eval_fn, channels):
