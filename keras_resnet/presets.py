@@ -110,3 +110,8 @@ RECIPES = {
                  "model_options": {"zero_init_residual": True},
                  "data_options": {"crop": "inception"}},
 }
+# The same with the paper's step schedule (He et al. 2015 sec. 3.4 / Goyal et al. 2017): the
+# rate divided by 10 at epochs 30, 60 and 80 of 90 (fractions of training, so a shorter run
+# decays at the same thirds), after the same 5 linear warm-up epochs.
+RECIPES["imagenet-step"] = {**RECIPES["imagenet"], "schedule": "step",
+                            "step_boundaries": (30 / 90, 60 / 90, 80 / 90)}

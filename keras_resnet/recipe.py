@@ -46,8 +46,9 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay: the step-decay factor.
         warmup_learning_rate: rate while warming up; None for no warm-up.
         name: name of the schedule.
-        warmup_steps: ``"cosine"`` only: steps of a linear ramp from 0 to
-            ``initial_learning_rate`` before the cosine decay (Keras' ``CosineDecay`` warm-up).
+        warmup_steps: ``"cosine"`` and ``"step"``: steps of a linear ramp from 0 to
+            ``initial_learning_rate`` before the cosine decay (Keras' ``CosineDecay`` warm-up),
+            or over the first steps of the step decay (its boundaries still count from 0).
 
     Raises:
         TypeError, ValueError: for a bad argument (``keras_resnet.checks``' messages).
@@ -70,8 +71,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
         self.warmup_steps = checks.positive_int(warmup_steps, "warmup_steps", minimum=0,
                                                 maximum=self.total_steps - 1)
-        if self.warmup_steps and self.kind != "cosine":
-            raise ValueError(f"warmup_steps must be 0 unless kind is 'cosine'; got "
+        if self.warmup_steps and self.kind not in ("cosine", "step"):
+            raise ValueError(f"warmup_steps must be 0 unless kind is 'cosine' or 'step'; got "
                              f"{warmup_steps!r} with kind {kind!r}")
         self._decayed = self._keras_schedule()
         # 1.0 while warming up; PaperWarmup sets it to 0.0 (a variable: read inside the graph).
@@ -81,7 +82,8 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def boundary_steps(self):
         """The optimizer steps where step decay happens (``int(fraction * total_steps)``)."""
-        return tuple(int(b * self.total_steps) for b in self.boundaries)
+        # (+1e-9: a fraction such as 29/100 of 100 steps is 28.999999999999996 in floats)
+        return tuple(int(b * self.total_steps + 1e-9) for b in self.boundaries)
 
     def _keras_schedule(self):
         schedules = keras.optimizers.schedules
@@ -106,6 +108,10 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = ops.convert_to_tensor(self.initial_learning_rate, "float32")
         else:
             rate = ops.cast(self._decayed(step), "float32")
+        if self.kind == "step" and self.warmup_steps:
+            # the same linear ramp from 0 as CosineDecay's warm-up; the boundaries count from 0
+            ramp = self.initial_learning_rate * ops.cast(step, "float32") / self.warmup_steps
+            rate = ops.where(ops.cast(step, "float32") < self.warmup_steps, ramp, rate)
         if self.warmup_learning_rate:
             rate = ops.where(self.warming_up > 0, ops.cast(self.warmup_learning_rate, "float32"),
                              rate)
@@ -220,7 +226,7 @@ def check_compile_arguments(*, momentum, weight_decay, label_smoothing, jit_comp
 
 def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAULT_MOMENTUM,
                   weight_decay=DEFAULT_WEIGHT_DECAY, label_smoothing=0.0, nesterov=False,
-                  jit_compile="auto", from_logits=False):
+                  jit_compile="auto", from_logits=False, one_hot_labels=False):
     """Compiles ``model`` with the paper's recipe: SGD + momentum, L2 on kernels, cross-entropy.
 
     Weight decay is the paper's (coupled) L2 penalty: every kernel without a regularizer gets
@@ -240,6 +246,10 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
             is visible: on CPU it adds compilation time per shape and trains no faster; on the
             other backends Keras' own ``"auto"``: ``jax.jit`` on JAX, eager on PyTorch).
         from_logits: the model returns logits.
+        one_hot_labels: the data gives one-hot (or mixed, soft) labels, as with MixUp/CutMix
+            (``keras_resnet.data.Dataset.one_hot_labels``): Keras' ``CategoricalCrossentropy``
+            (with ``label_smoothing``), ``CategoricalAccuracy`` and ``TopKCategoricalAccuracy``
+            instead of the sparse forms.
 
     Returns:
         The model, compiled, with metrics ``accuracy`` and ``top5_accuracy`` (when it has more
@@ -260,12 +270,19 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
         for variable in model.trainable_variables:
             if variable.name.endswith("kernel") and variable.regularizer is None:
                 variable.regularizer = keras.regularizers.L2(weight_decay / 2)
-    loss = (SparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
-            if label_smoothing else
-            keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if model.output_shape[-1] > 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    if one_hot_labels:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits,
+                                                    label_smoothing=label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if model.output_shape[-1] > 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    else:
+        loss = (SparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
+                if label_smoothing else
+                keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if model.output_shape[-1] > 5:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum,
                                                  nesterov=nesterov),
                   loss=loss, metrics=metrics, jit_compile=jit_compile)

@@ -56,18 +56,77 @@ def test_imagenet_recipe_resolved_values():
     from_dataset = resolve_recipe("imagenet", {}, dataset_batch_size=32)
     assert "batch_size" not in from_dataset and from_dataset["learning_rate"] == 0.0125
     assert from_dataset["data_options"] == {}
-    assert set(presets.RECIPES) == {"cifar", "imagenet"}
+    assert set(presets.RECIPES) == {"cifar", "imagenet", "imagenet-step"}
+
+
+def test_imagenet_step_recipe_resolved_values():
+    resolved = resolve_recipe("imagenet-step", {"batch_size": 512})
+    assert resolved == {
+        "epochs": 90, "batch_size": 512, "learning_rate": 0.2, "momentum": 0.9,
+        "weight_decay": 1e-4, "schedule": "step", "warmup_epochs": 5, "label_smoothing": 0.1,
+        "step_boundaries": (30 / 90, 60 / 90, 80 / 90),
+        "model_options": {"zero_init_residual": True}, "data_options": {"crop": "inception"},
+        "recipe": "imagenet-step"}
+    # another schedule drops the recipe's warm-up and its decay epochs
+    cosine = resolve_recipe("imagenet-step", {"schedule": "cosine"})
+    assert cosine["warmup_epochs"] == 0 and "step_boundaries" not in cosine
+    assert TrainConfig(**resolved).step_boundaries == (30 / 90, 60 / 90, 80 / 90)
+
+
+@pytest.mark.parametrize("steps", [1, 7, 5004])  # 5004: ImageNet's 1.28 M images at 256
+def test_imagenet_step_rate_at_the_boundary_steps(steps):
+    """lr 0.1 x batch/256; a linear ramp over 5 epochs; /10 from the first step of epochs 30,
+    60 and 80 of 90 (the steps the run's PaperSchedule is built with)."""
+    from keras_resnet.training import recipes
+
+    config = TrainConfig(**resolve_recipe("imagenet-step", {"batch_size": 128}))
+    schedule = PaperSchedule(config.learning_rate, config.epochs * steps, config.schedule,
+                             warmup_steps=config.warmup_epochs * steps,
+                             **recipes.schedule_options(config))
+    assert schedule.boundary_steps == (30 * steps, 60 * steps, 80 * steps)
+    # PiecewiseConstantDecay itself, not a hand-written rule, holds the decay
+    assert isinstance(schedule._decayed, keras.optimizers.schedules.PiecewiseConstantDecay)
+
+    def rate(step):
+        return float(schedule(step))
+
+    peak = 0.05  # 0.1 x 128 / 256
+    warmup = 5 * steps
+    assert rate(0) == 0.0 and rate(warmup) == pytest.approx(peak, rel=1e-6)
+    assert rate(warmup - 1) == pytest.approx(peak * (warmup - 1) / warmup, rel=1e-6)
+    for epoch, before, after in ((30, peak, peak / 10), (60, peak / 10, peak / 100),
+                                 (80, peak / 100, peak / 1000)):
+        assert rate(epoch * steps - 1) == pytest.approx(before, rel=1e-6), epoch
+        assert rate(epoch * steps) == pytest.approx(after, rel=1e-6), epoch
+    assert rate(90 * steps - 1) == pytest.approx(peak / 1000, rel=1e-6)
+    # it saves and loads like every PaperSchedule
+    restored = PaperSchedule.from_config(schedule.get_config())
+    assert float(restored(30 * steps)) == pytest.approx(peak / 10, rel=1e-6)
+
+
+def test_paper_schedule_boundary_steps_are_exact_fractions():
+    # 0.29 x 100 is 28.999999999999996 in floats: the boundary is step 29, not 28
+    assert PaperSchedule(0.1, 100, "step", boundaries=(0.29, 0.58)).boundary_steps == (29, 58)
+    assert PaperSchedule(0.1, 10, "step").boundary_steps == (5, 7)  # 7.5 -> 7, as before
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: resolve_recipe("resnet"), ValueError, "recipe must be one of 'cifar', 'imagenet'; "
+    (lambda: resolve_recipe("resnet"), ValueError, "recipe must be one of 'cifar', 'imagenet', 'imagenet-step'; "
                                                    "got 'resnet'"),
-    (lambda: resolve_recipe(3), TypeError, "recipe must be one of 'cifar', 'imagenet'; got 3"),
+    (lambda: resolve_recipe(3), TypeError, "recipe must be one of 'cifar', 'imagenet', 'imagenet-step'; got 3"),
     (lambda: TrainConfig(warmup_epochs=2, schedule="cosine", epochs=2), ValueError,
      r"warmup_epochs must be less than epochs \(2\); got 2 \(recipe 'cifar'\); pass a "
      r"smaller warmup_epochs \(--warmup-epochs\) or more epochs"),
-    (lambda: TrainConfig(warmup_epochs=1, epochs=3), ValueError,
-     "warmup_epochs must be 0 unless schedule is 'cosine'; got 1 with schedule 'step'"),
+    (lambda: TrainConfig(warmup_epochs=1, epochs=3, schedule="constant"), ValueError,
+     "warmup_epochs must be 0 unless schedule is 'cosine' or 'step'; got 1 with schedule "
+     "'constant'"),
+    (lambda: TrainConfig(step_boundaries=[0.5, 0.4]), ValueError,
+     r"step_boundaries must be increasing fractions of training in \(0, 1\)"),
+    (lambda: TrainConfig(step_boundaries=[0.5, 1.0]), ValueError,
+     r"step_boundaries must be .*; got 1.0"),
+    (lambda: TrainConfig(step_boundaries=0.5), TypeError, "step_boundaries must be increasing"),
+    (lambda: TrainConfig(step_boundaries=[0.5], schedule="cosine"), ValueError,
+     "step_boundaries needs schedule 'step'; got \\[0.5\\] with schedule 'cosine'"),
     (lambda: TrainConfig(warmup_epochs=1, warmup_steps=4, epochs=3, schedule="cosine"),
      ValueError, "give warmup_steps or warmup_epochs, not both"),
     (lambda: TrainConfig(backup_every_steps=0), ValueError,
@@ -94,7 +153,7 @@ def test_cli_unknown_recipe_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--recipe", "fast"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'fast' (choose from 'cifar', 'imagenet')" in capsys.readouterr().err
+    assert "invalid choice: 'fast' (choose from 'cifar', 'imagenet', 'imagenet-step')" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -159,7 +218,8 @@ def _command(tmp_path):
 @pytest.mark.slow
 def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
     """SIGKILL mid-epoch; the same command resumes with the weights and optimizer step of the
-    last N-step backup. Keras' BackupAndRestore then starts that epoch's data again."""
+    last N-step backup. In-memory data (digits) then starts that epoch's data again (streamed
+    data goes on after the step: tests/test_resume_position.py)."""
     run = tmp_path / "runs" / "r"
     metadata = run / "backup" / "training_metadata.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -187,8 +247,8 @@ def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
                            cwd=str(tmp_path), timeout=170)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (f"Resuming {run} from epoch {epoch + 1} of 2 (weights and optimizer as backed up "
-            f"after its step {batch + 1}; Keras starts the epoch's data again from its first "
-            "batch)") in again.stdout
+            f"after its step {batch + 1}; streamed data goes on after that step, in-memory data "
+            "starts the epoch again)") in again.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == epoch and metrics["backup_every_steps"] == 2
     # The optimizer step went on from the backup (epoch * 6 + batch + 1 steps done), and each
@@ -200,3 +260,21 @@ def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
     assert resumed == pytest.approx([float(schedule((k + 1) * 6 + batch))
                                      for k in range(epoch, 2)])
     assert not (run / "backup").exists()
+
+
+@pytest.mark.slow
+def test_imagenet_step_recipe_run_records_the_decayed_rates(tmp_path, capsys):
+    """`train --recipe imagenet-step --epochs 3`: the decays fall at epochs 1, 2 and 8/3."""
+    status = main(["train", "--recipe", "imagenet-step", "--data", "digits", "--batch-size",
+                   "256", "--epochs", "3", "--warmup-epochs", "1", "--out",
+                   str(tmp_path / "runs"), "--no-export", "--name", "step", "--verbose", "0"])
+    assert status == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "runs" / "step" / "metrics.json").read_text())
+    assert metrics["config"]["step_boundaries"] == [1 / 3, 2 / 3, 8 / 9]
+    assert metrics["schedule"] == "step" and metrics["learning_rate"] == 0.1
+    steps = -(-metrics["train_size"] // 256)
+    history = read_history(str(tmp_path / "runs" / "step" / "history.csv"))
+    # epoch 1: the ramp's last step (the first decay is at step `steps`); epoch 2: /10;
+    # epoch 3 ends past 8/9 of training: /1000
+    assert history["learning_rate"] == pytest.approx([0.1 * (steps - 1) / steps, 0.01, 1e-4],
+                                                     rel=1e-5)

@@ -304,3 +304,44 @@ def test_two_runs_under_op_determinism_see_the_same_training_images(tmp_path):
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (9, 64, 64, 3)  # 12 images: round(2.4) = 2 test, 1 validation, 9 train
     np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ num_classes (--num-classes)
+def test_num_classes_must_agree_with_the_data(tmp_path, imagenet_like):
+    with pytest.raises(DataError, match=r"num_classes is 4 but 'digits' has 10 classes; drop "
+                                        r"num_classes \(--num-classes\) or pass 10"):
+        load_dataset("digits", num_classes=4)
+    root = str(tmp_path / "prepared")
+    _write_records(root, "train", 1, list(range(6)))
+    _write_records(root, "validation", 1, list(range(6)))
+    with open(os.path.join(root, "dataset.json"), "w") as stream:
+        json.dump({"class_names": ["a", "b", "c"]}, stream)
+    with pytest.raises(DataError, match=r"num_classes is 5 but .* has 3 classes in its "
+                                        r"dataset.json; drop num_classes"):
+        _load(root, num_classes=5, label_offset=0)
+
+
+def test_a_label_beyond_num_classes_stops_the_stream_with_a_clear_error(tmp_path):
+    # the first record's label (0) is in range; record 4 holds label 4 >= num_classes 3
+    root = str(tmp_path)
+    _write_records(root, "train", 1, list(range(8)), classes=8)
+    _write_records(root, "validation", 1, [0, 1])
+    ds = _load(root, num_classes=3, label_offset=0)
+    with pytest.raises(DataError, match=r"label out of range: stored label minus label_offset 0 "
+                                        r"must be in \[0, 3\) \(num_classes 3\)"):
+        with explain_errors(ds):
+            list(ds.train)
+
+
+def test_train_cli_takes_num_classes_and_says_when_it_is_missing(imagenet_like, tmp_path,
+                                                                  capsys):
+    from keras_resnet.cli import main
+
+    common = ["train", "--out", str(tmp_path / "runs"), "--no-export", "--epochs", "1"]
+    assert main([*common, "--data", imagenet_like, "--label-offset", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "has no dataset.json naming its classes; pass num_classes (--num-classes N)" in error
+    assert len(error.strip().splitlines()) == 1
+    assert main([*common, "--data", "digits", "--num-classes", "4"]) == 2
+    assert ("num_classes is 4 but 'digits' has 10 classes; drop num_classes (--num-classes) or "
+            "pass 10") in capsys.readouterr().err

@@ -71,9 +71,9 @@ def test_cosine_warmup_steps_are_keras_cosine_decay_warmup():
     assert _rates(schedule, steps) == _rates(keras_cosine, steps)
     assert _rates(schedule, [0, 50, 100, 550, 1000]) == pytest.approx(
         [0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-7)
-    with pytest.raises(ValueError, match="warmup_steps must be 0 unless kind is 'cosine'; got "
-                                         "10 with kind 'step'"):
-        PaperSchedule(0.1, 1000, "step", warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps must be 0 unless kind is 'cosine' or "
+                                         "'step'; got 10 with kind 'constant'"):
+        PaperSchedule(0.1, 1000, "constant", warmup_steps=10)
     with pytest.raises(ValueError, match=r"warmup_steps must be an int in \[0, 999\]; got 1000"):
         PaperSchedule(0.1, 1000, "cosine", warmup_steps=1000)
 
@@ -187,8 +187,9 @@ def test_normalization_is_adapted_when_the_data_has_no_statistics():
     ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),
     ({"warmup": 1}, TypeError, "warmup must be True or False; got 1"),
     ({"deterministic": "yes"}, TypeError, "deterministic must be True or False; got 'yes'"),
-    ({"warmup_steps": 5}, ValueError, "warmup_steps must be 0 unless schedule is 'cosine'; got 5 "
-                                      "with schedule 'step'"),
+    ({"warmup_steps": 5, "schedule": "constant"}, ValueError,
+     "warmup_steps must be 0 unless schedule is 'cosine' or 'step'; got 5 with schedule "
+     "'constant'"),
     ({"model_options": {"classes": 5}}, ValueError, "model head has classes=5 but data "
                                                     "'digits' has 10"),
     ({"model": "resnet50"}, ValueError, r"height 8 is too small; this network downsamples by "

@@ -41,7 +41,8 @@ def register(subparsers):
                         help="named recipe: cifar (He et al. 2015 sec. 4.2, the default) or "
                              "imagenet (batch 256, lr 0.1 x batch/256, 5 warm-up epochs + "
                              "cosine over 90, label smoothing 0.1, zero-init last BN, Inception "
-                             "crop); the flags below override its values")
+                             "crop) or imagenet-step (the same, /10 at epochs 30, 60, 80 of 90); "
+                             "the flags below override its values")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (cifar recipe {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -58,11 +59,11 @@ def register(subparsers):
     parser.add_argument("--warmup", action="store_true",
                         help="the paper's warm-up: lr 0.01 until training error < 80%%")
     parser.add_argument("--warmup-steps", type=int, default=None, metavar="STEPS",
-                        help="with --schedule cosine: a linear ramp from 0 over STEPS optimizer "
-                             "steps before the decay (default 0)")
+                        help="with --schedule cosine or step: a linear ramp from 0 over STEPS "
+                             "optimizer steps (default 0)")
     parser.add_argument("--warmup-epochs", type=int, default=None, metavar="EPOCHS",
-                        help="with --schedule cosine: the same ramp over EPOCHS epochs (imagenet "
-                             "recipe 5)")
+                        help="with --schedule cosine or step: the same ramp over EPOCHS epochs "
+                             "(imagenet recipes 5)")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help=f"L2 weight decay on kernels, not BN or biases "
                              f"({DEFAULT_WEIGHT_DECAY:g})")
@@ -130,9 +131,18 @@ def _data_arguments(parser):
                        help="evaluation center crop (default 0.875 with inception, else 1)")
     group.add_argument("--rand-augment", action="store_true",
                        help="add Keras' RandAugment layer after the crop")
+    group.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                       help="Keras' MixUp on training batches, Beta(ALPHA, ALPHA) weights (e.g. "
+                            "0.2; default 0: off); labels become one-hot, the loss categorical")
+    group.add_argument("--cutmix", type=float, default=None, metavar="F",
+                       help="Keras' CutMix(factor=F) in [0, 1] on training batches (e.g. 1.0; "
+                            "default 0: off); with --mixup the batches take turns")
     group.add_argument("--label-offset", type=int, default=None, metavar="N",
                        help="subtracted from stored labels (ImageNet TPU TFRecords: 1; "
                             "default: dataset.json's, else 0)")
+    group.add_argument("--num-classes", type=int, default=None, metavar="N",
+                       help="classes of a TFRecord directory without a dataset.json (labels "
+                            "0..N-1 after --label-offset; a label outside stops training)")
     group.add_argument("--shuffle-buffer", type=int, default=None, metavar="N",
                        help=f"records in a TFRecord stream's shuffle buffer "
                             f"({DEFAULT_SHUFFLE_BUFFER})")
@@ -185,7 +195,9 @@ _RECIPE_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "learning
                  "fine_tune_from": "fine_tune_from", "head_epochs": "head_epochs",
                  "head_lr": "head_lr", "fine_tune_lr": "fine_tune_lr"}
 _DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
-               "label_offset": "label_offset", "shuffle_buffer": "shuffle_buffer",
+               "label_offset": "label_offset", "num_classes": "num_classes",
+               "mixup": "mixup", "cutmix": "cutmix",
+               "shuffle_buffer": "shuffle_buffer",
                "cache_mb": "cache_mb"}
 
 

@@ -38,7 +38,7 @@ def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_spl
                  label_offset=None,
                  input_context=None, deterministic=None,
                  shuffle_buffer=constants.DEFAULT_SHUFFLE_BUFFER,
-                 cache_mb=constants.DEFAULT_CACHE_MB) -> Dataset:
+                 cache_mb=constants.DEFAULT_CACHE_MB, mixup=0.0, cutmix=0.0) -> Dataset:
     """Loads a data set as batched ``tf.data`` pipelines of raw float32 pixels and int labels.
 
     Sources:
@@ -90,6 +90,10 @@ def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_spl
             fixed for evaluation); True for reproducible runs.
         shuffle_buffer: records in the shuffle buffer of a TFRecord stream.
         cache_mb: largest folder (total file size, MiB) whose bytes are kept in memory.
+        mixup: Keras' ``MixUp(alpha=mixup)`` on training batches (0: off); labels become
+            one-hot in every split (``Dataset.one_hot_labels``; ``keras_resnet.data.mixing``).
+        cutmix: Keras' ``CutMix(factor=cutmix)`` in [0, 1] likewise (0: off); with both, the
+            training batches take turns.
 
     Returns:
         A ``Dataset``.
@@ -107,8 +111,10 @@ def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_spl
         crop=crop, crop_fraction=crop_fraction, rand_augment=rand_augment,
         label_offset=label_offset,
         input_context=input_context, deterministic=deterministic,
-        shuffle_buffer=shuffle_buffer, cache_mb=cache_mb)
-    return _load(_source(name_or_path), options)
+        shuffle_buffer=shuffle_buffer, cache_mb=cache_mb, mixup=mixup, cutmix=cutmix)
+    from keras_resnet.data import mixing
+
+    return mixing.apply_mixing(_load(_source(name_or_path), options), options)
 
 
 def _source(name_or_path) -> str:
@@ -122,6 +128,8 @@ def _load(name: str, options: LoadOptions) -> Dataset:
     from keras_resnet.data import arrays, directories, folders
 
     if name in SOURCES:
+        if name != "synthetic":
+            directories.check_num_classes(name, options.num_classes, 10, "classes")
         return arrays.load_arrays(name, options)
     if directories.is_record_dir(name):
         return directories.load_records(name, options)

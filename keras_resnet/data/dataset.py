@@ -39,6 +39,13 @@ class Dataset:
             in-memory sources); ``explain_errors`` names the bad one.
         label_offset: subtracted from stored labels (1 for ImageNet TFRecords made by the TPU
             tools, whose labels count from 1).
+        one_hot_labels: the pipelines give one-hot float labels (``num_classes`` wide) instead
+            of integers: with ``mixup``/``cutmix`` (mixed, soft labels in training); the model
+            is then compiled with the categorical loss and metrics.
+        train_order: for streamed sources, the ``keras_resnet.data.position.TrainOrder`` that
+            ``train`` is built from: each epoch's order is a function of (seed, epoch), and a
+            run killed inside an epoch resumes after its last backed-up batch
+            (``keras_resnet.data.position.fit``). None for in-memory sources.
     """
 
     name: str
@@ -58,6 +65,8 @@ class Dataset:
     crop_fraction: float = 1.0
     files: tuple = ()
     label_offset: int = 0
+    one_hot_labels: bool = False
+    train_order: object = None
 
     @property
     def steps_per_epoch(self) -> int:

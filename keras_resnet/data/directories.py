@@ -33,6 +33,17 @@ def _split_sizes(path, shards, metadata):
     return sizes
 
 
+def check_num_classes(name, num_classes, found: int, where: str) -> None:
+    """A ``num_classes`` given for a source that names its own classes must agree with it.
+
+    Raises:
+        DataError: naming both values.
+    """
+    if num_classes and num_classes != found:
+        raise DataError(f"num_classes is {num_classes} but {name!r} has {found} {where}; drop "
+                        f"num_classes (--num-classes) or pass {found}")
+
+
 def _record_classes(path, metadata, options, stored_labels, label_offset):
     if metadata and metadata.get("class_names"):
         names = tuple(metadata["class_names"])
@@ -40,11 +51,9 @@ def _record_classes(path, metadata, options, stored_labels, label_offset):
         names = tuple(f"class_{i}" for i in range(options.num_classes))
     else:
         raise DataError(f"TFRecord directory {path!r} has no dataset.json naming its classes; "
-                        "pass num_classes (and label_offset=1 for ImageNet TFRecords whose "
-                        "labels count from 1)")
-    if options.num_classes and options.num_classes != len(names):
-        raise DataError(f"num_classes is {options.num_classes} but {path!r} has {len(names)} "
-                        "classes in its dataset.json")
+                        "pass num_classes (--num-classes N) (and label_offset=1 for ImageNet "
+                        "TFRecords whose labels count from 1)")
+    check_num_classes(path, options.num_classes, len(names), "classes in its dataset.json")
     for file, label in stored_labels:
         if label is not None and not 0 <= label - label_offset < len(names):
             raise DataError(f"shard {file!r} holds label {label}, outside 0..{len(names) - 1} "
@@ -84,12 +93,14 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             streaming.raise_located(shards["train"], channels, error)
 
-    def pipeline(split, training=False):
-        return streaming.record_pipeline(shards[split], train_fn if training else eval_fn,
-                                         options, training, label_offset, sizes[split])
+    def pipeline(split):
+        return streaming.record_pipeline(shards[split], eval_fn, options, False, label_offset,
+                                         sizes[split], num_classes=len(names))
 
+    order = streaming.record_order(shards["train"], train_fn, options, label_offset,
+                                   sizes["train"], num_classes=len(names))
     return Dataset(
-        name=path, train=pipeline("train", training=True),
+        name=path, train=order.pipeline(), train_order=order,
         validation=pipeline("validation") if "validation" in shards else None,
         test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
@@ -132,6 +143,7 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     import tensorflow as tf
 
     names, files, labels = folders.list_images(path)
+    check_num_classes(path, options.num_classes, len(names), "class sub-folders")
     if options.test_split == 0:
         raise ValueError("test_split must be > 0 for a folder (it has no separate test set); "
                          "got 0")
@@ -150,10 +162,12 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     train_fn, eval_fn, augmentation, fraction = streaming.recipe(options, size, channels)
     cache = sum(os.path.getsize(f) for f in files) <= options.cache_mb * 2 ** 20
 
-    def pipeline(index, training=False):
+    def pipeline(index):
         return streaming.file_pipeline([files[i] for i in index], [labels[i] for i in index],
-                                       train_fn if training else eval_fn, options, training,
-                                       cache)
+                                       eval_fn, options, False, cache)
+
+    order = streaming.file_order([files[i] for i in train_index],
+                                 [labels[i] for i in train_index], train_fn, options, cache)
 
     sample = [files[i] for i in np.random.default_rng(options.seed).permutation(
         train_index)[:streaming.STATS_SAMPLE]]
@@ -163,7 +177,7 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         streaming.raise_located(sample, channels, error)
     return Dataset(
-        name=path, train=pipeline(train_index, training=True),
+        name=path, train=order.pipeline(), train_order=order,
         validation=pipeline(val_index) if len(val_index) else None, test=pipeline(test_index),
         class_names=names, input_shape=(*size, channels), num_classes=len(names),
         train_size=len(train_index), validation_size=len(val_index), test_size=len(test_index),

@@ -38,6 +38,8 @@ class LoadOptions:
     deterministic: bool | None = None
     shuffle_buffer: int = constants.DEFAULT_SHUFFLE_BUFFER
     cache_mb: float = constants.DEFAULT_CACHE_MB
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def per_replica_batch_size(self) -> int:
         """The batch of one input pipeline's replica under ``input_context`` (else the batch)."""
@@ -103,6 +105,8 @@ def make_options(**kwargs) -> LoadOptions:
         o["deterministic"] = checks.boolean(o["deterministic"], "deterministic")
     o["shuffle_buffer"] = checks.positive_int(o["shuffle_buffer"], "shuffle_buffer")
     o["cache_mb"] = checks.non_negative(o["cache_mb"], "cache_mb", example="256")
+    o["mixup"] = float(checks.non_negative(o["mixup"], "mixup", example="0.2"))
+    o["cutmix"] = float(checks.number(o["cutmix"], "cutmix", minimum=0, maximum=1))
     context = o["input_context"]
     if context is not None and not all(hasattr(context, a) for a in (
             "num_input_pipelines", "input_pipeline_id", "get_per_replica_batch_size")):

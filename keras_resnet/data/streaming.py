@@ -6,7 +6,8 @@ less than ``cache_mb`` keeps their encoded bytes in memory.
 
 Training: shuffled file list -> ``interleave`` of ``TFRecordDataset`` -> shuffle buffer of
 records -> parse -> decode + augment -> batch -> prefetch, each input pipeline reading its own
-files under a ``tf.distribute.InputContext``.
+files under a ``tf.distribute.InputContext``. The shuffles are keyed by (seed, epoch)
+(``keras_resnet.data.position``), so a killed run resumes inside its epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ STATS_SAMPLE = 256
 # ImageNet recipe (random-resized crop, center-crop evaluation).
 INCEPTION_MIN_SIDE = 64
 DEFAULT_RECORD_IMAGE_SIDE = 224
+# Marks the in-graph label check's error (``checked_label``), so ``explain_errors`` names it.
+LABEL_ERROR = "label out of range"
 
 
 def recipe(options: LoadOptions, image_size, channels):
@@ -79,71 +82,211 @@ def _rand_augment(options, channels):
     return keras.layers.RandAugment(value_range=(0, 255), seed=options.seed)
 
 
-def _finish(dataset, image_fn, options, training, label_offset=0):
+def _finish(dataset, image_fn, options, training, label_offset=0, num_classes=None):
     import tensorflow as tf
 
     def prepare(image_bytes, label):
-        return image_fn(image_bytes), tf.cast(label - label_offset, tf.int32)
+        label = tf.cast(label - label_offset, tf.int32)
+        if num_classes is not None:
+            label = checked_label(label, num_classes, label_offset)
+        return image_fn(image_bytes), label
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=options.is_deterministic(training))
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
+def checked_label(label, num_classes: int, label_offset: int = 0):
+    """``label``, with an assertion in the graph that it lies in ``[0, num_classes)``: a stored
+    label outside stops the pipeline with ``LABEL_ERROR`` in the message (``explain_errors``
+    turns it into a ``DataError``) instead of training on it (a NaN loss, or a silent clip)."""
+    import tensorflow as tf
+
+    message = (f"{LABEL_ERROR}: stored label minus label_offset {label_offset} must be in "
+               f"[0, {num_classes}) (num_classes {num_classes}); pass num_classes "
+               "(--num-classes) covering every label, or the right label_offset")
+    checks = [tf.debugging.assert_non_negative(label, message=message),
+              tf.debugging.assert_less(label, tf.constant(num_classes, label.dtype),
+                                       message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(label)
+
+
 def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0,
-                    count=None):
+                    count=None, num_classes=None):
     """Batched ``(images, labels)`` streamed from TFRecord shards.
 
     Each input pipeline of ``options.input_context`` reads its own shards (file-level sharding);
     with fewer shards than pipelines it reads every shard and keeps every n-th record instead.
     ``count`` (the records in ``files``) gives one pipeline a known length, so Keras shows
-    progress and does not warn at the end of the first epoch.
+    progress and does not warn at the end of the first epoch. With ``num_classes`` every label
+    is checked in the graph (``checked_label``). Training pipelines are ``record_order``'s.
     """
+    if training:
+        return record_order(files, image_fn, options, label_offset, count,
+                            num_classes).pipeline()
+    return _records(files, image_fn, options, False, label_offset, count, num_classes)
+
+
+def record_order(files, image_fn, options: LoadOptions, label_offset=0, count=None,
+                 num_classes=None):
+    """The training stream of TFRecord shards as a ``position.TrainOrder``: epoch ``e``'s file
+    order and shuffle buffer are seeded by ``(seed, e)``; a resumed epoch skips the records of
+    the batches done before parsing or decoding them."""
+    from keras_resnet.data import position
+
+    context = options.input_context
+    one_pipeline = context is None or context.num_input_pipelines == 1
+    steps = -(-count // options.per_replica_batch_size()) if count and one_pipeline else None
+
+    def build(epochs, skip_batches):
+        return _record_stream(files, options, True, epochs, skip_batches)
+
+    def finish(records):
+        return _parsed(records, image_fn, options, True, label_offset, None, num_classes)
+
+    return position.TrainOrder(build, finish, steps)
+
+
+def _records(files, image_fn, options, training, label_offset, count, num_classes):
+    return _parsed(_record_stream(files, options, training), image_fn, options, training,
+                   label_offset, count, num_classes)
+
+
+def _record_stream(files, options, training, epochs=None, skip_batches=0):
+    """The serialized records of one epoch in order; training: keyed by the seed and the epoch
+    in ``epochs`` (a dataset of one epoch number; ``position.per_epoch``)."""
     import tensorflow as tf
+
+    from keras_resnet.data.position import per_epoch, permuted
 
     deterministic = options.is_deterministic(training)
     context = options.input_context
     pipelines = 1 if context is None else context.num_input_pipelines
     by_record = pipelines > len(files)
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    mine = list(files)
     if pipelines > 1 and not by_record:
-        dataset = dataset.shard(pipelines, context.input_pipeline_id)
-    if training and not by_record:
-        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
-    if by_record and pipelines > 1:
-        log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
-                    len(files), pipelines)
-        dataset = dataset.shard(pipelines, context.input_pipeline_id)
-    if training:
-        dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed,
-                                  reshuffle_each_iteration=True)
-    dataset = dataset.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic)
-    if count is not None and pipelines == 1:
+        mine = mine[context.input_pipeline_id::pipelines]  # Dataset.shard's split
+
+    def records(names):
+        dataset = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
+        if by_record and pipelines > 1:
+            log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
+                        len(files), pipelines)
+            dataset = dataset.shard(pipelines, context.input_pipeline_id)
+        return dataset
+
+    if not training:
+        return records(mine)
+
+    def one_epoch(epoch, shuffle_seed):
+        names = mine if by_record else permuted(mine, options.seed, epoch)
+        dataset = records(names).shuffle(options.shuffle_buffer, seed=shuffle_seed,
+                                         reshuffle_each_iteration=False)
+        # still encoded: skipping reads the records but decodes none
+        return dataset.skip(skip_batches * options.per_replica_batch_size())
+
+    return per_epoch(epochs, options.seed, one_epoch)
+
+
+def _parsed(records, image_fn, options, training, label_offset, count, num_classes):
+    import tensorflow as tf
+
+    dataset = records.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=options.is_deterministic(training))
+    context = options.input_context
+    if count is not None and (context is None or context.num_input_pipelines == 1):
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return _finish(dataset, image_fn, options, training, label_offset)
+    return _finish(dataset, image_fn, options, training, label_offset, num_classes)
 
 
 def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool, cache: bool):
-    """Batched ``(images, labels)`` read from image files (their bytes cached when ``cache``)."""
+    """Batched ``(images, labels)`` read from image files (their bytes cached when ``cache``);
+    training pipelines are ``file_order``'s."""
+    if training:
+        return file_order(files, labels, image_fn, options, cache).pipeline()
+    return _file_epoch(_file_source(files, labels, options, False, cache), len(files), image_fn,
+                       options, False, cache)
+
+
+def _file_source(files, labels, options, training, cache):
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, "int64")))
     context = options.input_context
+    files, labels = list(files), np.asarray(labels, "int64")
     if context is not None and context.num_input_pipelines > 1:
-        dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
-    read = dict(num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=options.is_deterministic(training))
+        part = slice(context.input_pipeline_id, None, context.num_input_pipelines)
+        files, labels = files[part], labels[part]  # Dataset.shard's split
+    if training and not cache:  # names and labels, shuffled per epoch by _file_epoch
+        return files, labels
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
     if cache:  # bounded by cache_mb: read once, then shuffle the bytes in memory
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read).cache()
-    if training:
-        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+                              num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=options.is_deterministic(training)).cache()
+    return dataset
+
+
+def _file_epoch(source, size, image_fn, options, training, cache):
+    return _file_finish(_file_stream(source, size, options, training, cache), image_fn,
+                        options, training, cache)
+
+
+def _file_stream(source, size, options, training, cache, epochs=None, skip_batches=0):
+    """``(file name or cached bytes, label)`` of one epoch in order; training: keyed by the
+    seed and the epoch in ``epochs`` (a dataset of one epoch number)."""
+    import tensorflow as tf
+
+    from keras_resnet.data.position import per_epoch, permuted
+
+    if not training:
+        return source
+    skip = skip_batches * options.per_replica_batch_size()  # nothing skipped is decoded
+
+    def names(epoch, _):  # a permutation of the names: nothing but the list in memory
+        files, labels = source
+        order = permuted(tf.range(len(files), dtype=tf.int64), options.seed, epoch)
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(files, order), tf.gather(labels, order))).skip(skip)
+
+    def cached(_, shuffle_seed):  # the cached bytes (at most cache_mb) shuffled in memory
+        return source.shuffle(max(size, 1), seed=shuffle_seed,
+                              reshuffle_each_iteration=False).skip(skip)
+
+    return per_epoch(epochs, options.seed, cached if cache else names)
+
+
+def _file_finish(dataset, image_fn, options, training, cache):
+    import tensorflow as tf
+
     if not cache:  # shuffle the names, read each epoch
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label), **read)
+        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+                              num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=options.is_deterministic(training))
     return _finish(dataset, image_fn, options, training)
+
+
+def file_order(files, labels, image_fn, options: LoadOptions, cache: bool):
+    """The training stream of image files as a ``position.TrainOrder`` (epoch ``e`` shuffled by
+    ``(seed, e)``; the cached bytes, if any, shared by every epoch)."""
+    from keras_resnet.data import position
+
+    source = _file_source(files, labels, options, True, cache)
+    context = options.input_context
+    pipelines, index = ((1, 0) if context is None else
+                        (context.num_input_pipelines, context.input_pipeline_id))
+    mine = len(files) // pipelines + (index < len(files) % pipelines)
+    steps = -(-mine // options.per_replica_batch_size())
+
+    def build(epochs, skip_batches):
+        return _file_stream(source, len(files), options, True, cache, epochs, skip_batches)
+
+    def finish(dataset):
+        return _file_finish(dataset, image_fn, options, True, cache)
+
+    return position.TrainOrder(build, finish, steps)
 
 
 def statistics(encoded, eval_fn, channels):
@@ -182,6 +325,8 @@ def explain_errors(dataset: Dataset):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if LABEL_ERROR in error.message:
+            raise DataError(f"{dataset.name!r}: {tfrecord.reason(error)}") from error
         raise_located(dataset.files, dataset.input_shape[-1], error)
 
 

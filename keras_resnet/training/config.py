@@ -77,6 +77,8 @@ class TrainConfig:
             a no-op).
         lr_batch_size: the batch ``learning_rate`` is given for; the rate used is scaled
             linearly to the (global) batch size. None: used as given.
+        step_boundaries: ``schedule="step"``: fractions of training where the rate is divided
+            by 10 (None: 0.5 and 0.75; the ``imagenet-step`` recipe: epochs 30, 60, 80 of 90).
 
     Raises:
         TypeError, ValueError: on construction, for a bad value (``keras_resnet.checks``'
@@ -117,6 +119,7 @@ class TrainConfig:
     strategy: str = DEFAULT_STRATEGY
     sync_bn: bool = False
     lr_batch_size: int | None = None
+    step_boundaries: tuple | None = None
 
     def __post_init__(self):
         self._check_numbers()
@@ -145,9 +148,14 @@ class TrainConfig:
                                 label_smoothing=self.label_smoothing,
                                 jit_compile=self.jit_compile)
         checks.one_of(self.schedule, "schedule", SCHEDULES)
+        from keras_resnet.training.recipes import check_step_boundaries
+
+        object.__setattr__(self, "step_boundaries",
+                           check_step_boundaries(self.step_boundaries, self.schedule))
         for argument in ("warmup_steps", "warmup_epochs"):
-            if getattr(self, argument) and self.schedule != "cosine":
-                raise ValueError(f"{argument} must be 0 unless schedule is 'cosine'; got "
+            if getattr(self, argument) and self.schedule not in ("cosine", "step"):
+                raise ValueError(f"{argument} must be 0 unless schedule is 'cosine' or 'step'; "
+                                 f"got "
                                  f"{getattr(self, argument)!r} with schedule {self.schedule!r}")
         if self.warmup_steps and self.warmup_epochs:
             raise ValueError(f"give warmup_steps or warmup_epochs, not both; got "

@@ -61,12 +61,13 @@ def fit(config, model, dataset, strategy, distribution, callbacks, steps) -> dic
     """Fits ``model`` for ``config.epochs``; returns the test metrics (all-reduced over the
     workers of a multi-worker run)."""
     from keras_resnet import distribute
-    from keras_resnet.data import explain_errors
+    from keras_resnet.data import explain_errors, position
 
     if not is_multi_worker(distribution):
         with explain_errors(dataset):
-            model.fit(dataset.train, validation_data=dataset.validation, epochs=config.epochs,
-                      callbacks=callbacks, verbose=config.verbose, shuffle=False)  # tf.data shuffles
+            # model.fit, resuming a killed epoch after its last backed-up batch
+            position.fit(model, dataset, epochs=config.epochs, callbacks=callbacks,
+                         verbose=config.verbose)
             return model.evaluate(dataset.test, verbose=0, return_dict=True)
     shard = functools.partial(_load_shard, config, dataset.batch_size)
     workers = distribution["workers"]

@@ -19,12 +19,15 @@ import time
 import keras
 
 from keras_resnet import checks, files
+from keras_resnet.data import mixing as data_mixing
+from keras_resnet.data.position import PositionBackup
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
                                     WARMUP_LEARNING_RATE)
 from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
                                  compile_model)
 from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
+from keras_resnet.training import recipes
 from keras_resnet.training.recipes import resolve_recipe
 from keras_resnet.training.run_files import RunFiles
 
@@ -110,6 +113,7 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
         raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
                          f"loads its own shard) and no weights to fine-tune; got data={data!r}, "
                          f"weights={config.weights!r}")
+    data_mixing.check_fine_tuning(config.data_options, config.weights)
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data, named_model=not isinstance(model, keras.Model))
     previous_policy = keras.config.dtype_policy()
@@ -245,8 +249,8 @@ def run_callbacks(config, dataset, run_files, resuming, backup_dir, schedule=Non
         # History first: a kill between the two epoch-end writes then repeats an epoch row
         # (read_history keeps the last), never loses one.
         keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
-        keras.callbacks.BackupAndRestore(backup_dir,
-                                         save_freq=config.backup_every_steps or "epoch"),
+        # BackupAndRestore that also knows the batch: streamed data resumes after it
+        PositionBackup(backup_dir, save_freq=config.backup_every_steps or "epoch"),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
                                         save_best_only=True),
@@ -275,11 +279,13 @@ def _run(config, model, dataset, strategy, distribution):
     learning_rate = distributed.learning_rate(config, dataset)
     schedule = PaperSchedule(learning_rate, config.epochs * steps, config.schedule,
                              warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
-                             warmup_steps=config.warmup_steps or config.warmup_epochs * steps)
+                             warmup_steps=config.warmup_steps or config.warmup_epochs * steps,
+                             **recipes.schedule_options(config))
     with strategy.scope():
         compile_model(model, learning_rate=schedule, momentum=config.momentum,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                      jit_compile=distributed.jit_compile(config))
+                      jit_compile=distributed.jit_compile(config),
+                      one_hot_labels=dataset.one_hot_labels)
     with distributed.worker_run_files(config, distribution) as run_files:
         resumed_from = run_files.prepare()
         callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)

@@ -45,10 +45,10 @@ class RunFiles:
                 batch = int(json.load(file).get("batch", 0))
         except (OSError, ValueError):
             return ""
-        if not batch:
+        if batch < 0:  # an epoch-end backup (keras_resnet.data.position.PositionBackup)
             return ""
-        return (f" (weights and optimizer as backed up after its step {batch + 1}; Keras "
-                "starts the epoch's data again from its first batch)")
+        return (f" (weights and optimizer as backed up after its step {batch + 1}; streamed "
+                "data goes on after that step, in-memory data starts the epoch again)")
 
     def prepare(self):
         """Creates the run directory; returns the epoch a killed run resumes from, or None."""
