@@ -220,7 +220,9 @@ def test_export_on_another_backend_is_refused_before_any_work(monkeypatch, tmp_p
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     model = CifarResNet(8, input_shape=(8, 8, 3), classes=3)
     with pytest.raises(_tensorflow.TensorFlowBackendRequired,
-                       match=r"^export_saved_model \(SavedModel for TF Serving\) needs the "
+                       match=r"^export_saved_model \(its serving signatures are TensorFlow "
+                             r"graphs around the model; save the model with model.save and "
+                             r"export it with keras-resnet export MODEL.keras\) needs the "
                              r"TensorFlow backend of Keras, but Keras runs on 'torch'"):
         export_saved_model(model, str(tmp_path / "models"))
     assert not (tmp_path / "models").exists()
