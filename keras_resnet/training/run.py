@@ -210,7 +210,7 @@ def run_callbacks(config, dataset, run_files, resuming, backup_dir, schedule=Non
         # History first: a kill between the two epoch-end writes then repeats an epoch row
         # (read_history keeps the last), never loses one.
         keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
-        keras.callbacks.BackupAndRestore(backup_dir,
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True,  # see run_files
                                          save_freq=config.backup_every_steps or "epoch"),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
