@@ -4,6 +4,7 @@ the CLI's log lines (one plain format, never Python's default ``INFO:name:`` pre
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from keras_resnet.training import read_history
 from keras_resnet.training.run_files import RunFiles, read_backup_epoch, repair_backup
 
 KERAS_RESNET = os.path.join(os.path.dirname(sys.executable), "keras-resnet")
+DEFAULT_FORMAT = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.]+:", re.MULTILINE)
 
 
 class _Weights(keras.callbacks.Callback):
@@ -159,3 +161,32 @@ def test_train_resumes_after_a_sigkill_and_a_cut_metadata_file(tmp_path):
     assert read_history(str(run / "history.csv"))["epoch"] == [0, 1, 2, 3, 4, 5]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == previous
+    # The export's INFO line once, plain: no second copy in Python's default format.
+    assert again.stdout.count(" version 1 to ") == 1
+    assert not DEFAULT_FORMAT.search(again.stdout + again.stderr), again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_train_log_lines_have_one_format(tmp_path):
+    """TensorFlow's SavedModel export logs through absl, whose first call configures the root
+    logger (``logging.basicConfig``); the CLI's lines must not show up again in its format."""
+    result = subprocess.run(_command(tmp_path, 1), capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=str(tmp_path),
+                            timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    exported = [line for line in result.stdout.splitlines() if line.startswith("exported ")]
+    assert exported and exported[0].startswith(
+        f"exported r version 1 to {tmp_path / 'saved_models' / 'r' / '1'} in ")
+    assert len(exported) == 1
+    assert not DEFAULT_FORMAT.search(result.stdout + result.stderr), result.stderr
+
+
+def test_cli_logging_restores_the_package_logger():
+    from keras_resnet.cli import cli_logging
+
+    package = logging.getLogger("keras_resnet")
+    before = (package.propagate, package.level, list(package.handlers))
+    with cli_logging():
+        assert package.propagate is False
+        assert [h.stream for h in package.handlers[len(before[2]):]] == [sys.stdout, sys.stderr]
+    assert (package.propagate, package.level, list(package.handlers)) == before
