@@ -143,22 +143,42 @@ def explain_collective_errors():
             "(BackupAndRestore)") from None
 
 
-def steps_for(size: int, batch_size: int, workers: int) -> int:
+def steps_for(size: int, batch_size: int, workers: int, replicas: int | None = None) -> int:
     """Steps every worker can run over a split of ``size`` images at global ``batch_size``:
     whole per-worker batches of the smallest worker's shard (at least 1).
+
+    ``distribute_datasets_from_function`` builds one input pipeline per worker; each of a
+    worker's ``replicas // workers`` replicas takes one per-replica batch of ``batch_size //
+    replicas`` images from it per step (``InputContext.get_per_replica_batch_size``, which
+    needs ``batch_size`` to be a multiple of ``replicas``).
 
     Args:
         size: images in the split.
         batch_size: the global batch.
         workers: worker processes (each reads ``size // workers`` images or one more).
+        replicas: replicas in sync over all workers (``strategy.num_replicas_in_sync``, a
+            multiple of ``workers``); None: one per worker.
 
     Returns:
         The step count.
+
+    Raises:
+        TypeError, ValueError: a bad argument (``batch_size`` not a multiple of ``replicas``,
+            ``replicas`` not a multiple of ``workers``).
     """
     size = checks.positive_int(size, "size")
     workers = checks.positive_int(workers, "workers")
-    batch_size = checks.positive_int(batch_size, "batch_size", minimum=workers)
-    return max(1, (size // workers) // (batch_size // workers))
+    replicas = workers if replicas is None else checks.positive_int(replicas, "replicas",
+                                                                    minimum=workers)
+    if replicas % workers:
+        raise ValueError(f"replicas must be a multiple of the {workers} workers (every worker "
+                         f"has as many); got {replicas}")
+    batch_size = checks.positive_int(batch_size, "batch_size", minimum=replicas)
+    if batch_size % replicas:
+        raise ValueError(f"batch_size must be a multiple of the {replicas} replicas (each "
+                         f"takes batch_size // replicas images per step); got {batch_size}")
+    per_worker_step = (batch_size // replicas) * (replicas // workers)
+    return max(1, (size // workers) // per_worker_step)
 
 
 def _step_functions(model, strategy):
