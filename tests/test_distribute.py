@@ -276,3 +276,42 @@ def test_steps_for_is_what_every_worker_s_shard_holds(workers, replicas):
         assert max(sizes) == batch // replicas
         full_steps.append(sizes.count(batch // replicas) // local)
     assert min(full_steps) == distribute.steps_for(data.train_size, batch, workers, replicas)
+
+
+def test_a_killed_worker_s_temporary_directory_is_removed_by_the_next_worker(tmp_path,
+                                                                            monkeypatch):
+    """A real non-chief worker process killed (SIGKILL) inside ``worker_dir`` leaves its
+    directory in $TMPDIR; the next worker started on the machine removes it."""
+    import signal
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    (tmp_path / "run" / "backup").mkdir(parents=True)
+    (tmp_path / "run" / "backup" / "training_metadata.json").write_text('{"epoch": 1}')
+    code = textwrap.dedent(f"""
+        import sys, time
+        from keras_resnet.distribute.loop import worker_dir
+        with worker_dir({str(tmp_path / "run")!r}, is_chief=False) as directory:
+            print(directory, flush=True)
+            time.sleep(600)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(temporary),
+                                    "PYTHONPATH": ROOT})
+    killed = process.stdout.readline().strip()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    parent = temporary / "keras-resnet-workers"
+    assert os.path.dirname(killed) == str(parent)
+    assert os.path.basename(killed).startswith(f".tmp-{process.pid}-worker-")
+    assert os.path.isfile(os.path.join(killed, "backup", "training_metadata.json"))
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    live = parent / f".tmp-{os.getpid()}-worker-concurrent"  # a live worker's: kept
+    live.mkdir()
+    with distribute.worker_dir(str(tmp_path / "run"), is_chief=False) as directory:
+        assert not os.path.exists(killed)
+        assert sorted(os.listdir(parent)) == sorted([live.name, os.path.basename(directory)])
+    assert os.listdir(parent) == [live.name]
+    assert os.listdir(tmp_path / "run") == ["backup"]  # workers never write the run

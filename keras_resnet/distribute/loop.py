@@ -25,9 +25,11 @@ import tempfile
 
 import keras
 
-from keras_resnet import checks
+from keras_resnet import checks, files
 
 logger = logging.getLogger(__name__)
+
+WORKER_TEMP_DIR = "keras-resnet-workers"  # in $TMPDIR: non-chief workers' files
 
 
 class WorkerError(RuntimeError):
@@ -248,7 +250,9 @@ def _python(logs):
 def worker_dir(run_dir: str, is_chief: bool, keep=("backup",)):
     """The directory a worker's callbacks write to: ``run_dir`` on the chief, else a temporary
     directory outside it, removed when the block ends (the usual ``tf.distribute`` pattern:
-    every worker saves, only the chief's files are kept).
+    every worker saves, only the chief's files are kept). That directory is
+    ``$TMPDIR/keras-resnet-workers/.tmp-<pid>-worker-*``: a worker killed before it could
+    remove its own leaves it there, and the next worker started on the machine removes it.
 
     A non-chief worker's temporary directory starts with a copy of the chief's ``keep``
     entries (the ``BackupAndRestore`` directory), so every worker resumes from the same
@@ -266,7 +270,9 @@ def worker_dir(run_dir: str, is_chief: bool, keep=("backup",)):
         os.makedirs(run_dir, exist_ok=True)
         yield run_dir
         return
-    directory = tempfile.mkdtemp(prefix="keras-resnet-worker-")
+    parent = os.path.join(tempfile.gettempdir(), WORKER_TEMP_DIR)
+    files.remove_stale_temporaries(parent)  # those of workers that were killed (SIGKILL)
+    directory = files.make_temp_dir(parent, "worker-")
     try:
         for name in keep:
             source = os.path.join(run_dir, name)
