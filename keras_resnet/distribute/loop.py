@@ -26,10 +26,9 @@ import tempfile
 import keras
 
 from keras_resnet import checks, files
+from keras_resnet.constants import WORKER_TEMP_DIR
 
 logger = logging.getLogger(__name__)
-
-WORKER_TEMP_DIR = "keras-resnet-workers"  # in $TMPDIR: non-chief workers' files
 
 
 class WorkerError(RuntimeError):

@@ -111,7 +111,8 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
             ``epochs``, ``objective`` (a name or a ``keras_tuner.Objective``), ``directory``,
             ``project_name``, ``seed``, ``deterministic``, ``overwrite``, ``export_dir``,
             ``export_name``, ``steps_per_epoch``, ``data_options``, ``worker_timeout``,
-            ``verbose``, ``strategy``, ``devices``, ``trial_process``); any other keyword is a
+            ``verbose``, ``strategy``, ``devices``, ``trial_process``,
+            ``trials_per_process``); any other keyword is a
             hyperparameter to fix (a scalar) or narrow (a list), e.g. ``depth=[8, 14]``.
 
     Returns:
@@ -130,8 +131,7 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if config.overwrite and role == "worker":
         raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
                          "--overwrite to the chief only")
-    if config.trial_process == "fresh":
-        fresh.check(config, data, hyperparameters, role)
+    mode = fresh.resolve(config, data, hyperparameters, role, log)
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data)
     hypermodel = _hypermodel(config, dataset, hyperparameters)
@@ -139,6 +139,11 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if state.already_finished and role == "worker":
         return TuneResult(role, config.project_dir, None, None, [], [], None, None, [],
                           state.resumed, True, config=config)
+    if role == "worker" and mode != "same":
+        ran = fresh.run_worker_trials(config, hyperparameters, log,
+                                      fresh.per_process(config, mode))
+        return TuneResult(role, config.project_dir, None, None, [], [], None, None, ran,
+                          state.resumed, False, config=config)
     search, distribution = _make_tuner(config, hypermodel, hyperparameters, role)
     oracle = kt_internals.local_oracle(search)
     oracle.max_trials = config.max_trials
@@ -148,9 +153,10 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
         files.write_text(os.path.join(config.project_dir, "tune_config.json"),
                          json.dumps(record, indent=2, default=repr))
     if not state.already_finished:
-        if role == "single" and config.trial_process == "fresh":
+        if role == "single" and mode != "same":
             search.save()  # tuner0.json: a re-run of this command reloads the search
-            ran = fresh.run_trials(config, oracle, hyperparameters, log)
+            ran = fresh.run_trials(config, oracle, hyperparameters, log,
+                                   fresh.per_process(config, mode))
         else:
             ran = _search(config, search, oracle, role, log)
         if role == "worker":
@@ -158,7 +164,7 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
                               state.resumed, False, search, config=config)
     result = _report(config, search, oracle, hypermodel, dataset, state, log)
     result.distribution = distribution
-    if role == "single" and config.trial_process == "fresh" and not state.already_finished:
+    if role == "single" and mode != "same" and not state.already_finished:
         result.ran = ran
     return result
 
