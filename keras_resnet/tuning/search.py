@@ -98,8 +98,11 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     ``KERASTUNER_TUNER_ID``/``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT`` set, this process
     is the chief (id containing ``chief``: serves the oracle, then writes the report and the
     export) or a worker (runs trials) of KerasTuner's gRPC protocol over the shared directory.
-    With ``deterministic`` (the default) the same seed gives the same trials and scores; it
-    turns TensorFlow's op determinism on for the whole process.
+    Trials run where ``trial_process`` says (default ``"auto"``: in processes of up to
+    ``trials_per_process`` trials when ``data`` is a name or a path, so the memory of a long
+    search stays flat; see ``fresh.py``), on a worker too. With ``deterministic`` (the
+    default) the same seed gives the same trials and scores; it turns TensorFlow's op
+    determinism on for the whole process.
 
     Args:
         data: ``"digits"``, ``"cifar10"``, ``"synthetic"``, a folder of class sub-folders, or a
@@ -338,7 +341,7 @@ def _report(config, search, oracle, hypermodel, dataset, state, log):
 
 
 class RunsDone(Exception):
-    """A tuner made with ``max_runs`` ran that many trials (a fresh trial process's one)."""
+    """A tuner made with ``max_runs`` ran that many trials (a trial process's share)."""
 
 
 def _tuner_class(kind, max_runs=None):
