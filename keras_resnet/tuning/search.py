@@ -369,7 +369,9 @@ def _tuner_class(kind, max_runs=None):
             info = dict(self.hypermodel.last_fit)
             info.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, pid=os.getpid(),
                         status=str(trial.status), rss_mib=results_module.rss_mib(),
-                        seconds=round(time.perf_counter() - self._started, 2))
+                        seconds=round(time.perf_counter() - self._started, 2),
+                        # KerasTuner's gRPC protocol does not carry the message to the chief
+                        reason=results_module.failure_reason(trial))
             results_module.write_trial_info(self.get_trial_dir(trial.trial_id), info)
             results_module.log_trial_run(self.project_dir, info)
             type(self).ran.append(trial.trial_id)
