@@ -60,6 +60,9 @@ DEFAULT_COLLECTIVE_TIMEOUT = 300.0
 BASE_BATCH_SIZE = 128
 # what `--strategy mirrored` (and "auto" over several devices) trains with on KERAS_BACKEND=jax
 JAX_ENGINE = "keras.distribution.DataParallel"
+# in $TMPDIR: what non-chief workers (training, tuning) stage there, as .tmp-<pid>-* entries
+# that the next worker on the machine removes when their process is gone
+WORKER_TEMP_DIR = "keras-resnet-workers"
 
 # ------------------------------------------------------------------ pretrained weights
 # input normalization a converted checkpoint carries: None or torchvision/timm's mean/std
@@ -94,9 +97,13 @@ DEFAULT_TUNE_BATCH_SIZE = 32
 # tuning is KerasTuner's chief/worker protocol instead
 TUNE_STRATEGIES = ("auto", "one-device", "mirrored")
 DEFAULT_TUNE_STRATEGY = "auto"
-# where trials run: in the tuner's process, or each in a fresh process (flat tuner memory)
-TRIAL_PROCESSES = ("same", "fresh")
-DEFAULT_TRIAL_PROCESS = "same"
+# where trials run: "same" (the tuner's process; its memory grows with every trial), "fresh"
+# (a new process per trial), "recycled" (a process runs up to TRIALS_PER_PROCESS trials, then
+# a new one takes over: flat memory, TensorFlow's start amortized); "auto": "recycled" where
+# a trial process can rebuild the search (data by name or path), else "same"
+TRIAL_PROCESSES = ("auto", "same", "fresh", "recycled")
+DEFAULT_TRIAL_PROCESS = "auto"
+DEFAULT_TRIALS_PER_PROCESS = 5
 
 # ------------------------------------------------------------------ export and serving
 DEFAULT_EXPORT_DIR = "saved_models"

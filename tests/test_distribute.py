@@ -229,6 +229,89 @@ def test_steps_for(size, batch, workers, expected):
     assert distribute.steps_for(size, batch, workers) == expected
 
 
+@pytest.mark.parametrize("size, batch, workers, replicas, expected", [
+    (1293, 32, 2, 4, 40), (1293, 48, 2, 8, 26), (1293, 32, 1, 4, 40), (145, 32, 2, 2, 4),
+    (10, 32, 2, 8, 1)])
+def test_steps_for_several_replicas_per_worker(size, batch, workers, replicas, expected):
+    assert distribute.steps_for(size, batch, workers, replicas) == expected
+
+
 def test_steps_for_checks():
     with pytest.raises(ValueError, match=r"batch_size must be an int >= 4; got 2"):
         distribute.steps_for(100, 2, 4)
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 8; got 4"):
+        distribute.steps_for(100, 4, 2, 8)
+    with pytest.raises(ValueError, match=r"batch_size must be a multiple of the 4 replicas "
+                                         r"\(each takes batch_size // replicas images per "
+                                         r"step\); got 34"):
+        distribute.steps_for(100, 34, 2, 4)
+    with pytest.raises(ValueError, match=r"replicas must be a multiple of the 2 workers "
+                                         r"\(every worker has as many\); got 3"):
+        distribute.steps_for(100, 32, 2, 3)
+    with pytest.raises(ValueError, match=r"replicas must be an int >= 2; got 1"):
+        distribute.steps_for(100, 32, 2, 1)
+    with pytest.raises(TypeError, match=r"replicas must be an int >= 2; got 2.0"):
+        distribute.steps_for(100, 32, 2, 2.0)
+
+
+@pytest.mark.parametrize("workers, replicas", [(2, 4), (1, 2), (2, 2)])
+def test_steps_for_is_what_every_worker_s_shard_holds(workers, replicas):
+    """Each worker's real pipeline (``load_dataset`` with a real ``InputContext``) holds
+    exactly ``steps_for`` steps of its replicas' per-replica batches, the smallest one none
+    more: each of a worker's ``replicas // workers`` replicas takes one batch per step."""
+    import tensorflow as tf
+
+    from keras_resnet.data import load_dataset
+
+    batch, size = 24, 300
+    local = replicas // workers
+    full_steps = []
+    for index in range(workers):
+        context = tf.distribute.InputContext(num_input_pipelines=workers,
+                                             input_pipeline_id=index,
+                                             num_replicas_in_sync=replicas)
+        data = load_dataset("synthetic", batch_size=batch, augment=False, input_context=context,
+                            num_examples=size)
+        sizes = [len(x) for x, _ in data.train]
+        assert max(sizes) == batch // replicas
+        full_steps.append(sizes.count(batch // replicas) // local)
+    assert min(full_steps) == distribute.steps_for(data.train_size, batch, workers, replicas)
+
+
+def test_a_killed_worker_s_temporary_directory_is_removed_by_the_next_worker(tmp_path,
+                                                                            monkeypatch):
+    """A real non-chief worker process killed (SIGKILL) inside ``worker_dir`` leaves its
+    directory in $TMPDIR; the next worker started on the machine removes it."""
+    import signal
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    (tmp_path / "run" / "backup").mkdir(parents=True)
+    (tmp_path / "run" / "backup" / "training_metadata.json").write_text('{"epoch": 1}')
+    code = textwrap.dedent(f"""
+        import sys, time
+        from keras_resnet.distribute.loop import worker_dir
+        with worker_dir({str(tmp_path / "run")!r}, is_chief=False) as directory:
+            print(directory, flush=True)
+            time.sleep(600)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(temporary),
+                                    "PYTHONPATH": ROOT})
+    killed = process.stdout.readline().strip()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    parent = temporary / "keras-resnet-workers"
+    assert os.path.dirname(killed) == str(parent)
+    assert os.path.basename(killed).startswith(f".tmp-{process.pid}-worker-")
+    assert os.path.isfile(os.path.join(killed, "backup", "training_metadata.json"))
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    live = parent / f".tmp-{os.getpid()}-worker-concurrent"  # a live worker's: kept
+    live.mkdir()
+    with distribute.worker_dir(str(tmp_path / "run"), is_chief=False) as directory:
+        assert not os.path.exists(killed)
+        assert sorted(os.listdir(parent)) == sorted([live.name, os.path.basename(directory)])
+    assert os.listdir(parent) == [live.name]
+    assert os.listdir(tmp_path / "run") == ["backup"]  # workers never write the run

@@ -37,13 +37,13 @@ def start(settings, tf_config=None, log=None, temp_dir=None):
                             stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def start_workers(tmp_path, settings, workers=2, tag="w"):
+def start_workers(tmp_path, settings, workers=2, tag="w", temp_tag=None):
     addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     processes = []
     for index in range(workers):
         config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         log = open(tmp_path / f"{tag}{index}.log", "w")
-        temp_dir = tmp_path / f"{tag}{index}-tmp"
+        temp_dir = tmp_path / f"{temp_tag or tag}{index}-tmp"
         temp_dir.mkdir(exist_ok=True)
         processes.append(start(dict(settings, strategy="multi-worker",
                                     out=str(tmp_path / f"{tag}{index}.npz")), config, log,
@@ -110,8 +110,9 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
                                    "val_accuracy", "val_loss", "val_top5_accuracy"]
     assert len(lines) == 2
     # The other worker's checkpoints went to a temporary directory it removed.
-    assert "keras-resnet-worker-" in log_text(tmp_path, "w1.log")
-    assert os.listdir(tmp_path / "w1-tmp") == []
+    assert "keras-resnet-workers/.tmp-" in log_text(tmp_path, "w1.log")
+    assert os.listdir(tmp_path / "w1-tmp") == ["keras-resnet-workers"]
+    assert os.listdir(tmp_path / "w1-tmp" / "keras-resnet-workers") == []
 
 
 @pytest.mark.slow
@@ -122,7 +123,7 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
     run_dir = tmp_path / "run"
     settings = {"run_dir": str(run_dir), "batch_size": 32, "steps": 2, "epochs": 4,
                 "timeout": 10.0, "sleep": 2.0}
-    first = start_workers(tmp_path, settings, tag="first")
+    first = start_workers(tmp_path, settings, tag="first", temp_tag="w")
     deadline = time.monotonic() + 120
     while "epoch 1" not in log_text(tmp_path, "first0.log"):
         assert time.monotonic() < deadline and first[0].poll() is None, \
@@ -142,9 +143,14 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
     assert "run the same command on every worker to resume from the last backup" in chief_log
     backup = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
     assert backup["epoch"] == 2
+    # The killed worker could not remove its temporary directory...
+    staging = tmp_path / "w1-tmp" / "keras-resnet-workers"
+    [left] = os.listdir(staging)
+    assert left.startswith(f".tmp-{first[1].pid}-worker-")
 
-    second = start_workers(tmp_path, dict(settings, sleep=0), tag="second")
+    second = start_workers(tmp_path, dict(settings, sleep=0), tag="second", temp_tag="w")
     assert wait(second, 180) == [0, 0], log_text(tmp_path, "second1.log")[-3000:]
+    assert os.listdir(staging) == []  # ...the restarted worker on that machine removed it
     _, data = weights(tmp_path / "second0.npz")
     # 2 epochs before the kill + 2 after, 2 steps each: the step count (and with it the
     # learning-rate schedule) went on from the backup instead of starting again.

@@ -288,7 +288,14 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
     project = tmp_path / "shared"
     runs = read_trial_runs(project)
     assert sorted(r["trial_id"] for r in runs) == ["0", "1", "2", "3"]  # none lost or repeated
-    assert {r["tuner_id"] for r in runs} == {"tuner0", "tuner1"}
+    # Workers run their trials as the chief would (--trial-process, default auto: recycled
+    # processes of up to 5 trials), which join the chief as tuner0-p0, tuner1-p0, ...
+    assert {r["tuner_id"].rsplit("-p", 1)[0] for r in runs} == {"tuner0", "tuner1"}
+    worker_pids = {processes["tuner0"].pid, processes["tuner1"].pid}
+    assert not {r["pid"] for r in runs} & worker_pids
+    for tuner_id in ("tuner0", "tuner1"):
+        ran = [r["trial_id"] for r in runs if r["tuner_id"].startswith(tuner_id + "-p")]
+        assert f"worker done: ran trial(s) {', '.join(ran)} of the search" in outputs[tuner_id]
     rows = read_csv(project / "results.csv")  # in the order the trials finished
     assert sorted(r["trial_id"] for r in rows) == ["0", "1", "2", "3"]
     assert all(r["status"] == "completed" for r in rows)

@@ -15,8 +15,10 @@ from tests.test_tuning import TINY
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"strategy": "multi-worker"}, ValueError, "strategy must be one of 'auto', 'one-device', "
                                                "'mirrored'; got 'multi-worker'"),
-    ({"trial_process": "thread"}, ValueError, "trial_process must be one of 'same', 'fresh'; "
-                                              "got 'thread'"),
+    ({"trial_process": "thread"}, ValueError, "trial_process must be one of 'auto', 'same', "
+                                              "'fresh', 'recycled'; got 'thread'"),
+    ({"trials_per_process": 0}, ValueError, r"trials_per_process must be a positive int "
+                                            r"\(1, 2, 64, ...\); got 0"),
     ({"devices": "/cpu:0"}, TypeError, r"devices must be a non-empty list of device names "
                                        r"\(e.g. \['/gpu:0', '/gpu:1'\]\) or None; got '/cpu:0'"),
     ({"strategy": "one-device", "devices": ["/cpu:0", "/cpu:1"]}, ValueError,
@@ -28,14 +30,28 @@ def test_bad_strategy_input_before_the_first_trial(tmp_path, kwargs, error, mess
     assert not (tmp_path / "search").exists()
 
 
-def test_fresh_trials_need_data_a_process_can_load(tmp_path):
+@pytest.mark.parametrize("mode", ["fresh", "recycled"])
+def test_trial_processes_need_data_a_process_can_load(tmp_path, mode):
     from keras_resnet.data import load_dataset
 
     data = load_dataset("digits", batch_size=32)
-    with pytest.raises(ValueError, match=r"trial_process='fresh' needs data a trial process can "
-                                         r"load \(a data set name or a folder\); got Dataset"):
-        tune(data, directory=str(tmp_path / "search"), trial_process="fresh")
+    with pytest.raises(ValueError, match=rf"trial_process='{mode}' needs data a trial process "
+                                         r"can load \(a data set name or a folder\); got "
+                                         r"Dataset.*: pass trial_process='same'"):
+        tune(data, directory=str(tmp_path / "search"), trial_process=mode)
     assert not (tmp_path / "search").exists()
+
+
+def test_auto_runs_trials_in_this_process_for_an_in_memory_dataset(tmp_path):
+    from keras_resnet.data import load_dataset
+
+    data = load_dataset("digits", batch_size=32)
+    messages = []
+    result = tune(data, directory=str(tmp_path), max_trials=1, export_dir=None, log=messages.append,
+                  **dict(TINY, steps_per_epoch=1))
+    assert messages[0].startswith("Trials run in this process (trial_process='auto'): needs "
+                                  "data a trial process can load")
+    assert [run["pid"] for run in read_trial_runs(result.project_dir)] == [os.getpid()]
 
 
 def test_cli_refuses_multi_worker_tuning(tmp_path, capsys):
@@ -55,7 +71,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from keras_resnet.tuning import tune
+# trial_process="same": the logical devices are this process's TensorFlow configuration
 result = tune("digits", directory={str(tmp_path)!r}, max_trials=1, export_dir=None,
+              trial_process="same",
               strategy="mirrored", devices=["/cpu:0", "/cpu:1"], epochs=1, steps_per_epoch=2,
               depth=8, width_multiplier=0.5, batch_size=32)
 replicas = result.tuner.distribution_strategy.num_replicas_in_sync
@@ -93,6 +111,24 @@ def test_fresh_trial_processes_run_each_trial_in_its_own_process_and_resume(tmp_
     assert len(second.rows) == 3
     runs = read_trial_runs(first.project_dir)
     assert len({run["pid"] for run in runs}) == 3 and all(run["rss_mib"] > 0 for run in runs)
+
+
+@pytest.mark.slow
+def test_recycled_trial_processes_run_up_to_k_trials_each(tmp_path):
+    """The default (``"auto"`` for data by name): processes of up to ``trials_per_process``
+    trials, the oracle's trials in its order, the tuner's own process runs none."""
+    messages = []
+    result = tune("digits", max_trials=5, trials_per_process=2, directory=str(tmp_path),
+                  export_dir=None, log=messages.append, **dict(TINY, steps_per_epoch=1))
+    runs = read_trial_runs(result.project_dir)
+    assert result.ran == [run["trial_id"] for run in runs] == ["0", "1", "2", "3", "4"]
+    pids = [run["pid"] for run in runs]
+    assert os.getpid() not in pids
+    assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [2, 2, 1]
+    assert [row["status"] for row in result.rows] == ["completed"] * 5
+    assert sum(" done in process " in message for message in messages) == 5
+    assert json.loads((tmp_path / "cifar-digits-random" / "tune_config.json").read_text())[
+        "trials_per_process"] == 2
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ with ``register(subparsers)``; the modules stay thin and call the library."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 
@@ -37,6 +39,39 @@ def build_parser():
     return parser
 
 
+@contextlib.contextmanager
+def cli_logging():
+    """One format for the command's log lines: the package's records (``keras_resnet.*``) go
+    to plain ``%(message)s`` handlers of the package logger, and only there.
+
+    They do not propagate to the root logger while the command runs: TensorFlow logs through
+    absl, whose first call gives the root logger Python's default handler (``logging.basicConfig``,
+    ``INFO:name:message``) and would print each of our lines a second time in that format.
+    INFO lines (shown where a subcommand turns them on: ``train``, ``serve``) go to stdout,
+    warnings to stderr. A subcommand may replace these handlers (``train``'s own plain stdout
+    handler); the logger's handlers, level and ``propagate`` are restored when it ends.
+    """
+    package = logging.getLogger("keras_resnet")
+    saved = (package.propagate, package.level)
+    formatter = logging.Formatter("%(message)s")
+    # Progress (INFO) on stdout, warnings on stderr, as before this handler existed.
+    for stream, keep in ((sys.stdout, lambda record: record.levelno < logging.WARNING),
+                         (sys.stderr, lambda record: record.levelno >= logging.WARNING)):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.addFilter(keep)
+        handler.keras_resnet_cli = True  # the mark subcommands replace (cli/train.py)
+        package.addHandler(handler)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        for old in [h for h in package.handlers if getattr(h, "keras_resnet_cli", False)]:
+            package.removeHandler(old)
+        package.propagate = saved[0]
+        package.setLevel(saved[1])
+
+
 def main(argv=None):
     """Entry point of the `keras-resnet` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,7 +79,8 @@ def main(argv=None):
     from keras_resnet._tensorflow import TensorFlowBackendRequired, as_tensorflow_required
 
     try:
-        return args.func(args) or 0
+        with cli_logging():
+            return args.func(args) or 0
     except (ValueError, TypeError, FileNotFoundError, FileExistsError,
             TensorFlowBackendRequired) as error:
         print(f"keras-resnet {args.command}: error: {error}", file=sys.stderr)

@@ -10,7 +10,8 @@ from keras_resnet.cli import add_reproducibility_arguments
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
                                     DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
-                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TUNE_STRATEGY,
+                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TRIALS_PER_PROCESS,
+                                    DEFAULT_TUNE_STRATEGY,
                                     DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES,
                                     TRIAL_PROCESSES, TUNE_STRATEGIES, TUNERS)
 
@@ -69,9 +70,14 @@ def register(subparsers):
                              f"= mirrored when more than one GPU is visible ({DEFAULT_TUNE_STRATEGY})")
     parser.add_argument("--trial-process", choices=TRIAL_PROCESSES,
                         default=DEFAULT_TRIAL_PROCESS,
-                        help="fresh: each trial in a new process served by this one's oracle, "
-                             "so memory stays flat over long searches "
-                             f"({DEFAULT_TRIAL_PROCESS})")
+                        help="where trials run: same = this process (memory grows with "
+                             "every trial); fresh = a new process per trial, served by this "
+                             "one's oracle; recycled = a process per --trials-per-process "
+                             "trials (flat memory, TensorFlow starts once per process); auto = "
+                             f"recycled for data given by name or path ({DEFAULT_TRIAL_PROCESS})")
+    parser.add_argument("--trials-per-process", type=int, default=DEFAULT_TRIALS_PER_PROCESS,
+                        metavar="K", help="trials one recycled trial process runs "
+                                          f"({DEFAULT_TRIALS_PER_PROCESS})")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="model.fit verbosity inside trials (0)")
     parser.set_defaults(func=run)
@@ -121,7 +127,8 @@ def run(args):
                       export_dir=None if args.no_export else args.export,
                       steps_per_epoch=args.steps_per_epoch, worker_timeout=args.worker_timeout,
                       verbose=args.verbose, strategy=args.strategy,
-                      trial_process=args.trial_process, log=log, **fixed)
+                      trial_process=args.trial_process,
+                      trials_per_process=args.trials_per_process, log=log, **fixed)
     except RuntimeError as error:
         print(f"keras-resnet tune: error: {error}", file=sys.stderr)
         return 1

@@ -25,7 +25,8 @@ import tempfile
 
 import keras
 
-from keras_resnet import checks
+from keras_resnet import checks, files
+from keras_resnet.constants import WORKER_TEMP_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -143,22 +144,42 @@ def explain_collective_errors():
             "(BackupAndRestore)") from None
 
 
-def steps_for(size: int, batch_size: int, workers: int) -> int:
+def steps_for(size: int, batch_size: int, workers: int, replicas: int | None = None) -> int:
     """Steps every worker can run over a split of ``size`` images at global ``batch_size``:
     whole per-worker batches of the smallest worker's shard (at least 1).
+
+    ``distribute_datasets_from_function`` builds one input pipeline per worker; each of a
+    worker's ``replicas // workers`` replicas takes one per-replica batch of ``batch_size //
+    replicas`` images from it per step (``InputContext.get_per_replica_batch_size``, which
+    needs ``batch_size`` to be a multiple of ``replicas``).
 
     Args:
         size: images in the split.
         batch_size: the global batch.
         workers: worker processes (each reads ``size // workers`` images or one more).
+        replicas: replicas in sync over all workers (``strategy.num_replicas_in_sync``, a
+            multiple of ``workers``); None: one per worker.
 
     Returns:
         The step count.
+
+    Raises:
+        TypeError, ValueError: a bad argument (``batch_size`` not a multiple of ``replicas``,
+            ``replicas`` not a multiple of ``workers``).
     """
     size = checks.positive_int(size, "size")
     workers = checks.positive_int(workers, "workers")
-    batch_size = checks.positive_int(batch_size, "batch_size", minimum=workers)
-    return max(1, (size // workers) // (batch_size // workers))
+    replicas = workers if replicas is None else checks.positive_int(replicas, "replicas",
+                                                                    minimum=workers)
+    if replicas % workers:
+        raise ValueError(f"replicas must be a multiple of the {workers} workers (every worker "
+                         f"has as many); got {replicas}")
+    batch_size = checks.positive_int(batch_size, "batch_size", minimum=replicas)
+    if batch_size % replicas:
+        raise ValueError(f"batch_size must be a multiple of the {replicas} replicas (each "
+                         f"takes batch_size // replicas images per step); got {batch_size}")
+    per_worker_step = (batch_size // replicas) * (replicas // workers)
+    return max(1, (size // workers) // per_worker_step)
 
 
 def _step_functions(model, strategy):
@@ -228,7 +249,9 @@ def _python(logs):
 def worker_dir(run_dir: str, is_chief: bool, keep=("backup",)):
     """The directory a worker's callbacks write to: ``run_dir`` on the chief, else a temporary
     directory outside it, removed when the block ends (the usual ``tf.distribute`` pattern:
-    every worker saves, only the chief's files are kept).
+    every worker saves, only the chief's files are kept). That directory is
+    ``$TMPDIR/keras-resnet-workers/.tmp-<pid>-worker-*``: a worker killed before it could
+    remove its own leaves it there, and the next worker started on the machine removes it.
 
     A non-chief worker's temporary directory starts with a copy of the chief's ``keep``
     entries (the ``BackupAndRestore`` directory), so every worker resumes from the same
@@ -246,7 +269,9 @@ def worker_dir(run_dir: str, is_chief: bool, keep=("backup",)):
         os.makedirs(run_dir, exist_ok=True)
         yield run_dir
         return
-    directory = tempfile.mkdtemp(prefix="keras-resnet-worker-")
+    parent = os.path.join(tempfile.gettempdir(), WORKER_TEMP_DIR)
+    files.remove_stale_temporaries(parent)  # those of workers that were killed (SIGKILL)
+    directory = files.make_temp_dir(parent, "worker-")
     try:
         for name in keep:
             source = os.path.join(run_dir, name)

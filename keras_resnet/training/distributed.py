@@ -76,11 +76,12 @@ def fit(config, model, dataset, strategy, distribution, callbacks, steps) -> dic
     distribute.fit(model, strategy, lambda context: shard(context).train, epochs=config.epochs,
                    steps_per_epoch=steps, validation_fn=validation,
                    validation_steps=distribute.steps_for(dataset.validation_size,
-                                                         dataset.batch_size, workers),
+                                                         dataset.batch_size, workers,
+                                                         strategy.num_replicas_in_sync),
                    callbacks=callbacks, verbose=config.verbose)
     return distribute.evaluate(model, strategy, lambda context: shard(context).test,
                                steps=distribute.steps_for(dataset.test_size, dataset.batch_size,
-                                                          workers))
+                                                          workers, strategy.num_replicas_in_sync))
 
 
 def _load_shard(config, batch_size, context):

@@ -249,8 +249,10 @@ def run_callbacks(config, dataset, run_files, resuming, backup_dir, schedule=Non
         # History first: a kill between the two epoch-end writes then repeats an epoch row
         # (read_history keeps the last), never loses one.
         keras.callbacks.CSVLogger(run_files.path("history"), append=resuming),
-        # BackupAndRestore that also knows the batch: streamed data resumes after it
-        PositionBackup(backup_dir, save_freq=config.backup_every_steps or "epoch"),
+        # BackupAndRestore that also knows the batch: streamed data resumes after it; the
+        # previous backup is kept (double_checkpoint) for a kill during a write (see run_files)
+        PositionBackup(backup_dir, double_checkpoint=True,
+                       save_freq=config.backup_every_steps or "epoch"),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(run_files.path("best"), monitor=monitor, mode="max",
                                         save_best_only=True),

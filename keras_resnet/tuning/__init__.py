@@ -3,8 +3,9 @@
 * ``HyperResNet`` (``space.py``): the ``keras_tuner.HyperModel``.
 * ``tune`` and ``TuneConfig`` (``search.py``, ``config.py``): the search, its
   ``results.csv``/``results.png`` and the export.
-* ``fresh.py``: every trial in a fresh process served by the tuner's oracle
-  (``trial_process="fresh"``: flat tuner memory).
+* ``fresh.py``: trials in processes served by the tuner's (or the chief's) oracle, up to
+  ``trials_per_process`` each (``trial_process="recycled"``, the default for data by name:
+  flat tuner memory) or one each (``"fresh"``).
 * ``distributed.py``: KerasTuner's chief/worker protocol with its hangs guarded;
   ``kt_internals.py``: the one place that uses KerasTuner's private API.
 """

@@ -13,7 +13,8 @@ from keras_resnet import checks
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_DETERMINISTIC, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
                                     DEFAULT_SEED, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
-                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TUNE_STRATEGY,
+                                    DEFAULT_TRIAL_PROCESS, DEFAULT_TRIALS_PER_PROCESS,
+                                    DEFAULT_TUNE_STRATEGY,
                                     DEFAULT_TUNING_DIR, DEFAULT_WORKER_TIMEOUT, FAMILIES,
                                     TRIAL_PROCESSES, TUNE_STRATEGIES, TUNERS)
 
@@ -53,9 +54,14 @@ class TuneConfig:
             more than one GPU is visible. A trial's ``batch_size`` is the global batch.
         devices: device names for ``"mirrored"`` (``["/gpu:0", "/gpu:1"]``, or logical CPUs);
             None: every GPU (else the CPU).
-        trial_process: ``"same"`` (trials run in this process) or ``"fresh"`` (each trial runs
-            in a new Python process that asks this one's oracle for it over KerasTuner's gRPC
-            protocol, so the tuner's memory stays flat however many trials run).
+        trial_process: ``"same"`` (trials run in this process, whose memory grows with every
+            trial), ``"fresh"`` (each trial runs in a new Python process that asks this one's
+            oracle for it over KerasTuner's gRPC protocol), ``"recycled"`` (a trial process
+            runs up to ``trials_per_process`` trials, then a new one takes over: flat memory,
+            TensorFlow's start paid once per process) or ``"auto"`` (``"recycled"`` where a
+            trial process can rebuild the search, i.e. ``data`` is a name or a path; else
+            ``"same"``). A worker of a chief/worker search runs its trials the same way.
+        trials_per_process: trials one ``"recycled"`` trial process runs.
         fixed: hyperparameters to fix (a scalar) or narrow (a list), e.g. ``{"depth": [8, 14]}``.
 
     Raises:
@@ -84,6 +90,7 @@ class TuneConfig:
     strategy: str = DEFAULT_TUNE_STRATEGY
     devices: tuple | None = None
     trial_process: str = DEFAULT_TRIAL_PROCESS
+    trials_per_process: int = DEFAULT_TRIALS_PER_PROCESS
     fixed: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -99,6 +106,7 @@ class TuneConfig:
         checks.one_of(self.verbose, "verbose", ("auto", 0, 1, 2))
         checks.one_of(self.strategy, "strategy", TUNE_STRATEGIES)
         checks.one_of(self.trial_process, "trial_process", TRIAL_PROCESSES)
+        checks.positive_int(self.trials_per_process, "trials_per_process")
         if self.devices is not None:
             if isinstance(self.devices, str) or not isinstance(self.devices, (list, tuple)) \
                     or not self.devices or not all(isinstance(d, str) and d

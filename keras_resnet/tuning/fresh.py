@@ -1,18 +1,24 @@
-"""Every trial in a fresh process, so the tuner's memory stays flat (``trial_process="fresh"``).
+"""Trials in separate processes, so the tuner's memory stays flat (``trial_process``).
 
 A process that builds and trains many models keeps some of each (TensorFlow's and Keras'
-caches): ~16 MiB per tiny trial, more for real ones. Here the tuner's process keeps only
+caches): ~15 MiB per tiny trial, more for real ones. Here the tuner's process keeps only
 KerasTuner's oracle and serves it on 127.0.0.1 with KerasTuner's own gRPC protocol (the one
-of the chief/worker mode, ``distributed.py``); for each trial it starts a Python process that
-joins as a worker, asks the oracle for one trial, trains it, reports it and exits. The trials and
-their order are the oracle's, as in one process; a trial process that dies
-leaves its trial queued again and the search stops with a message (run it again to resume).
+of the chief/worker mode, ``distributed.py``); it starts a Python process that joins as a
+worker, asks the oracle for trials, trains and reports up to ``per_process`` of them and exits
+(``"fresh"``: one trial per process; ``"recycled"``: ``trials_per_process``, which amortizes
+the start of TensorFlow while the growth of a process stays bounded), then the next one. The
+trials and their order are the oracle's, as in one process; a trial process that dies leaves
+its trial queued again and the search stops with a message (run it again to resume).
+
+A worker of a chief/worker search (``role == "worker"``) does the same against the chief's
+oracle: its trial processes join the chief as workers ``<tuner id>-p0``, ``-p1``, ...
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -24,29 +30,47 @@ from keras_resnet.tuning import results as results_module
 SPEC = "trial_process.json"
 _HOST = "127.0.0.1"
 _CHILD = ("import sys; from keras_resnet.tuning.fresh import run_one; "
-          "run_one(sys.argv[1], int(sys.argv[2]))")
+          "run_one(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
 
 
-def check(config, data, hyperparameters, role):
-    """Refuses what a fresh trial process cannot rebuild; before any work.
+def resolve(config, data, hyperparameters, role, log) -> str:
+    """Where this process's trials run: ``"same"``, ``"fresh"`` or ``"recycled"``.
+
+    ``"auto"`` is ``"recycled"`` where a trial process can rebuild the search (data by name or
+    path, settings that are JSON data), else ``"same"`` (logged); a chief runs no trials.
 
     Raises:
-        ValueError: ``data`` is a ``Dataset`` object, or a setting is not JSON data, or this
-            process is a chief/worker of a distributed search.
+        ValueError: ``"fresh"`` or ``"recycled"`` was asked for and a trial process cannot
+            rebuild the search; before any work.
     """
-    if role != "single":
-        raise ValueError(f"trial_process='fresh' runs the trials of a single-process search; "
-                         f"this process is a distributed {role} (KERASTUNER_TUNER_ID is set): "
-                         "start one worker process per trial instead, or pass "
-                         "trial_process='same'")
+    mode = config.trial_process
+    if role == "chief":
+        return "same"  # the chief serves the oracle; its workers choose for themselves
+    problem = _problem(config, data, hyperparameters)
+    if mode == "auto":
+        if problem is None:
+            return "recycled"
+        log(f"Trials run in this process (trial_process='auto'): {problem}")
+        return "same"
+    if mode != "same" and problem is not None:
+        raise ValueError(f"trial_process={mode!r} {problem}: pass trial_process='same'")
+    return mode
+
+
+def per_process(config, mode) -> int:
+    """Trials one trial process runs before the next one takes over."""
+    return 1 if mode == "fresh" else config.trials_per_process
+
+
+def _problem(config, data, hyperparameters):
     if not isinstance(data, (str, os.PathLike)):
-        raise ValueError(f"trial_process='fresh' needs data a trial process can load (a data "
-                         f"set name or a folder); got {data!r}: pass trial_process='same'")
+        return (f"needs data a trial process can load (a data set name or a folder); got "
+                f"{data!r}")
     try:
         json.dumps(_spec(config, hyperparameters))
     except TypeError as error:
-        raise ValueError(f"trial_process='fresh' passes the settings to each trial process as "
-                         f"JSON; {error}: pass trial_process='same'") from None
+        return f"passes the settings to each trial process as JSON; {error}"
+    return None
 
 
 def _spec(config, hyperparameters):
@@ -55,8 +79,11 @@ def _spec(config, hyperparameters):
             else hyperparameters.get_config()}
 
 
-def run_trials(config, oracle, hyperparameters, log):
-    """Serves ``oracle`` and runs one fresh process per trial until the search is done.
+def run_trials(config, oracle, hyperparameters, log, runs_per_process=1):
+    """Serves ``oracle`` and runs trial processes until the search is done.
+
+    Args:
+        runs_per_process: trials each process runs before it exits.
 
     Returns:
         The ids of the trials the processes ran, in order.
@@ -77,29 +104,86 @@ def run_trials(config, oracle, hyperparameters, log):
             if _finished(oracle, config.max_trials):
                 break
             tuner_id = f"trial-process-{run_id}-{number}"
-            before = len(results_module.read_trial_runs(project_dir))
-            code = subprocess.call(
-                [sys.executable, "-c", _CHILD, spec_path, str(os.getpid())],
-                env=_environment(tuner_id, port))
+            code, runs = _run_process(spec_path, project_dir, runs_per_process,
+                                      _environment(tuner_id, _HOST, port))
             queued = distributed.release(oracle, tuner_id)
             state = os.path.join(project_dir, f"{tuner_id}.json")  # KerasTuner's tuner state
             if os.path.exists(state):
                 os.remove(state)
-            runs = results_module.read_trial_runs(project_dir)[before:]
             if code != 0:
                 raise RuntimeError(
                     f"the process of trial {queued or '?'} exited with status {code}; the "
                     f"search state is saved in {project_dir}: run the same command again to "
                     "resume (that trial runs again)")
+            ran.extend(_log_runs(runs, log))
             if not runs:  # the oracle gave no trial: the search is over
                 break
-            ran.extend(run["trial_id"] for run in runs)
-            log(f"trial {runs[-1]['trial_id']} done in process {runs[-1]['pid']} "
-                f"({runs[-1]['seconds']:g} s)")
     finally:
         oracle.save()
         server.stop(grace=1)
     return ran
+
+
+def run_worker_trials(config, hyperparameters, log, runs_per_process=1):
+    """A worker of a chief/worker search: its trials run in trial processes that join the
+    chief's oracle as workers ``<tuner id>-p<n>``, until one runs fewer than
+    ``runs_per_process`` trials (the chief has none left).
+
+    Returns:
+        The ids of the trials its processes ran, in order.
+
+    Raises:
+        RuntimeError: a trial process failed (the chief hands its trial to another worker
+            once its heartbeat stops).
+    """
+    import tempfile
+
+    from keras_resnet.constants import WORKER_TEMP_DIR
+
+    project_dir = config.project_dir
+    tuner_id = os.environ[distributed.ENV_TUNER_ID]
+    # Staged on this machine, not in the shared project: a killed worker's is removed by the
+    # next worker here (its pid is this machine's).
+    parent = os.path.join(tempfile.gettempdir(), WORKER_TEMP_DIR)
+    files.remove_stale_temporaries(parent)
+    staging = files.make_temp_dir(parent, f"tune-{tuner_id}-")
+    spec_path = os.path.join(staging, SPEC)
+    ran = []
+    try:
+        files.write_text(spec_path, json.dumps(_spec(config, hyperparameters), indent=2))
+        for number in range(_limit(config)):
+            environment = _environment(f"{tuner_id}-p{number}",
+                                       os.environ[distributed.ENV_ORACLE_IP],
+                                       os.environ[distributed.ENV_ORACLE_PORT])
+            code, runs = _run_process(spec_path, project_dir, runs_per_process, environment)
+            ran.extend(_log_runs(runs, log))
+            if code != 0:
+                raise RuntimeError(
+                    f"trial process {number} of worker {tuner_id} exited with status {code}; "
+                    "the chief hands its trial to another worker: start this worker again to "
+                    "go on")
+            if len(runs) < runs_per_process:
+                break
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ran
+
+
+def _run_process(spec_path, project_dir, runs_per_process, environment):
+    """Runs one trial process; returns its exit status and the trial runs it recorded."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, spec_path, str(os.getpid()), str(runs_per_process)],
+        env=environment)
+    code = process.wait()
+    runs = [run for run in results_module.read_trial_runs(project_dir)
+            if run.get("pid") == process.pid]
+    return code, runs
+
+
+def _log_runs(runs, log):
+    for run in runs:
+        log(f"trial {run['trial_id']} done in process {run['pid']} ({run['seconds']:g} s)")
+    return [run["trial_id"] for run in runs]
 
 
 def _limit(config):
@@ -112,14 +196,14 @@ def _finished(oracle, max_trials):
         and not kt_internals.retry_queue(oracle)
 
 
-def _environment(tuner_id, port):
+def _environment(tuner_id, host, port):
     import keras_resnet
 
     environment = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
     environment["PYTHONPATH"] = os.pathsep.join(
         [root] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
-    environment.update({distributed.ENV_TUNER_ID: tuner_id, distributed.ENV_ORACLE_IP: _HOST,
+    environment.update({distributed.ENV_TUNER_ID: tuner_id, distributed.ENV_ORACLE_IP: host,
                         distributed.ENV_ORACLE_PORT: str(port)})
     return environment
 
@@ -140,8 +224,9 @@ def _die_with(parent_pid):
         os._exit(1)
 
 
-def run_one(spec_path, parent_pid=None):
-    """A trial process: joins the search as a worker, runs one trial and returns its ids."""
+def run_one(spec_path, parent_pid=None, max_runs=1):
+    """A trial process: joins the search as a worker, runs up to ``max_runs`` trials and
+    returns their ids."""
     if parent_pid is not None:
         _die_with(parent_pid)
     import keras_tuner
@@ -160,10 +245,10 @@ def run_one(spec_path, parent_pid=None):
     make_reproducible(config.seed, config.deterministic)
     dataset = search._load_data(config, data)
     hypermodel = search._hypermodel(config, dataset, hyperparameters)
-    tuner, _ = search._make_tuner(config, hypermodel, hyperparameters, "worker", max_runs=1)
+    tuner, _ = search._make_tuner(config, hypermodel, hyperparameters, "worker",
+                                  max_runs=max_runs)
     try:
-        tuner.search(epochs=config.epochs, verbose=config.verbose)
+        search._search(config, tuner, None, "worker", print)
     except search.RunsDone:
         pass
     return list(type(tuner).ran)
-

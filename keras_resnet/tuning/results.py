@@ -51,6 +51,11 @@ def read_trial_runs(project_dir):
         return [json.loads(line) for line in file if line.strip()]
 
 
+def failure_reason(trial):
+    """Why a trial did not complete (the last line of its message); "" for a completed one."""
+    return "" if str(trial.status) == "COMPLETED" else _reason(trial.message)
+
+
 def _reason(message):
     """The last line of a KerasTuner failure message (a traceback): the error itself."""
     lines = [line.strip() for line in (message or "").strip().splitlines() if line.strip()]
@@ -99,7 +104,7 @@ def collect_rows(oracle, project_dir, family, hp_names):
             row["layers"] = None
         row.update(params=info.get("params"), seconds=info.get("seconds"),
                    epochs=info.get("epochs"), tuner_id=info.get("tuner_id"),
-                   reason=_reason(trial.message) if trial.status != "COMPLETED" else "")
+                   reason=failure_reason(trial) or info.get("reason") or "")
         rows.append(row)
     return rows, list(FIRST_COLUMNS) + names + list(LAST_COLUMNS)
 

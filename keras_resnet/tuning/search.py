@@ -98,8 +98,11 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     ``KERASTUNER_TUNER_ID``/``KERASTUNER_ORACLE_IP``/``KERASTUNER_ORACLE_PORT`` set, this process
     is the chief (id containing ``chief``: serves the oracle, then writes the report and the
     export) or a worker (runs trials) of KerasTuner's gRPC protocol over the shared directory.
-    With ``deterministic`` (the default) the same seed gives the same trials and scores; it
-    turns TensorFlow's op determinism on for the whole process.
+    Trials run where ``trial_process`` says (default ``"auto"``: in processes of up to
+    ``trials_per_process`` trials when ``data`` is a name or a path, so the memory of a long
+    search stays flat; see ``fresh.py``), on a worker too. With ``deterministic`` (the
+    default) the same seed gives the same trials and scores; it turns TensorFlow's op
+    determinism on for the whole process.
 
     Args:
         data: ``"digits"``, ``"cifar10"``, ``"synthetic"``, a folder of class sub-folders, or a
@@ -111,7 +114,8 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
             ``epochs``, ``objective`` (a name or a ``keras_tuner.Objective``), ``directory``,
             ``project_name``, ``seed``, ``deterministic``, ``overwrite``, ``export_dir``,
             ``export_name``, ``steps_per_epoch``, ``data_options``, ``worker_timeout``,
-            ``verbose``, ``strategy``, ``devices``, ``trial_process``); any other keyword is a
+            ``verbose``, ``strategy``, ``devices``, ``trial_process``,
+            ``trials_per_process``); any other keyword is a
             hyperparameter to fix (a scalar) or narrow (a list), e.g. ``depth=[8, 14]``.
 
     Returns:
@@ -130,8 +134,7 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if config.overwrite and role == "worker":
         raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
                          "--overwrite to the chief only")
-    if config.trial_process == "fresh":
-        fresh.check(config, data, hyperparameters, role)
+    mode = fresh.resolve(config, data, hyperparameters, role, log)
     make_reproducible(config.seed, config.deterministic)
     dataset = _load_data(config, data)
     hypermodel = _hypermodel(config, dataset, hyperparameters)
@@ -139,6 +142,11 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     if state.already_finished and role == "worker":
         return TuneResult(role, config.project_dir, None, None, [], [], None, None, [],
                           state.resumed, True, config=config)
+    if role == "worker" and mode != "same":
+        ran = fresh.run_worker_trials(config, hyperparameters, log,
+                                      fresh.per_process(config, mode))
+        return TuneResult(role, config.project_dir, None, None, [], [], None, None, ran,
+                          state.resumed, False, config=config)
     search, distribution = _make_tuner(config, hypermodel, hyperparameters, role)
     oracle = kt_internals.local_oracle(search)
     oracle.max_trials = config.max_trials
@@ -148,9 +156,10 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
         files.write_text(os.path.join(config.project_dir, "tune_config.json"),
                          json.dumps(record, indent=2, default=repr))
     if not state.already_finished:
-        if role == "single" and config.trial_process == "fresh":
+        if role == "single" and mode != "same":
             search.save()  # tuner0.json: a re-run of this command reloads the search
-            ran = fresh.run_trials(config, oracle, hyperparameters, log)
+            ran = fresh.run_trials(config, oracle, hyperparameters, log,
+                                   fresh.per_process(config, mode))
         else:
             ran = _search(config, search, oracle, role, log)
         if role == "worker":
@@ -158,7 +167,7 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
                               state.resumed, False, search, config=config)
     result = _report(config, search, oracle, hypermodel, dataset, state, log)
     result.distribution = distribution
-    if role == "single" and config.trial_process == "fresh" and not state.already_finished:
+    if role == "single" and mode != "same" and not state.already_finished:
         result.ran = ran
     return result
 
@@ -332,7 +341,7 @@ def _report(config, search, oracle, hypermodel, dataset, state, log):
 
 
 class RunsDone(Exception):
-    """A tuner made with ``max_runs`` ran that many trials (a fresh trial process's one)."""
+    """A tuner made with ``max_runs`` ran that many trials (a trial process's share)."""
 
 
 def _tuner_class(kind, max_runs=None):
@@ -360,7 +369,9 @@ def _tuner_class(kind, max_runs=None):
             info = dict(self.hypermodel.last_fit)
             info.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, pid=os.getpid(),
                         status=str(trial.status), rss_mib=results_module.rss_mib(),
-                        seconds=round(time.perf_counter() - self._started, 2))
+                        seconds=round(time.perf_counter() - self._started, 2),
+                        # KerasTuner's gRPC protocol does not carry the message to the chief
+                        reason=results_module.failure_reason(trial))
             results_module.write_trial_info(self.get_trial_dir(trial.trial_id), info)
             results_module.log_trial_run(self.project_dir, info)
             type(self).ran.append(trial.trial_id)
