@@ -1,8 +1,12 @@
 """The small, bounded sources held in memory: digits (embedded), CIFAR-10, synthetic images.
 
-They are small enough that caching the decoded arrays is a win (CIFAR-10's 50,000 images are
-150 MiB as uint8). The paper's augmentation (zero padding + random crop, optional horizontal flip)
-runs in the training pipeline through Keras preprocessing layers, never inside the model.
+They are small enough that holding the decoded arrays is a win (CIFAR-10's 50,000 images are
+150 MiB as uint8). Training reads them through a ``position.TrainOrder``: epoch ``e`` is a stateless
+permutation of the sample indices keyed by ``(seed, e)``, each sample gathered from the arrays
+(nothing copied per epoch, no shuffle buffer), so a run killed inside an epoch resumes after its
+last backed-up batch. The paper's augmentation (zero padding + random crop, optional horizontal
+flip) runs per image in the training pipeline, never inside the model; its random draws are keyed
+by ``(seed, epoch, sample)`` too (``keyed_augmentation``).
 """
 
 from __future__ import annotations
@@ -59,14 +63,13 @@ def _dataset(name, arrays, class_names, options):
     mean = x_train.astype("float64").mean(axis=(0, 1, 2))
     variance = x_train.astype("float64").var(axis=(0, 1, 2))
 
-    def pipeline(x, y, training=False):
+    def pipeline(x, y):
         source = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
-        return _pipeline(source, options, training=training, size=len(x),
-                         augmentation=augmentation if training else None,
-                         image_shape=x.shape[1:])
+        return _pipeline(source, options)
 
+    order = train_order(x_train, y_train, options, augmentation)
     return Dataset(
-        name=name, train=pipeline(x_train, y_train, training=True),
+        name=name, train=order.pipeline(), train_order=order,
         validation=pipeline(x_val, y_val) if len(x_val) else None,
         test=pipeline(x_test, y_test),
         class_names=tuple(class_names), input_shape=tuple(int(s) for s in x_train.shape[1:]),
@@ -121,6 +124,89 @@ def augmentation_options(name, shape, options: LoadOptions):
     return result if result["padding"] or result["flip"] else None
 
 
+def keyed_augmentation(input_shape, padding, flip):
+    """The paper's augmentation with its random draws keyed by the caller: zero padding, a
+    random crop back to the image's size, optional horizontal flip.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one image.
+        padding: zero padding in pixels on every side (0: no crop either).
+        flip: random horizontal flips.
+
+    Returns:
+        ``augment(image, key) -> image`` for one (unbatched) image and an int64 ``[2]`` key:
+        TensorFlow's stateless ``tf.image.stateless_random_crop`` and
+        ``stateless_random_flip_left_right``, so an image's crop and flip are a function of
+        ``key`` alone (the same in a resumed epoch, whatever the map's parallelism).
+    """
+    import tensorflow as tf
+
+    shape = [int(side) for side in input_shape]
+    paddings = [[padding, padding], [padding, padding], [0, 0]]
+
+    def augment(image, key):
+        crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        if padding:
+            image = tf.image.stateless_random_crop(tf.pad(image, paddings), shape, crop_key)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, flip_key)
+        return image
+
+    return augment
+
+
+def train_order(x, y, options: LoadOptions, augmentation=None):
+    """The training pipeline of in-memory arrays as a ``position.TrainOrder``.
+
+    Epoch ``e`` is a stateless permutation, keyed by ``(seed, e)``, of this input pipeline's
+    sample indices (``Dataset.shard``'s split under ``options.input_context``); each index is
+    gathered from the arrays (held once, as tensors on the CPU), cast to float32 and augmented
+    with a key of ``(seed, e, index)``. A resumed epoch skips the indices of the batches done.
+
+    Args:
+        x, y: the training images ``(n, height, width, channels)`` and integer labels.
+        options: the validated load options.
+        augmentation: ``{"padding": P, "flip": F}`` or None.
+
+    Returns:
+        The ``keras_resnet.data.position.TrainOrder``.
+    """
+    import tensorflow as tf
+
+    from keras_resnet.data import position
+
+    context = options.input_context
+    pipelines, pipeline = ((1, 0) if context is None else
+                           (context.num_input_pipelines, context.input_pipeline_id))
+    mine = np.arange(pipeline, len(x), pipelines, dtype="int64")  # Dataset.shard's split
+    batch = options.per_replica_batch_size()
+    with tf.device("/cpu:0"):
+        images, labels = tf.constant(x), tf.constant(np.asarray(y, "int32"))
+    augment = (keyed_augmentation(x.shape[1:], augmentation["padding"], augmentation["flip"])
+               if augmentation else None)
+
+    def build(epochs, skip_batches):
+        def one_epoch(epoch, epoch_seed):
+            order = position.permuted(mine, options.seed, epoch)
+            return tf.data.Dataset.from_tensor_slices(order).skip(skip_batches * batch).map(
+                lambda index: (index, epoch_seed))
+
+        return position.per_epoch(epochs, options.seed, one_epoch)
+
+    def load(index, epoch_seed):
+        image = tf.cast(tf.gather(images, index), tf.float32)
+        if augment is not None:  # key [epoch seed, index + 1]: never the permutation's [., 0]
+            image = augment(image, tf.stack([epoch_seed, index + 1]))
+        return image, tf.gather(labels, index)
+
+    def finish(indices):
+        dataset = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=options.is_deterministic(True))
+        return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    return position.TrainOrder(build, finish, -(-len(mine) // batch))
+
+
 def shard(dataset, options: LoadOptions):
     """This input pipeline's share of ``dataset`` under ``options.input_context``."""
     context = options.input_context
@@ -129,21 +215,14 @@ def shard(dataset, options: LoadOptions):
     return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
 
 
-def _pipeline(dataset, options, training=False, size=0, augmentation=None, image_shape=None):
-    """shard -> cache -> (shuffle -> augment) -> float32 -> batch -> prefetch."""
+def _pipeline(dataset, options):
+    """The evaluation pipelines: shard -> cache -> float32 -> batch -> prefetch."""
     import tensorflow as tf
 
-    deterministic = options.is_deterministic(training)
     dataset = shard(dataset, options).cache()
-    if training:
-        dataset = dataset.shuffle(max(size, 1), seed=options.seed, reshuffle_each_iteration=True)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if augmentation:
-        augment = augmentation_layers(image_shape, augmentation["padding"],
-                                      augmentation["flip"], options.seed)
-        dataset = dataset.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=deterministic)
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=options.is_deterministic(False))
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
