@@ -152,3 +152,31 @@ def test_keras_resnet_train_killed_mid_epoch_trains_every_batch_once(tmp_path):
     killed_metrics = json.loads((runs / "killed" / "metrics.json").read_text())
     assert killed_metrics["test_loss"] == pytest.approx(whole_metrics["test_loss"], rel=1e-6)
     assert not (runs / "killed" / "backup").exists()
+
+
+def test_a_train_pipeline_changed_after_its_order_built_it_restarts_its_epoch(tmp_path):
+    """A ``train`` the order did not build (here: its batches cut, as for JAX devices) has no
+    remainder to resume: ``position.fit`` starts the interrupted epoch again, in that epoch's
+    order."""
+    import dataclasses
+
+    from keras_resnet.data import position
+
+    ds = load_dataset("digits", batch_size=BATCH, augment=False)
+    assert ds.train_order.built(ds.train)
+    cut = dataclasses.replace(ds, train=ds.train.map(lambda x, y: (x[:64], y[:64])))
+    assert not ds.train_order.built(cut.train)
+    backup_dir = tmp_path / "backup"
+    backup_dir.mkdir()
+    (backup_dir / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 3}))
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    steps = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(batch),
+        on_epoch_begin=lambda epoch, logs: steps.append(("epoch", epoch)))
+    backup = position.PositionBackup(str(backup_dir), save_freq=4)
+    position.fit(model, cut, epochs=2, callbacks=[backup, record], verbose=0)
+    assert steps == [("epoch", 1), *range(STEPS)]
+    assert int(ds.train_order.epoch.numpy()) == 2  # epoch 1 read (then advanced by one)

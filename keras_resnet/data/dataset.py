@@ -42,10 +42,10 @@ class Dataset:
         one_hot_labels: the pipelines give one-hot float labels (``num_classes`` wide) instead
             of integers: with ``mixup``/``cutmix`` (mixed, soft labels in training); the model
             is then compiled with the categorical loss and metrics.
-        train_order: for streamed sources, the ``keras_resnet.data.position.TrainOrder`` that
-            ``train`` is built from: each epoch's order is a function of (seed, epoch), and a
-            run killed inside an epoch resumes after its last backed-up batch
-            (``keras_resnet.data.position.fit``). None for in-memory sources.
+        train_order: the ``keras_resnet.data.position.TrainOrder`` that ``train`` is built
+            from: each epoch's order is a function of (seed, epoch), and a run killed inside
+            an epoch resumes after its last backed-up batch
+            (``keras_resnet.data.position.fit``). None for a ``Dataset`` made by hand.
     """
 
     name: str

@@ -5,10 +5,12 @@ Keras 3.15's ``BackupAndRestore(save_freq=N)`` writes ``{"epoch": E, "batch": B}
 resumed epoch starts again from its first batch and the B+1 batches done before the backup are
 trained twice. Here:
 
-* ``TrainOrder``: a streamed training pipeline whose epoch ``e`` is built from ``(seed, e)``
-  (a stateless file permutation and a ``Dataset.shuffle`` buffer seeded by both), the epoch read
-  from a variable when an iteration starts; ``remainder(e, k)`` is epoch ``e`` without its first ``k`` batches, skipped as encoded
-  records or file names (nothing skipped is decoded).
+* ``TrainOrder``: a training pipeline whose epoch ``e`` is built from ``(seed, e)``, the epoch
+  read from a variable when an iteration starts: streamed sources permute their files and seed
+  their ``Dataset.shuffle`` buffer by both, in-memory arrays permute their sample indices
+  (``keras_resnet.data.arrays.train_order``). ``remainder(e, k)`` is epoch ``e`` without its
+  first ``k`` batches, skipped as encoded records, file names or indices (nothing skipped is
+  decoded or gathered).
 * ``PositionBackup``: ``BackupAndRestore`` that records the epoch correctly after a resume,
   saves at epoch ends too and numbers the batches of a resumed epoch from where it resumed.
 * ``fit``: ``model.fit`` in two calls when a backup holds a partial epoch: the rest of that
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import weakref
 
 import keras
 
@@ -87,6 +90,7 @@ class TrainOrder:
         self._transforms = tuple(transforms)
         self.epoch = epoch if epoch is not None else tf.Variable(
             0, dtype=tf.int64, trainable=False, name="train_epoch")
+        self._pipelines = []
 
     def then(self, transform) -> TrainOrder:
         """The same order with ``transform`` applied to the batches."""
@@ -109,7 +113,14 @@ class TrainOrder:
             return self.epoch.assign_add(1) - 1
 
         epochs = tf.data.Dataset.from_tensors(0).map(next_epoch)
-        return self._batches(self._build(epochs, 0), self.steps)
+        dataset = self._batches(self._build(epochs, 0), self.steps)
+        self._pipelines.append(weakref.ref(dataset))
+        return dataset
+
+    def built(self, dataset) -> bool:
+        """Whether ``dataset`` is one of this order's ``pipeline()``s (not a pipeline changed
+        after it was built, whose remainder this order cannot give)."""
+        return any(ref() is dataset for ref in self._pipelines)
 
     def remainder(self, epoch: int, batches_done: int):
         """Epoch ``epoch`` without its first ``batches_done`` batches (not decoded)."""
@@ -198,10 +209,11 @@ class PositionBackup(keras.callbacks.BackupAndRestore):
 def fit(model, dataset, *, epochs: int, callbacks: list, verbose="auto"):
     """``model.fit`` on ``dataset.train`` that resumes inside an epoch where it can.
 
-    With a ``TrainOrder`` (streamed sources) and a ``PositionBackup`` among ``callbacks`` whose
-    backup stopped after batch ``k`` of epoch ``e``, it fits the rest of epoch ``e`` first
-    (``order.remainder(e, k)``), then epochs ``e + 1 ...``: every batch of the uninterrupted
-    run is trained exactly once. Otherwise it is one ``model.fit``.
+    With a ``TrainOrder`` (``dataset.train_order``, which built ``dataset.train``) and a
+    ``PositionBackup`` among ``callbacks`` whose backup stopped after batch ``k`` of epoch
+    ``e``, it fits the rest of epoch ``e`` first (``order.remainder(e, k)``), then epochs
+    ``e + 1 ...``: every batch of the uninterrupted run is trained exactly once. Otherwise (no
+    order, or a ``train`` changed after the order built it) it is one ``model.fit``.
 
     Returns:
         The last ``History``.
@@ -211,8 +223,12 @@ def fit(model, dataset, *, epochs: int, callbacks: list, verbose="auto"):
     common = dict(validation_data=dataset.validation, verbose=verbose, shuffle=False)
     if order is None:
         return model.fit(dataset.train, epochs=epochs, callbacks=callbacks, **common)
-    callbacks = [*callbacks, order.callback()]
+    callbacks = [*callbacks, order.callback()]  # the epoch's order follows Keras' epoch
     where = backup.interrupted_at() if backup is not None else None
+    if where is not None and where[1] > 0 and not order.built(dataset.train):
+        log.info("the training pipeline was changed after its TrainOrder built it (e.g. its "
+                 "batches cut for the JAX devices): the interrupted epoch starts again")
+        where = None
     if where is not None and where[1] > 0 and where[0] < epochs:
         epoch, done = where
         if order.steps is not None and done >= order.steps:
