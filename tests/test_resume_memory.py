@@ -180,3 +180,17 @@ def test_a_train_pipeline_changed_after_its_order_built_it_restarts_its_epoch(tm
     position.fit(model, cut, epochs=2, callbacks=[backup, record], verbose=0)
     assert steps == [("epoch", 1), *range(STEPS)]
     assert int(ds.train_order.epoch.numpy()) == 2  # epoch 1 read (then advanced by one)
+
+
+def test_keyed_flips_mirror_some_images_and_keep_the_rest():
+    options = dict(batch_size=32, num_examples=100, image_size=8, test_split=0.2,
+                   validation_split=0.0)
+    images = _epoch(load_dataset("synthetic", augment=False, **options).train)[0]
+    ds = load_dataset("synthetic", padding=0, flip=True, **options)
+    assert ds.augmentation == {"padding": 0, "flip": True}
+    flipped = _epoch(ds.train)[0]
+    mirrored = [np.array_equal(a, b[:, ::-1]) for a, b in zip(flipped, images)]
+    assert all(m or np.array_equal(a, b) for m, a, b in zip(mirrored, flipped, images))
+    assert 20 < sum(mirrored) < 60  # about half of the 80
+    again = _epoch(load_dataset("synthetic", padding=0, flip=True, **options).train)[0]
+    assert np.array_equal(again, flipped)  # keyed: the same flips in a new Dataset's epoch 0
