@@ -83,6 +83,29 @@ def test_shard_evenly_cuts_only_the_last_batch_to_a_multiple_of_the_devices():
     assert (widest.validation, widest.validation_size) == (None, 0)  # fit validates on nothing
 
 
+def test_shard_evenly_cuts_inside_the_train_order_so_a_resumed_epoch_is_cut_too():
+    from keras_resnet.data import load_dataset
+
+    # digits: 1293 training images = 10 x 128 + 13; over 2 devices the last batch keeps 12
+    data = load_dataset("digits", batch_size=128, seed=0)
+    even, left_out = jax_parallel.shard_evenly(data, 2)
+    assert left_out["train"] == 1 and even.train_size == 1292
+    assert even.train_order is not data.train_order and even.train_order.built(even.train)
+    assert even.train_order.steps == 11 == len(even.train)
+    even.train_order.epoch.assign(1)
+    epoch = [(x.numpy(), y.numpy()) for x, y in even.train]
+    assert [len(y) for _, y in epoch] == [128] * 10 + [12]
+    remainder = [(x.numpy(), y.numpy()) for x, y in even.train_order.remainder(1, 7)]
+    assert len(remainder) == 4
+    for (x, y), (rx, ry) in zip(epoch[7:], remainder):
+        np.testing.assert_array_equal(rx, x)
+        np.testing.assert_array_equal(ry, y)
+    # a last batch smaller than the devices is dropped from the order's epochs too
+    wide, left_out = jax_parallel.shard_evenly(data, 16)
+    assert left_out["train"] == 13 and wide.train_order.steps == 10 == len(wide.train)
+    assert len(list(wide.train_order.remainder(0, 8))) == 2
+
+
 def test_shard_evenly_refuses_a_test_split_smaller_than_the_devices():
     from keras_resnet.data import load_dataset
 

@@ -92,9 +92,10 @@ class TrainOrder:
             0, dtype=tf.int64, trainable=False, name="train_epoch")
         self._pipelines = []
 
-    def then(self, transform) -> TrainOrder:
-        """The same order with ``transform`` applied to the batches."""
-        return TrainOrder(self._build, self._finish, self.steps,
+    def then(self, transform, steps: int | None = None) -> TrainOrder:
+        """The same order with ``transform`` applied to the batches (``steps``: the batches
+        of an epoch after it, when it drops some; default: unchanged)."""
+        return TrainOrder(self._build, self._finish, self.steps if steps is None else steps,
                           self._transforms + (transform,), self.epoch)
 
     def _batches(self, elements, steps):
@@ -226,8 +227,8 @@ def fit(model, dataset, *, epochs: int, callbacks: list, verbose="auto"):
     callbacks = [*callbacks, order.callback()]  # the epoch's order follows Keras' epoch
     where = backup.interrupted_at() if backup is not None else None
     if where is not None and where[1] > 0 and not order.built(dataset.train):
-        log.info("the training pipeline was changed after its TrainOrder built it (e.g. its "
-                 "batches cut for the JAX devices): the interrupted epoch starts again")
+        log.info("the training pipeline was changed after its TrainOrder built it (a change "
+                 "outside TrainOrder.then): the interrupted epoch starts again")
         where = None
     if where is not None and where[1] > 0 and where[0] < epochs:
         epoch, done = where

@@ -200,9 +200,14 @@ def shard_evenly(dataset, replicas: int):
             raise ValueError(f"the test split's {size} images are fewer than the {replicas} "
                              "devices a batch is sharded over; give more test images "
                              "(test_split) or use fewer devices")
-        changes[split] = (None if size == left_out[split] else  # validation: none left
-                          _trimmed(pipeline, replicas, size // dataset.batch_size,
-                                   keep_last=size % dataset.batch_size >= replicas))
+        steps = size // dataset.batch_size + int(size % dataset.batch_size >= replicas)
+        if split == "train" and dataset.train_order is not None:
+            # cut inside the order, so a resumed epoch's remainder is cut the same way
+            order = dataset.train_order.then(lambda batches: _cut(batches, replicas), steps)
+            changes.update(train_order=order, train=order.pipeline())
+        else:
+            changes[split] = (None if size == left_out[split] else  # validation: none left
+                              _trimmed(pipeline, replicas, steps))
         changes[f"{split}_size"] = size - left_out[split]
     if any(left_out.values()):
         logger.info("Batches sharded over %d devices: the last batch of each split is cut to a "
@@ -211,7 +216,8 @@ def shard_evenly(dataset, replicas: int):
     return dataclasses.replace(dataset, **changes), left_out
 
 
-def _trimmed(pipeline, replicas, full_batches, keep_last):
+def _cut(pipeline, replicas):
+    """Each batch of ``pipeline`` cut to a multiple of ``replicas``; one left empty is dropped."""
     import tensorflow as tf
 
     def cut(*batch):
@@ -219,5 +225,13 @@ def _trimmed(pipeline, replicas, full_batches, keep_last):
         batch = tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
         return batch[0] if len(batch) == 1 else batch
 
-    pipeline = pipeline.map(cut)
-    return pipeline if keep_last else pipeline.take(full_batches)
+    def kept(*batch):
+        return tf.shape(tf.nest.flatten(batch)[0])[0] > 0
+
+    return pipeline.map(cut).filter(kept)
+
+
+def _trimmed(pipeline, replicas, steps):
+    import tensorflow as tf
+
+    return _cut(pipeline, replicas).apply(tf.data.experimental.assert_cardinality(steps))
