@@ -218,8 +218,8 @@ def _command(tmp_path):
 @pytest.mark.slow
 def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
     """SIGKILL mid-epoch; the same command resumes with the weights and optimizer step of the
-    last N-step backup. In-memory data (digits) then starts that epoch's data again (streamed
-    data goes on after the step: tests/test_resume_position.py)."""
+    last N-step backup, and the data goes on after that step (batch for batch:
+    tests/test_resume_memory.py and tests/test_resume_position.py)."""
     run = tmp_path / "runs" / "r"
     metadata = run / "backup" / "training_metadata.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -247,17 +247,20 @@ def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
                            cwd=str(tmp_path), timeout=170)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (f"Resuming {run} from epoch {epoch + 1} of 2 (weights and optimizer as backed up "
-            f"after its step {batch + 1}; streamed data goes on after that step, in-memory data "
-            "starts the epoch again)") in again.stdout
+            f"after its step {batch + 1})") in again.stdout
+    # the in-memory data goes on after that step too (keras_resnet.data.position)
+    assert (f"Resuming epoch {epoch + 1} after its batch {batch + 1} (the data skips the "
+            f"{batch + 1} batches done)") in again.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == epoch and metrics["backup_every_steps"] == 2
-    # The optimizer step went on from the backup (epoch * 6 + batch + 1 steps done), and each
-    # epoch after it ran its 6 steps: the schedule's step ends epoch k at k*6 + batch + 1.
+    # The optimizer step went on from the backup and the resumed epoch ran only its remaining
+    # steps, so every epoch ends where an uninterrupted run's does: its last step is
+    # (k + 1) * 6 - 1 (the rate logged is the one that step used).
     schedule = PaperSchedule(0.1, 2 * 6)
     history = read_history(str(run / "history.csv"))
     assert history["epoch"] == [0, 1]
     resumed = history["learning_rate"][epoch:]
-    assert resumed == pytest.approx([float(schedule((k + 1) * 6 + batch))
+    assert resumed == pytest.approx([float(schedule((k + 1) * 6 - 1))
                                      for k in range(epoch, 2)])
     assert not (run / "backup").exists()
 

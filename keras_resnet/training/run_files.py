@@ -61,8 +61,8 @@ class RunFiles:
             return ""
         if batch < 0:  # an epoch-end backup (keras_resnet.data.position.PositionBackup)
             return ""
-        return (f" (weights and optimizer as backed up after its step {batch + 1}; streamed "
-                "data goes on after that step, in-memory data starts the epoch again)")
+        # where the data goes on is logged by keras_resnet.data.position.fit
+        return f" (weights and optimizer as backed up after its step {batch + 1})"
 
     def prepare(self):
         """Creates the run directory; returns the epoch a killed run resumes from, or None.
