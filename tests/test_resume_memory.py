@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from resume_helpers import assert_killed_run_matches_whole_run
+
 from keras_resnet.data import load_dataset
 
 WORKER = os.path.join(os.path.dirname(__file__), "memory_position_worker.py")
@@ -143,15 +145,7 @@ def test_keras_resnet_train_killed_mid_epoch_trains_every_batch_once(tmp_path):
     # every batch once, in the uninterrupted order, augmented alike: the backed-up steps, then
     # the rest
     assert before[:done] + after == expected
-    runs = tmp_path / "runs"
-    a = keras.models.load_model(runs / "whole" / "model.keras", compile=False)
-    b = keras.models.load_model(runs / "killed" / "model.keras", compile=False)
-    for x, y in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    whole_metrics = json.loads((runs / "whole" / "metrics.json").read_text())
-    killed_metrics = json.loads((runs / "killed" / "metrics.json").read_text())
-    assert killed_metrics["test_loss"] == pytest.approx(whole_metrics["test_loss"], rel=1e-6)
-    assert not (runs / "killed" / "backup").exists()
+    assert_killed_run_matches_whole_run(tmp_path / "runs")
 
 
 def test_a_train_pipeline_changed_after_its_order_built_it_restarts_its_epoch(tmp_path):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from resume_helpers import assert_killed_run_matches_whole_run
 from test_streaming import _values, _write_records
 
 from keras_resnet.data import load_dataset, position
@@ -129,15 +130,7 @@ def test_sigkill_mid_epoch_then_resume_trains_every_batch_once(shards, tmp_path)
         assert (runs / name / "history.csv").read_text().count("\n") == 4
     from position_worker import RecordBatches
 
-    custom = {"RecordBatches": RecordBatches}
-    a = keras.models.load_model(runs / "whole" / "model.keras", custom, compile=False)
-    b = keras.models.load_model(runs / "killed" / "model.keras", custom, compile=False)
-    for x, y in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    whole_metrics = json.loads((runs / "whole" / "metrics.json").read_text())
-    killed_metrics = json.loads((runs / "killed" / "metrics.json").read_text())
-    assert killed_metrics["test_loss"] == pytest.approx(whole_metrics["test_loss"], rel=1e-6)
-    assert not (runs / "killed" / "backup").exists()
+    assert_killed_run_matches_whole_run(runs, {"RecordBatches": RecordBatches})
 
 
 def test_position_backup_records_epoch_ends_and_offsets(tmp_path):
