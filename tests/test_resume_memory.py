@@ -4,17 +4,16 @@ trains every batch of an uninterrupted run once, in the same order, to the same 
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from resume_helpers import assert_killed_run_matches_whole_run
+from resume_helpers import (assert_killed_run_matches_whole_run,
+                            kill_after_a_mid_epoch_backup)
 
 from keras_resnet.data import load_dataset
 
@@ -118,19 +117,7 @@ def test_keras_resnet_train_killed_mid_epoch_trains_every_batch_once(tmp_path):
     log = tmp_path / "killed.log"
     metadata = tmp_path / "runs" / "killed" / "backup" / "training_metadata.json"
     process = _run(tmp_path, "killed", log)
-    deadline, state = time.time() + 300, {}
-    while time.time() < deadline and process.poll() is None:
-        try:
-            state = json.loads(metadata.read_text())
-        except (OSError, ValueError):  # not there yet, or being written
-            state = {}
-        if state.get("epoch") == 1 and state.get("batch", -1) >= 1:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, process.stdout.read().decode()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    state = json.loads(metadata.read_text())
+    state = kill_after_a_mid_epoch_backup(process, metadata, timeout=300)
     # a backup every 2 steps, counted over the run (11 steps an epoch): after batches 0, 2, ...
     assert state["epoch"] == 1 and state["batch"] in (2, 4, 6, 8)
     done = STEPS + state["batch"] + 1

@@ -3,16 +3,15 @@ every batch of the uninterrupted run is trained once, in the same order, to the 
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from resume_helpers import assert_killed_run_matches_whole_run
+from resume_helpers import (assert_killed_run_matches_whole_run,
+                            kill_after_a_mid_epoch_backup)
 from test_streaming import _values, _write_records
 
 from keras_resnet.data import load_dataset, position
@@ -98,19 +97,7 @@ def test_sigkill_mid_epoch_then_resume_trains_every_batch_once(shards, tmp_path)
     log = tmp_path / "killed.log"
     metadata = tmp_path / "runs" / "killed" / "backup" / "training_metadata.json"
     process = _run(shards, tmp_path / "runs", "killed", log)
-    deadline, state = time.time() + 240, {}
-    while time.time() < deadline and process.poll() is None:
-        try:
-            state = json.loads(metadata.read_text())
-        except (OSError, ValueError):  # not there yet, or being written in place
-            state = {}
-        if state.get("epoch") == 1 and state.get("batch", -1) >= 1:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, process.stdout.read().decode()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    state = json.loads(metadata.read_text())
+    state = kill_after_a_mid_epoch_backup(process, metadata, timeout=240)
     assert state["epoch"] == 1 and state["batch"] in (1, 3, 5, 7)  # a backup every 2 steps
     done = state["epoch"] * STEPS + state["batch"] + 1
     before = _steps(log)
