@@ -29,7 +29,7 @@ MODELS = {  # name: (builder arguments, input shape, per-worker batch)
 
 
 def _build(model):
-    from keras_resnet.models import CifarResNet, ResNet
+    from keras_resnet.modeling.models import CifarResNet, ResNet
 
     _, shape, _ = MODELS[model]
     if model == "cifar-resnet56":
@@ -43,7 +43,7 @@ def steps_per_second(strategy, workers, model_name, steps):
     import tensorflow as tf
 
     from keras_resnet.distribute import fit
-    from keras_resnet.recipe import compile_model
+    from keras_resnet.modeling.recipe import compile_model
 
     _, shape, batch = MODELS[model_name]
     classes = 10 if model_name == "cifar-resnet56" else 1000

@@ -36,8 +36,8 @@ def measure(strategy_name, replicas, steps, batch):
     strategy, description = make_strategy(strategy_name, devices=devices)
     import numpy as np
 
-    from keras_resnet.models import CifarResNet
-    from keras_resnet.recipe import compile_model
+    from keras_resnet.modeling.models import CifarResNet
+    from keras_resnet.modeling.recipe import compile_model
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (batch * 4, 8, 8, 1)).astype("float32")

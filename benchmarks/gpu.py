@@ -12,7 +12,7 @@ model's speed, not the input pipeline's. For each mode (``train``: one SGD-momen
 BN in training mode; ``infer``: a forward pass in inference mode) and dtype (``float32``;
 ``bfloat16`` = Keras ``mixed_bfloat16`` / torch ``autocast``) it measures, on the same device:
 
-- ``keras-jax``: ``keras_resnet.models.ResNet50`` as one stateless ``jax.jit`` step
+- ``keras-jax``: ``keras_resnet.modeling.models.ResNet50`` as one stateless ``jax.jit`` step
   (``model.stateless_call`` + ``optimizer.stateless_apply``; see ``gpu_runners.py``),
 - ``keras-fit``: the same model through Keras' ``train_on_batch`` / ``predict_on_batch``
   (``jit_compile=True``), on request,

@@ -6,7 +6,7 @@ process per framework and (mode, dtype) keeps JAX and PyTorch apart: each gets t
 (no allocator holding on to the other's memory), its own CUDA libraries (jax and torch wheels
 may pin different cuDNN builds) and no compile cache left over from the previous config.
 
-Imports only what each config needs: jax + keras + ``keras_resnet.models`` for the Keras rows,
+Imports only what each config needs: jax + keras + ``keras_resnet.modeling.models`` for the Keras rows,
 torch + torchvision for the PyTorch rows; never TensorFlow.
 """
 
@@ -80,7 +80,7 @@ def _keras_setup(task):
     import keras
 
     sys.path.insert(0, REPO)
-    from keras_resnet import models  # only the models: no data pipeline, no TensorFlow
+    from keras_resnet.modeling import models  # only the models: no data pipeline, no TensorFlow
 
     return jax, keras, models
 

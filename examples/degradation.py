@@ -9,7 +9,7 @@ the model as it stands, in inference mode, on every (un-augmented) training imag
   (final training errors) plus the curves, the recipe and the run times under ``"meta"``.
 
 Data: the embedded 8x8 digits, or CIFAR-10 when it is already in Keras' cache (never downloaded;
-``--quick`` always uses digits). Recipe, the same for all four: ``keras_resnet.recipe
+``--quick`` always uses digits). Recipe, the same for all four: ``keras_resnet.modeling.recipe
 .compile_model`` (SGD, momentum 0.9, weight decay 1e-4) with the paper's step schedule (÷10 at
 50% and 75% of training), learning rate 0.1, batch 64, no augmentation. The ResNets start with
 ``zero_init_residual=True`` (every block the identity); the plain twins cannot, a plain block
@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from keras_resnet.data import CIFAR10_CACHE_NAME, load_dataset  # noqa: E402
 from keras_resnet.diagnostics import TrainingError  # noqa: E402
-from keras_resnet.recipe import PaperSchedule, build_model, compile_model  # noqa: E402
+from keras_resnet.modeling.recipe import PaperSchedule, build_model, compile_model  # noqa: E402
 
 MODELS = {"plain-20": "cifar-plain20", "plain-56": "cifar-plain56",
           "resnet-20": "cifar-resnet20", "resnet-56": "cifar-resnet56"}

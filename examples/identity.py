@@ -22,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_resnet import CifarResNet, plain_block, presets, residual_block  # noqa: E402
+from keras_resnet import CifarResNet, plain_block, residual_block  # noqa: E402
+from keras_resnet.modeling import presets
 from keras_resnet.diagnostics import block_identity_errors  # noqa: E402
 
 

@@ -15,21 +15,20 @@ import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# Registers ZeroPadShortcut, RepeatedBlocks, FoldedBatchNorm, PaperSchedule and the loss with Keras.
-from keras_resnet import blocks, fold, loop, recipe  # noqa: F401
+# Registers ZeroPadShortcut, RepeatedBlocks, FusedBatchNormalization, FoldedBatchNorm,
+# PaperSchedule and the loss with Keras (the modelling storey imports no TensorFlow).
+import keras_resnet.modeling  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "keras_resnet.blocks": ("dense_residual_block", "plain_block", "residual_block"),
-    "keras_resnet.options": ("BlockOptions",),
-    "keras_resnet.loop": ("convert_stages",),
-    "keras_resnet.models": ("CifarResNet", "ResNet", "ResNet18", "ResNet34", "ResNet50",
-                            "ResNet101", "ResNet152", "build"),
-    "keras_resnet.stats": ("model_stats", "multiply_adds"),
-    "keras_resnet.pretrained": ("fine_tune", "from_torch_checkpoint", "load_torch_weights"),
-    "keras_resnet.fold": ("fold_batch_norm",),
+    "keras_resnet.modeling": ("BlockOptions", "CifarResNet", "PaperSchedule", "PaperWarmup",
+                              "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
+                              "ResNet152", "build", "build_model", "compile_model",
+                              "convert_stages", "dense_residual_block", "fold_batch_norm",
+                              "from_torch_checkpoint", "load_torch_weights", "model_stats",
+                              "multiply_adds", "plain_block", "residual_block"),
     "keras_resnet.data": ("Dataset", "load_dataset"),
-    "keras_resnet.recipe": ("PaperSchedule", "PaperWarmup", "build_model", "compile_model"),
+    "keras_resnet.training.fine_tuning": ("fine_tune",),
     "keras_resnet.training": ("TrainConfig", "TrainResult", "train"),
     "keras_resnet.export": ("ExportVerificationError", "export_saved_model", "verify_export"),
     "keras_resnet.tuning": ("HyperResNet", "TuneConfig", "tune"),

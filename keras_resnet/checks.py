@@ -151,8 +151,8 @@ def name(value, argument: str = "name") -> str:
 
 
 def model_name(value, argument: str = "model") -> str:
-    """A key of ``keras_resnet.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
-    from keras_resnet import presets  # pure data, no TensorFlow
+    """A key of ``keras_resnet.modeling.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
+    from keras_resnet.modeling import presets  # pure data, no TensorFlow
 
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a model name (a str); got {value!r}")

@@ -42,9 +42,9 @@ DEFAULT_DETERMINISTIC = True
 # the paper's warm-up (ResNet-110): 0.01 until the training error is below 80%
 WARMUP_LEARNING_RATE = 0.01
 WARMUP_MAX_ERROR = 0.8
-# the recipe `train` uses unless told (keras_resnet.presets.RECIPES)
+# the recipe `train` uses unless told (keras_resnet.modeling.presets.RECIPES)
 DEFAULT_RECIPE = "cifar"
-# fine-tuning a pretrained model (keras_resnet.pretrained.fine_tune): Adam learning rates
+# fine-tuning a pretrained model (keras_resnet.training.fine_tuning.fine_tune): Adam learning rates
 DEFAULT_HEAD_LEARNING_RATE = 1e-3
 DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-4
 

@@ -196,7 +196,7 @@ def _keras_file_from_tensorflow(keras, data, result, failures):
 def _identity_at_init(keras, result, failures):
     """zero_init_residual=True: a block (and a looped stage) is the identity on x >= 0."""
     from keras_resnet import BlockOptions, residual_block
-    from keras_resnet.loop import RepeatedBlocks
+    from keras_resnet.modeling.looped_stages import RepeatedBlocks
 
     x = np.abs(np.random.default_rng(3).normal(size=(2, 8, 8, 16))).astype("float32")
     keras.utils.set_random_seed(0)
@@ -230,7 +230,7 @@ def _small_data():
 def _loop_and_recompute(keras, result, failures):
     """Looped stages (keras.ops.scan) == unrolled; recompute_grad gives the same training step."""
     from keras_resnet import CifarResNet, compile_model
-    from keras_resnet.loop import transfer_weights
+    from keras_resnet.modeling.stage_conversion import transfer_weights
 
     x, y = _small_data()
     options = dict(depth=14, input_shape=(8, 8, 3), classes=4, bottleneck=False, preact=True)
@@ -258,7 +258,7 @@ def _loop_and_recompute(keras, result, failures):
 def _fit_lowers_loss(keras, result, failures):
     """compile_model + PaperSchedule + its callbacks: fit memorizes a small batch."""
     from keras_resnet import CifarResNet, PaperSchedule, PaperWarmup, compile_model
-    from keras_resnet.recipe import LearningRateLogger
+    from keras_resnet.modeling.recipe import LearningRateLogger
 
     x, y = _small_data()
     keras.utils.set_random_seed(0)
@@ -288,7 +288,7 @@ def _fixture_dir(given):
 
 def _pretrained(keras, fixtures, result, failures):
     """torchvision checkpoints (.safetensors, no torch needed) give torchvision's logits."""
-    from keras_resnet.pretrained import from_torch_checkpoint
+    from keras_resnet.modeling import from_torch_checkpoint
 
     result["pretrained_max_abs_diff"] = {}
     for stem in ("tv_resnet18", "tv_bottleneck_1111"):
@@ -365,7 +365,7 @@ def no_tensorflow(args):
     keras = _setup(args.backend, block_tensorflow=True)
     import keras_resnet
     from keras_resnet import cli
-    from keras_resnet.batch_norm import FusedBatchNormalization
+    from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
 
     result = {"errors": {}}
     for module in TENSORFLOW_ONLY:

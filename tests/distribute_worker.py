@@ -25,8 +25,8 @@ import tensorflow as tf  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from keras_resnet import distribute  # noqa: E402
-from keras_resnet.models import CifarResNet  # noqa: E402
-from keras_resnet.recipe import PaperSchedule, compile_model  # noqa: E402
+from keras_resnet.modeling.models import CifarResNet  # noqa: E402
+from keras_resnet.modeling.recipe import PaperSchedule, compile_model  # noqa: E402
 
 BATCH = settings.get("batch_size", 32)
 digits = load_digits()

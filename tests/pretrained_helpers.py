@@ -1,6 +1,6 @@
 """Test helpers: our models written out in torchvision / timm state_dict layout.
 
-The layout is written here independently of ``keras_resnet.pretrained`` (stem, blocks and head
+The layout is written here independently of ``keras_resnet.modeling`` (stem, blocks and head
 spelled out), so a round trip checks the converter against torchvision's names, not against
 itself.
 """
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 
-from keras_resnet.stats import leaf_layers
+from keras_resnet.modeling.stats import leaf_layers
 
 
 def torch_name(layer_name, avg_down):

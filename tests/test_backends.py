@@ -231,7 +231,7 @@ def test_export_on_another_backend_is_refused_before_any_work(monkeypatch, tmp_p
 def test_recompute_grad_off_tensorflow_needs_keras_remat(monkeypatch):
     import keras
 
-    from keras_resnet import loop
+    from keras_resnet.modeling import looped_stages as loop
 
     monkeypatch.delattr(keras, "remat")
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnet import ResNet50
-from keras_resnet.batch_norm import FusedBatchNormalization
+from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
 
 
 def _pair(**kwargs):

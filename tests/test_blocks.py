@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import BlockOptions, dense_residual_block, plain_block, residual_block
-from keras_resnet.blocks import ZeroPadShortcut
+from keras_resnet.modeling.blocks import ZeroPadShortcut
 
 # (input channels, filters, stride) for the three blocks of the lecture: standard,
 # channel-changing, channel-changing + downsampling.

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 
 from keras_resnet import CifarResNet, dense_residual_block, residual_block  # noqa: E402
 from keras_resnet import diagnostics  # noqa: E402
-from keras_resnet.stats import leaf_layers  # noqa: E402
+from keras_resnet.modeling.stats import leaf_layers  # noqa: E402
 
 SHAPE = (8, 8, 1)
 

@@ -291,7 +291,7 @@ def test_a_killed_worker_s_temporary_directory_is_removed_by_the_next_worker(tmp
     (tmp_path / "run" / "backup" / "training_metadata.json").write_text('{"epoch": 1}')
     code = textwrap.dedent(f"""
         import sys, time
-        from keras_resnet.distribute.loop import worker_dir
+        from keras_resnet.distribute.step_loop import worker_dir
         with worker_dir({str(tmp_path / "run")!r}, is_chief=False) as directory:
             print(directory, flush=True)
             time.sleep(600)

@@ -28,7 +28,7 @@ def max_differences(a, b):
 @pytest.mark.slow
 def test_fused_batch_norm_under_mirrored_matches_keras_and_sync_matches_one_device():
     out = run_python(PRELUDE + """
-from keras_resnet.batch_norm import FusedBatchNormalization
+from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
 
 def make(norm):
     keras.utils.set_random_seed(1)
@@ -88,8 +88,8 @@ def test_mirrored_fit_with_sync_bn_equals_one_device_on_the_global_batch():
     2 replicas x 8 images against 1 device x 16; all-reduced gradients give the same weights."""
     out = run_python(PRELUDE + """
 from keras_resnet.data import load_dataset
-from keras_resnet.models import CifarResNet
-from keras_resnet.recipe import PaperSchedule, build_model, compile_model
+from keras_resnet.modeling.models import CifarResNet
+from keras_resnet.modeling.recipe import PaperSchedule, build_model, compile_model
 
 def train(strategy, sync):
     keras.utils.set_random_seed(0)

@@ -6,8 +6,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_resnet
-from keras_resnet.pretrained import fine_tune, from_torch_checkpoint
-from keras_resnet.pretrained.finetune import model_stages
+from keras_resnet.modeling import from_torch_checkpoint
+from keras_resnet.training.fine_tuning import fine_tune
+from keras_resnet.training.fine_tuning import model_stages
 from pretrained_helpers import stripes, torch_state_dict
 
 TINY = dict(stage_depths=(1, 1), widths=(16, 32), input_shape=(32, 32, 3))

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from keras_resnet import presets
+from keras_resnet.modeling import presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu.py")

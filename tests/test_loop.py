@@ -7,8 +7,9 @@ import tensorflow as tf
 
 from keras_resnet import CifarResNet, ResNet, model_stats
 from keras_resnet import convert_stages
-from keras_resnet.loop import RepeatedBlocks, transfer_weights
-from keras_resnet.stats import leaf_layers
+from keras_resnet.modeling.looped_stages import RepeatedBlocks
+from keras_resnet.modeling.stage_conversion import transfer_weights
+from keras_resnet.modeling.stats import leaf_layers
 
 SHAPE = (8, 8, 3)
 CASES = {

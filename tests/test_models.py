@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from keras_resnet import (CifarResNet, ResNet, ResNet18, ResNet50, ResNet101, ResNet152, build,
-                          model_stats, presets)
+                          model_stats)
+from keras_resnet.modeling import presets
 from keras_resnet.cli import main
-from keras_resnet.applications_weights import imagenet_weights_path
+from keras_resnet.modeling.applications_weights import imagenet_weights_path
 
 
 def trainable(model):

@@ -18,7 +18,7 @@ def test_every_public_name_resolves():
 
 def test_a_saved_model_loads_after_a_plain_import(tmp_path):
     # The custom layer (option-A shortcut) and the schedule must be registered by the import
-    # alone, without touching keras_resnet.models or keras_resnet.training first.
+    # alone, without touching keras_resnet.modeling.models or keras_resnet.training first.
     from keras_resnet import CifarResNet, PaperSchedule, compile_model
 
     model = CifarResNet(8, input_shape=(8, 8, 1))

@@ -12,8 +12,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_resnet
-from keras_resnet.pretrained import (TorchResNet, from_torch_checkpoint, infer_architecture,
-                                     load_torch_weights, load_weights, read_state_dict)
+from keras_resnet.modeling import (TorchResNet, from_torch_checkpoint, infer_architecture,
+                                   load_torch_weights, load_weights, read_state_dict)
 from pretrained_helpers import randomize_batch_norm, torch_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir,
@@ -131,7 +131,7 @@ def test_load_into_a_model_you_built_and_wider_bottlenecks(tmp_path):
 def test_another_number_of_classes_loads_everything_but_fc(tmp_path, caplog):
     original = small_model()
     path = write_checkpoint(tmp_path, original)
-    with caplog.at_level(logging.INFO, logger="keras_resnet.pretrained"):
+    with caplog.at_level(logging.INFO, logger="keras_resnet.modeling"):
         model = from_torch_checkpoint(path, input_shape=(32, 32, 3), classes=3)
     assert model.pretrained_load.skipped == ("fc.weight", "fc.bias")
     assert "skipped fc.weight, fc.bias" in caplog.text
@@ -352,7 +352,7 @@ def test_readme_pretrained_snippets_run(tmp_path, monkeypatch):
 
 
 def test_caffe_preprocessing_matches_keras_applications(tmp_path):
-    from keras_resnet.pretrained import caffe_preprocessing
+    from keras_resnet.modeling import caffe_preprocessing
 
     pixels = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     inputs = keras.Input((8, 8, 3))

@@ -12,11 +12,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import presets
+from keras_resnet.modeling import presets
 from keras_resnet.cli import main
-from keras_resnet.recipe import PaperSchedule
+from keras_resnet.modeling.recipe import PaperSchedule
 from keras_resnet.training import TrainConfig, read_history
-from keras_resnet.training.recipes import resolve_recipe
+from keras_resnet.training.recipe_options import resolve_recipe
 
 KERAS_RESNET = os.path.join(os.path.dirname(sys.executable), "keras-resnet")
 
@@ -77,12 +77,12 @@ def test_imagenet_step_recipe_resolved_values():
 def test_imagenet_step_rate_at_the_boundary_steps(steps):
     """lr 0.1 x batch/256; a linear ramp over 5 epochs; /10 from the first step of epochs 30,
     60 and 80 of 90 (the steps the run's PaperSchedule is built with)."""
-    from keras_resnet.training import recipes
+    from keras_resnet.training import recipe_options
 
     config = TrainConfig(**resolve_recipe("imagenet-step", {"batch_size": 128}))
     schedule = PaperSchedule(config.learning_rate, config.epochs * steps, config.schedule,
                              warmup_steps=config.warmup_epochs * steps,
-                             **recipes.schedule_options(config))
+                             **recipe_options.schedule_options(config))
     assert schedule.boundary_steps == (30 * steps, 60 * steps, 80 * steps)
     # PiecewiseConstantDecay itself, not a hand-written rule, holds the decay
     assert isinstance(schedule._decayed, keras.optimizers.schedules.PiecewiseConstantDecay)

@@ -15,7 +15,7 @@ import pytest
 
 from keras_resnet.cli import main
 from keras_resnet.data import load_dataset
-from keras_resnet.recipe import (PaperSchedule, PaperWarmup, SparseCategoricalCrossentropy,
+from keras_resnet.modeling.recipe import (PaperSchedule, PaperWarmup, SparseCategoricalCrossentropy,
                                  build_model, compile_model)
 from keras_resnet.training import TrainConfig, read_history, train
 
@@ -79,8 +79,8 @@ def test_cosine_warmup_steps_are_keras_cosine_decay_warmup():
 
 
 def test_schedule_config_written_by_the_first_version_still_loads():
-    # As a .keras file of the first version records it (module keras_resnet.recipe).
-    old = {"module": "keras_resnet.recipe", "class_name": "PaperSchedule",
+    # As a .keras file of the first version records it (module keras_resnet.modeling.recipe).
+    old = {"module": "keras_resnet.modeling.recipe", "class_name": "PaperSchedule",
            "registered_name": "keras_resnet>PaperSchedule",
            "config": {"initial_learning_rate": 0.2, "total_steps": 100, "kind": "step",
                       "boundaries": [0.5, 0.75], "decay": 0.1, "warmup_learning_rate": None,

@@ -60,7 +60,7 @@ def run(args):
         raise ValueError(f"--classes must be an int >= 1; got {args.classes}")
     shape = _input_shape(args.input_shape)
     from keras_resnet.files import atomic_path
-    from keras_resnet.pretrained import from_torch_checkpoint
+    from keras_resnet.modeling.checkpoints import from_torch_checkpoint
 
     preprocessing = None if args.preprocessing == "none" else args.preprocessing
     try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from keras_resnet import checks, constants, presets
+from keras_resnet import checks, constants
+from keras_resnet.modeling import presets
 
 DEFAULT_MODELS = constants.SUMMARY_MODELS
 
@@ -26,8 +27,8 @@ def run(args):
     """Prints the table."""
     for name in args.models:
         checks.model_name(name, "MODEL")
-    from keras_resnet.models import build
-    from keras_resnet.stats import model_stats
+    from keras_resnet.modeling.models import build
+    from keras_resnet.modeling.stats import model_stats
 
     header = ("model", "depth", "trainable params", "total params", "multiply-adds", "layers")
     print(f"{header[0]:<24}{header[1]:>6}{header[2]:>18}{header[3]:>16}{header[4]:>16}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from keras_resnet import presets
+from keras_resnet.modeling import presets
 from keras_resnet.cli import add_reproducibility_arguments
 from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_DATA,
                                     DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,

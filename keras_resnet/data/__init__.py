@@ -3,7 +3,7 @@ directories of TFRecord shards (``prepare``'s output, ImageNet TFRecords).
 
 ``load_dataset`` returns a ``Dataset``: batched ``train`` / ``validation`` / ``test`` pipelines of
 ``(images, integer labels)`` plus metadata. Images are float32 *raw* pixel values (0..255);
-normalization belongs to the model (``keras_resnet.recipe.build_model`` prepends a
+normalization belongs to the model (``keras_resnet.modeling.recipe.build_model`` prepends a
 ``Normalization`` layer holding ``Dataset.mean`` / ``Dataset.variance``), so an exported model takes
 raw pixels. The small sources live in memory (``arrays``); folders and shards stream
 (``streaming``); ``prepare`` turns a folder into shards.
@@ -150,13 +150,14 @@ def minimum_image_size(model: str) -> int:
     """The smallest height and width a named network accepts (its total stride).
 
     Args:
-        model: a name of ``keras_resnet.presets.MODEL_PRESETS`` (``"resnet50"``, ...).
+        model: a name of ``keras_resnet.modeling.presets.MODEL_PRESETS`` (``"resnet50"``, ...).
 
     Returns:
         32 for the ImageNet networks (stride-4 stem, three stride-2 stages), 4 for the CIFAR
         ones (stride-1 stem, two stride-2 stages).
     """
-    from keras_resnet import checks, presets
+    from keras_resnet import checks
+    from keras_resnet.modeling import presets
 
     family, _ = presets.MODEL_PRESETS[checks.model_name(model)]
     return 32 if family == "imagenet" else 4

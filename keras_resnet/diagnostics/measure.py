@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from keras_resnet import checks
 from keras_resnet._tensorflow import require_tensorflow_backend
-from keras_resnet.loop import RepeatedBlocks, convert_stages, transfer_weights
-from keras_resnet.stats import leaf_layers
+from keras_resnet.modeling.looped_stages import RepeatedBlocks
+from keras_resnet.modeling.stage_conversion import convert_stages, transfer_weights
+from keras_resnet.modeling.stats import leaf_layers
 
 _MEMBER = re.compile(r"^(\d+_|preact_|add$|out$)")
 _BLOCK_START = re.compile(r"^(?P<block>.+)_1_(conv|dense)$")

@@ -26,9 +26,9 @@ __all__ = ["Cluster", "WorkerError", "choose_strategy", "describe", "evaluate",
 def __getattr__(name):
     if name in ("fit", "evaluate", "worker_dir", "WorkerError", "explain_collective_errors",
                 "steps_for"):
-        from keras_resnet.distribute import loop
+        from keras_resnet.distribute import step_loop
 
-        return getattr(loop, name)
+        return getattr(step_loop, name)
     if name in ("synchronize_batch_norm", "replicate"):
         from keras_resnet.distribute import sync_bn
 

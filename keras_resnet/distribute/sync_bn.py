@@ -3,7 +3,7 @@
 Under a strategy with several replicas, every ``BatchNormalization`` layer normalizes with the
 statistics of its own replica's share of the batch (the global batch / replicas), and the moving
 statistics kept are those of one replica: Keras' layer and the project's
-``FusedBatchNormalization`` (``keras_resnet.batch_norm``) behave identically there.
+``FusedBatchNormalization`` (``keras_resnet.modeling.fused_batch_norm``) behave identically there.
 ``synchronize_batch_norm`` rebuilds a model with ``synchronized=True`` on every batch
 normalization layer: Keras then all-reduces the batch's sum and sum of squares across replicas,
 so a step on N replicas equals a step on one device with the global batch

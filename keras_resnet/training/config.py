@@ -28,7 +28,7 @@ class TrainConfig:
     """Every setting of a ``train`` run (the fields are ``train``'s keyword arguments).
 
     Attributes:
-        model: a model name (``keras_resnet.presets.MODEL_PRESETS``); for a ``keras.Model``
+        model: a model name (``keras_resnet.modeling.presets.MODEL_PRESETS``); for a ``keras.Model``
             passed to ``train``, its name (a record only).
         data: ``"digits"``, ``"cifar10"``, ``"synthetic"`` or a folder; for a ``Dataset`` passed
             to ``train``, its name (a record only).
@@ -55,15 +55,15 @@ class TrainConfig:
         model_options: keyword options for ``build_model`` (e.g. ``{"preact": True}``).
         data_options: keyword options for ``load_dataset`` (e.g. ``{"augment": False}``,
             ``{"image_size": 64, "crop": "inception"}``).
-        recipe: the name of the recipe (``keras_resnet.presets.RECIPES``) the values were
+        recipe: the name of the recipe (``keras_resnet.modeling.presets.RECIPES``) the values were
             resolved from (a record: ``train(recipe=...)`` resolves it).
         warmup_epochs: ``schedule="cosine"`` only: a linear warm-up over this many epochs
             (``warmup_steps`` counted at run time from the data's steps per epoch).
         backup_every_steps: None (back up at every epoch end) or N: ``BackupAndRestore``
             writes the training state every N steps.
-        weights: a weights file to start from (``keras_resnet.pretrained.load_weights``'
+        weights: a weights file to start from (``keras_resnet.modeling.weight_files.load_weights``'
             formats; a torchvision / timm checkpoint builds its own network): the run
-            fine-tunes it in two phases (``keras_resnet.pretrained.fine_tune``).
+            fine-tunes it in two phases (``keras_resnet.training.fine_tuning.fine_tune``).
         fine_tune_from: with ``weights``: the lowest stage (``"conv4"`` or 4) unfrozen in
             phase 2; None trains the head alone.
         head_epochs: with ``weights``: epochs of phase 1, the head alone (default ``epochs``,
@@ -142,13 +142,13 @@ class TrainConfig:
         checks.optional_positive_int(self.backup_every_steps, "backup_every_steps")
 
     def _check_choices(self):
-        from keras_resnet.recipe import check_compile_arguments, resolve_initializer
+        from keras_resnet.modeling.recipe import check_compile_arguments, resolve_initializer
 
         check_compile_arguments(momentum=self.momentum, weight_decay=self.weight_decay,
                                 label_smoothing=self.label_smoothing,
                                 jit_compile=self.jit_compile)
         checks.one_of(self.schedule, "schedule", SCHEDULES)
-        from keras_resnet.training.recipes import check_step_boundaries
+        from keras_resnet.training.recipe_options import check_step_boundaries
 
         object.__setattr__(self, "step_boundaries",
                            check_step_boundaries(self.step_boundaries, self.schedule))
@@ -161,7 +161,7 @@ class TrainConfig:
             raise ValueError(f"give warmup_steps or warmup_epochs, not both; got "
                              f"warmup_steps={self.warmup_steps}, "
                              f"warmup_epochs={self.warmup_epochs}")
-        from keras_resnet.training.recipes import recipe_values
+        from keras_resnet.training.recipe_options import recipe_values
 
         recipe_values(self.recipe)
         checks.one_of(self.precision, "precision", PRECISIONS)

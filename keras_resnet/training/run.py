@@ -1,7 +1,7 @@
 """``train``: one run of the paper's recipe, from a ``TrainConfig`` to ``runs/<name>/`` and an export.
 
 The jobs, in order: check the configuration (``TrainConfig``), seed (and make deterministic),
-load the data, build and compile the network (``keras_resnet.recipe``), fit it with Keras
+load the data, build and compile the network (``keras_resnet.modeling.recipe``), fit it with Keras
 callbacks (``BackupAndRestore``, ``ModelCheckpoint``, ``CSVLogger``, ``TensorBoard``,
 ``TerminateOnNaN``, optional ``EarlyStopping``), evaluate it on the test split, write the run
 directory atomically and export a SavedModel version through ``keras_resnet.export``.
@@ -23,12 +23,12 @@ from keras_resnet.data import mixing as data_mixing
 from keras_resnet.data.position import PositionBackup
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
                                     WARMUP_LEARNING_RATE)
-from keras_resnet.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
+from keras_resnet.modeling.recipe import (LearningRateLogger, PaperSchedule, PaperWarmup, build_model,
                                  compile_model)
 from keras_resnet.training.config import TrainConfig, default_batch_size, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
-from keras_resnet.training import recipes
-from keras_resnet.training.recipes import resolve_recipe
+from keras_resnet.training import recipe_options
+from keras_resnet.training.recipe_options import resolve_recipe
 from keras_resnet.training.run_files import RunFiles
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     process from the saved ``model.keras`` (``keras_resnet.training.tf_export``).
 
     Args:
-        model: a model name (``keras_resnet.presets.MODEL_PRESETS``) or a ``keras.Model``
+        model: a model name (``keras_resnet.modeling.presets.MODEL_PRESETS``) or a ``keras.Model``
             taking raw pixels of the data's shape.
         data: a ``keras_resnet.data.Dataset`` or what ``load_dataset`` takes (``"digits"``,
             ``"cifar10"``, ``"synthetic"``, a folder).
@@ -89,9 +89,9 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
             ``deterministic``, ``verbose``, ``model_options``, ``data_options``,
             ``warmup_epochs``, ``backup_every_steps``, ``weights``, ``fine_tune_from``,
             ``head_epochs``, ``head_lr``, ``fine_tune_lr``; and ``recipe`` (a name of
-            ``keras_resnet.presets.RECIPES``, default ``"cifar"``): its values fill every option
-            not given (``keras_resnet.training.recipes.resolve_recipe``). With ``weights``, the
-            run fine-tunes them in two phases (``keras_resnet.training.finetuning``).
+            ``keras_resnet.modeling.presets.RECIPES``, default ``"cifar"``): its values fill every option
+            not given (``keras_resnet.training.recipe_options.resolve_recipe``). With ``weights``, the
+            run fine-tunes them in two phases (``keras_resnet.training.fine_tuning``).
 
     Returns:
         A ``TrainResult``.
@@ -120,10 +120,10 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     keras.config.set_dtype_policy(config.precision)
     try:
         if config.weights is not None:
-            from keras_resnet.training import finetuning
+            from keras_resnet.training import fine_tuning
 
             with strategy.scope():
-                return finetuning.run_fine_tuning(config, model, dataset)
+                return fine_tuning.run_fine_tuning(config, model, dataset)
         with strategy.scope():
             net = build_model(model if isinstance(model, keras.Model) else config.model,
                               dataset, initializer=config.initializer, **config.model_options)
@@ -154,9 +154,9 @@ def _train_on_jax(config, model, data):
     try:
         with strategy.activated():
             if config.weights is not None:
-                from keras_resnet.training import finetuning
+                from keras_resnet.training import fine_tuning
 
-                return finetuning.run_fine_tuning(config, model, dataset)
+                return fine_tuning.run_fine_tuning(config, model, dataset)
             net = build_model(model if isinstance(model, keras.Model) else config.model,
                               dataset, initializer=config.initializer, **config.model_options)
             if isinstance(model, keras.Model):  # its variables were made before the distribution
@@ -274,27 +274,27 @@ def _callbacks(config, schedule, dataset, run_files, resuming):
 
 def _run(config, model, dataset, strategy, distribution):
     """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
-    from keras_resnet.training import distributed
+    from keras_resnet.training import strategy_fit
 
     started = time.perf_counter()
-    steps = distributed.steps_per_epoch(dataset, distribution)
-    learning_rate = distributed.learning_rate(config, dataset)
+    steps = strategy_fit.steps_per_epoch(dataset, distribution)
+    learning_rate = strategy_fit.learning_rate(config, dataset)
     schedule = PaperSchedule(learning_rate, config.epochs * steps, config.schedule,
                              warmup_learning_rate=WARMUP_LEARNING_RATE if config.warmup else None,
                              warmup_steps=config.warmup_steps or config.warmup_epochs * steps,
-                             **recipes.schedule_options(config))
+                             **recipe_options.schedule_options(config))
     with strategy.scope():
         compile_model(model, learning_rate=schedule, momentum=config.momentum,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                      jit_compile=distributed.jit_compile(config),
+                      jit_compile=strategy_fit.jit_compile(config),
                       one_hot_labels=dataset.one_hot_labels)
-    with distributed.worker_run_files(config, distribution) as run_files:
+    with strategy_fit.worker_run_files(config, distribution) as run_files:
         resumed_from = run_files.prepare()
         callbacks = _callbacks(config, schedule, dataset, run_files, resumed_from is not None)
         if resumed_from is not None:
             logger.info("Resuming %s from epoch %d of %d%s", config.run_dir, resumed_from + 1,
                         config.epochs, run_files.backed_up_step_note())
-        test = distributed.fit(config, model, dataset, strategy, distribution, callbacks, steps)
+        test = strategy_fit.fit(config, model, dataset, strategy, distribution, callbacks, steps)
         history = read_history(run_files.path("history"))
     warmup_end = next((c.ended_at_step for c in callbacks if isinstance(c, PaperWarmup)), None)
     return finish_run(config, model, dataset, RunFiles(config.run_dir), history=history,

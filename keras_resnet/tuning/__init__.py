@@ -6,7 +6,7 @@
 * ``fresh.py``: trials in processes served by the tuner's (or the chief's) oracle, up to
   ``trials_per_process`` each (``trial_process="recycled"``, the default for data by name:
   flat tuner memory) or one each (``"fresh"``).
-* ``distributed.py``: KerasTuner's chief/worker protocol with its hangs guarded;
+* ``chief_worker.py``: KerasTuner's chief/worker protocol with its hangs guarded;
   ``kt_internals.py``: the one place that uses KerasTuner's private API.
 """
 

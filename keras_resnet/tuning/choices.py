@@ -25,7 +25,7 @@ def check_choices(choices, family, input_shape):
         ValueError: a value out of range or unknown to Keras, or a network that downsamples
             more than the input allows.
     """
-    from keras_resnet.recipe import resolve_initializer
+    from keras_resnet.modeling.recipe import resolve_initializer
 
     c = choices
     for name in ("zero_init_residual", "bottleneck", "preact"):

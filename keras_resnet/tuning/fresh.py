@@ -3,7 +3,7 @@
 A process that builds and trains many models keeps some of each (TensorFlow's and Keras'
 caches): ~15 MiB per tiny trial, more for real ones. Here the tuner's process keeps only
 KerasTuner's oracle and serves it on 127.0.0.1 with KerasTuner's own gRPC protocol (the one
-of the chief/worker mode, ``distributed.py``); it starts a Python process that joins as a
+of the chief/worker mode, ``chief_worker.py``); it starts a Python process that joins as a
 worker, asks the oracle for trials, trains and reports up to ``per_process`` of them and exits
 (``"fresh"``: one trial per process; ``"recycled"``: ``trials_per_process``, which amortizes
 the start of TensorFlow while the growth of a process stays bounded), then the next one. The
@@ -24,7 +24,7 @@ import sys
 import uuid
 
 from keras_resnet import files
-from keras_resnet.tuning import distributed, kt_internals
+from keras_resnet.tuning import chief_worker, kt_internals
 from keras_resnet.tuning import results as results_module
 
 SPEC = "trial_process.json"
@@ -95,9 +95,9 @@ def run_trials(config, oracle, hyperparameters, log, runs_per_process=1):
     spec_path = os.path.join(project_dir, SPEC)
     files.write_text(spec_path, json.dumps(_spec(config, hyperparameters), indent=2))
     for tuner_id in list(oracle.ongoing_trials):  # processes of a previous, killed run
-        distributed.release(oracle, tuner_id)
-    distributed.stale_retries(oracle)
-    server, _, port = distributed.start_oracle_server(oracle, f"{_HOST}:0")
+        chief_worker.release(oracle, tuner_id)
+    chief_worker.stale_retries(oracle)
+    server, _, port = chief_worker.start_oracle_server(oracle, f"{_HOST}:0")
     ran, run_id = [], uuid.uuid4().hex[:8]
     try:
         for number in range(_limit(config)):
@@ -106,7 +106,7 @@ def run_trials(config, oracle, hyperparameters, log, runs_per_process=1):
             tuner_id = f"trial-process-{run_id}-{number}"
             code, runs = _run_process(spec_path, project_dir, runs_per_process,
                                       _environment(tuner_id, _HOST, port))
-            queued = distributed.release(oracle, tuner_id)
+            queued = chief_worker.release(oracle, tuner_id)
             state = os.path.join(project_dir, f"{tuner_id}.json")  # KerasTuner's tuner state
             if os.path.exists(state):
                 os.remove(state)
@@ -141,7 +141,7 @@ def run_worker_trials(config, hyperparameters, log, runs_per_process=1):
     from keras_resnet.constants import WORKER_TEMP_DIR
 
     project_dir = config.project_dir
-    tuner_id = os.environ[distributed.ENV_TUNER_ID]
+    tuner_id = os.environ[chief_worker.ENV_TUNER_ID]
     # Staged on this machine, not in the shared project: a killed worker's is removed by the
     # next worker here (its pid is this machine's).
     parent = os.path.join(tempfile.gettempdir(), WORKER_TEMP_DIR)
@@ -153,8 +153,8 @@ def run_worker_trials(config, hyperparameters, log, runs_per_process=1):
         files.write_text(spec_path, json.dumps(_spec(config, hyperparameters), indent=2))
         for number in range(_limit(config)):
             environment = _environment(f"{tuner_id}-p{number}",
-                                       os.environ[distributed.ENV_ORACLE_IP],
-                                       os.environ[distributed.ENV_ORACLE_PORT])
+                                       os.environ[chief_worker.ENV_ORACLE_IP],
+                                       os.environ[chief_worker.ENV_ORACLE_PORT])
             code, runs = _run_process(spec_path, project_dir, runs_per_process, environment)
             ran.extend(_log_runs(runs, log))
             if code != 0:
@@ -203,8 +203,8 @@ def _environment(tuner_id, host, port):
     root = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
     environment["PYTHONPATH"] = os.pathsep.join(
         [root] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
-    environment.update({distributed.ENV_TUNER_ID: tuner_id, distributed.ENV_ORACLE_IP: host,
-                        distributed.ENV_ORACLE_PORT: str(port)})
+    environment.update({chief_worker.ENV_TUNER_ID: tuner_id, chief_worker.ENV_ORACLE_IP: host,
+                        chief_worker.ENV_ORACLE_PORT: str(port)})
     return environment
 
 

@@ -1,6 +1,6 @@
 """The one place that uses KerasTuner's private API; checked against KerasTuner 1.4.8.
 
-KerasTuner has no public API for what the distributed-tuning guards (``distributed.py``) and
+KerasTuner has no public API for what the distributed-tuning guards (``chief_worker.py``) and
 the resume logic (``search.py``) need: the oracle's retry queue, the lock its methods share, the
 worker-side gRPC timeout, the chief's gRPC servicer and the oracle behind a worker's client.
 Everything private is reached through the functions below, so a KerasTuner upgrade is checked

@@ -18,7 +18,7 @@ import warnings
 from keras_resnet import files
 from keras_resnet.constants import (DEFAULT_MAX_TRIALS, DEFAULT_TUNE_BATCH_SIZE,
                                     DEFAULT_TUNE_EPOCHS, TUNE_METRICS, TUNERS)
-from keras_resnet.tuning import distributed, fresh, kt_internals
+from keras_resnet.tuning import chief_worker, fresh, kt_internals
 from keras_resnet.tuning import results as results_module
 from keras_resnet.tuning.config import TuneConfig
 
@@ -130,7 +130,7 @@ def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneRes
     log = log or logger.info
     config = _make_config(data, options)
     _check_hyperparameters_type(hyperparameters)
-    role = distributed.role()
+    role = chief_worker.role()
     if config.overwrite and role == "worker":
         raise ValueError("overwrite=True on a worker would delete the chief's search; pass "
                          "--overwrite to the chief only")
@@ -233,7 +233,7 @@ def _hypermodel(config, dataset, hyperparameters):
 def _state(config, role, log):
     resumed = not config.overwrite and os.path.exists(
         os.path.join(config.project_dir, "oracle.json"))
-    finished = len(distributed.finished_trials(config.project_dir)) if resumed else 0
+    finished = len(chief_worker.finished_trials(config.project_dir)) if resumed else 0
     already_finished = finished >= config.max_trials
     if already_finished:
         log(f"Search {config.project_dir} already finished its {finished} trials "
@@ -270,7 +270,7 @@ def _make_tuner(config, hypermodel, hyperparameters, role, max_runs=None):
     """The KerasTuner tuner and the description of its trials' strategy."""
     strategy, description = _strategy(config)
     if role == "worker":
-        distributed.bound_worker_wait(config.worker_timeout)
+        chief_worker.bound_worker_wait(config.worker_timeout)
     oracle_options = dict(objective=_objective(config), seed=config.seed,
                           hyperparameters=hyperparameters,
                           max_consecutive_failed_trials=config.max_trials + 1)
@@ -286,7 +286,7 @@ def _make_tuner(config, hypermodel, hyperparameters, role, max_runs=None):
 
 
 def _announce_resume(config, state, oracle, log):
-    stale = distributed.stale_retries(oracle)
+    stale = chief_worker.stale_retries(oracle)
     if stale:
         log(f"Trial(s) {', '.join(stale)} had finished but KerasTuner queued them to run "
             "again (its re-run-the-last-trial issue); they are kept as they are.")
@@ -300,22 +300,22 @@ def _search(config, search, oracle, role, log):
     if role == "chief":
         search.save()  # chief.json: a re-run of this command reloads the search
         try:
-            distributed.serve_chief(oracle, config.project_dir, max_trials=config.max_trials,
+            chief_worker.serve_chief(oracle, config.project_dir, max_trials=config.max_trials,
                                     worker_timeout=config.worker_timeout, log=log)
         finally:
             search.save()
         return list(type(search).ran)
     try:
         if role == "worker":
-            with distributed.Heartbeat(config.project_dir, search.tuner_id):
+            with chief_worker.Heartbeat(config.project_dir, search.tuner_id):
                 search.search(epochs=config.epochs, verbose=config.verbose)
         else:
             search.search(epochs=config.epochs, verbose=config.verbose)
     except Exception as error:
         if type(error).__name__ in ("_InactiveRpcError", "RpcError"):
             raise RuntimeError(
-                f"the chief at {os.environ.get(distributed.ENV_ORACLE_IP)}:"
-                f"{os.environ.get(distributed.ENV_ORACLE_PORT)} did not answer within "
+                f"the chief at {os.environ.get(chief_worker.ENV_ORACLE_IP)}:"
+                f"{os.environ.get(chief_worker.ENV_ORACLE_PORT)} did not answer within "
                 f"{config.worker_timeout:g} s; start it (KERASTUNER_TUNER_ID=chief) "
                 "first") from None
         raise

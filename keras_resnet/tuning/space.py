@@ -15,7 +15,8 @@ import math
 import keras
 import keras_tuner
 
-from keras_resnet import checks, presets
+from keras_resnet import checks
+from keras_resnet.modeling import presets
 from keras_resnet.constants import (DEFAULT_DETERMINISTIC, DEFAULT_SCHEDULE, DEFAULT_SEED,
                                     DEFAULT_TUNE_BATCH_SIZE, FAMILIES, SCHEDULES)
 from keras_resnet.tuning.choices import BOTTLENECK_SHORTCUTS, CIFAR_SHORTCUTS, check_choices
@@ -179,7 +180,7 @@ class HyperResNet(keras_tuner.HyperModel):
             ``(constructor, kwargs)``: ``keras_resnet.CifarResNet`` or ``keras_resnet.ResNet``
             and its keyword arguments.
         """
-        from keras_resnet.models import CifarResNet, ResNet
+        from keras_resnet.modeling.models import CifarResNet, ResNet
 
         options = {}
         if self.family == "cifar":
@@ -230,7 +231,7 @@ class HyperResNet(keras_tuner.HyperModel):
         Returns:
             An uncompiled ``keras.Model`` taking raw pixels.
         """
-        from keras_resnet.recipe import build_model
+        from keras_resnet.modeling.recipe import build_model
         from keras_resnet.training import make_reproducible
 
         make_reproducible(self.seed, self.deterministic)
@@ -280,8 +281,8 @@ class HyperResNet(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, epochs=1, callbacks=None, verbose="auto", **kwargs):
         """Trains ``model`` with the recipe of ``keras-resnet train``; declares ``batch_size``.
 
-        Compiles ``model`` (``keras_resnet.recipe.compile_model``); the learning rate follows
-        ``keras_resnet.recipe.PaperSchedule`` (step decay at 50% and
+        Compiles ``model`` (``keras_resnet.modeling.recipe.compile_model``); the learning rate follows
+        ``keras_resnet.modeling.recipe.PaperSchedule`` (step decay at 50% and
         75% of the trial's epochs), SGD with momentum 0.9 and the trial's weight decay, on the data pipeline of ``keras_resnet.data.load_dataset`` at the trial's
         batch size; ``keras.callbacks.TerminateOnNaN`` ends a diverging trial, which then fails
         with its reason.
@@ -301,7 +302,7 @@ class HyperResNet(keras_tuner.HyperModel):
         Raises:
             keras_tuner.errors.FailedTrialError: when the loss became NaN or infinite.
         """
-        from keras_resnet.recipe import PaperSchedule, compile_model
+        from keras_resnet.modeling.recipe import PaperSchedule, compile_model
 
         batch_size = self._declare(hp, "batch_size")
         learning_rate = hp.get("learning_rate")

@@ -17,8 +17,8 @@ import keras
 from keras import layers, ops
 
 from keras_resnet import checks, constants
-from keras_resnet.batch_norm import FusedBatchNormalization
-from keras_resnet.options import BlockOptions, options_from
+from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
+from keras_resnet.modeling.block_options import BlockOptions, options_from
 
 # Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
 SHORTCUTS = constants.SHORTCUTS

@@ -333,7 +333,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
     """A network for ``data``: ``images -> Normalization -> ResNet`` (raw 0..255 pixels in).
 
     Args:
-        model: a name of ``keras_resnet.presets.MODEL_PRESETS`` (built with the data's input
+        model: a name of ``keras_resnet.modeling.presets.MODEL_PRESETS`` (built with the data's input
             shape and classes) or a ``keras.Model`` (checked against the data).
         data: a ``keras_resnet.data.Dataset``.
         initializer: kernel initializer of a named network.
@@ -349,7 +349,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
         ValueError: for an unknown name, or a head (``classes``) or input shape that does not
             fit the data.
     """
-    from keras_resnet.models import build
+    from keras_resnet.modeling.models import build
 
     if not isinstance(model, keras.Model):
         checks.model_name(model)

@@ -2,7 +2,7 @@
 
 ``transfer_weights`` copies every weight between a model with ``RepeatedBlocks`` stages and its
 unrolled twin (slice ``k`` of a stacked variable is block ``k + 2`` of the stage);
-``convert_stages`` builds the twin. Both are re-exported by ``keras_resnet.loop``.
+``convert_stages`` builds the twin.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import keras
 
 from keras_resnet import checks
-from keras_resnet.loop import RepeatedBlocks
-from keras_resnet.options import BlockOptions
-from keras_resnet.stats import leaf_layers
+from keras_resnet.modeling.looped_stages import RepeatedBlocks
+from keras_resnet.modeling.block_options import BlockOptions
+from keras_resnet.modeling.stats import leaf_layers
 
 
 def _flat_weights(model):
@@ -66,7 +66,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
 
 
 def _unroll(layer: RepeatedBlocks, x):
-    from keras_resnet.blocks import plain_block, residual_block
+    from keras_resnet.modeling.blocks import plain_block, residual_block
 
     block = plain_block if layer.plain else residual_block
     for k in range(layer.count):

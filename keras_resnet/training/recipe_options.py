@@ -1,4 +1,4 @@
-"""Named training recipes (``keras_resnet.presets.RECIPES``) resolved into ``train`` options.
+"""Named training recipes (``keras_resnet.modeling.presets.RECIPES``) resolved into ``train`` options.
 
 A recipe is data: the ``TrainConfig`` values it sets. ``resolve_recipe`` lays the options a
 caller gave explicitly over it, scales the learning rate with the batch size where the recipe
@@ -9,7 +9,8 @@ resolved values.
 
 from __future__ import annotations
 
-from keras_resnet import checks, presets
+from keras_resnet import checks
+from keras_resnet.modeling import presets
 from keras_resnet.constants import DEFAULT_BATCH_SIZE, DEFAULT_RECIPE
 
 # Keys of a recipe that are not TrainConfig fields.
@@ -37,7 +38,7 @@ def resolve_recipe(recipe: str = DEFAULT_RECIPE, options: dict | None = None, *,
     """``train``'s options: ``recipe``'s values with the explicit ``options`` laid over them.
 
     Args:
-        recipe: a name of ``keras_resnet.presets.RECIPES`` (``"cifar"``, ``"imagenet"``).
+        recipe: a name of ``keras_resnet.modeling.presets.RECIPES`` (``"cifar"``, ``"imagenet"``).
         options: the options the caller gave (``TrainConfig`` fields); ``model_options`` and
             ``data_options`` are merged key by key, a None for a value the recipe sets keeps
             the recipe's. A ``warmup_steps`` or a ``schedule`` other than the recipe's given

@@ -7,7 +7,9 @@ import os
 
 import keras
 
-from keras_resnet import checks, constants, presets
+from keras_resnet import checks, constants
+from keras_resnet.modeling import presets
+from keras_resnet.modeling.weight_files import load_weights as load_file
 
 
 def check_weights(weights, depth, compat, include_top, classes):
@@ -72,12 +74,11 @@ def load_weights(model, weights, depth, include_top):
 
     Any supported file (torchvision/timm checkpoints, ``.keras``, ``.weights.h5``,
     keras.applications' ``.h5`` for compat models) is chosen by its extension
-    (``keras_resnet.pretrained.load_weights``).
+    (``keras_resnet.modeling.weight_files.load_weights``).
 
     Raises:
         ValueError: the file does not fit the model.
     """
-    from keras_resnet.pretrained import load_weights as load_file  # imports models: lazily
 
     if weights == "imagenet":
         weights = imagenet_weights_path(depth, include_top)

@@ -1,20 +1,18 @@
-"""Building a model from a checkpoint, and loading any supported weights file into a model."""
+"""A model built from a torchvision / timm checkpoint, and the input normalization layers
+pretrained weights expect (torchvision's mean/std, keras.applications' caffe mode)."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 import keras
 import numpy as np
 
-from keras_resnet.constants import PREPROCESSINGS, WEIGHTS_EXTENSIONS
-from keras_resnet.pretrained.architecture import infer_architecture
-from keras_resnet.pretrained.state_dict import is_torch_file, read_state_dict
-from keras_resnet.pretrained.torch_weights import LoadResult, load_state_dict
-from keras_resnet.stats import leaf_layers
-
-logger = logging.getLogger(__name__)
+from keras_resnet.constants import PREPROCESSINGS
+from keras_resnet.modeling.models import ResNet
+from keras_resnet.modeling.state_dict import read_state_dict
+from keras_resnet.modeling.torch_architecture import infer_architecture
+from keras_resnet.modeling.torch_weights import load_state_dict
 
 # torchvision / timm ImageNet normalization, on 0..1 RGB.
 TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -113,8 +111,6 @@ def from_torch_checkpoint(path: str | os.PathLike, *, input_shape=None, classes=
     if preprocessing == "torch" and input_shape[-1] != 3:
         raise ValueError(f"preprocessing='torch' normalizes RGB images; input_shape {input_shape}"
                          " has another number of channels")
-    from keras_resnet.models import ResNet
-
     tensor = None
     if preprocessing == "torch":
         inputs = keras.Input(shape=tuple(input_shape), name="pixels")
@@ -127,62 +123,3 @@ def from_torch_checkpoint(path: str | os.PathLike, *, input_shape=None, classes=
     result = load_state_dict(model, state, os.fspath(path))
     model.pretrained_load = result
     return model
-
-
-def _is_keras_applications(model):
-    conv = next((layer for layer in leaf_layers(model) if layer.name == "conv1_conv"), None)
-    return conv is not None and conv.use_bias
-
-
-def _load_keras_file(model, path, kind):
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"weights file {path!r} ({kind}) does not fit model {model.name!r}: "
-                         f"{error}") from error
-    logger.info("%s: loaded %s weights into model %r", path, kind, model.name)
-    return LoadResult(path=path, format="keras")
-
-
-def load_weights(model: keras.Model, path: str | os.PathLike) -> LoadResult:
-    """Loads a weights file of any supported kind into ``model``, chosen by its extension.
-
-    ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin``: a torchvision / timm ResNet checkpoint
-    (``load_torch_weights``); ``.keras``: the weights of a saved keras_resnet model;
-    ``.weights.h5``: Keras weights; ``.h5``: keras.applications' published files, which only
-    fit ``compat="keras.applications"`` models.
-
-    Args:
-        model: the model to load into.
-        path: the file.
-
-    Returns:
-        A ``LoadResult``.
-
-    Raises:
-        ValueError: for another extension, a missing file, or weights that do not fit.
-        ImportError: for a torch pickle without torch installed.
-    """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model; got {model!r}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"weights must be a file path; got {path!r}")
-    path = os.fspath(path)
-    lower = path.lower()
-    if not lower.endswith(WEIGHTS_EXTENSIONS):
-        raise ValueError(f"weights file {path!r} must end with one of "
-                         f"{', '.join(WEIGHTS_EXTENSIONS)}")
-    if not os.path.isfile(path):
-        raise ValueError(f"weights file {path!r} does not exist")
-    if is_torch_file(path):
-        return load_state_dict(model, read_state_dict(path), path)
-    if lower.endswith(".keras"):
-        return _load_keras_file(model, path, ".keras model")
-    if lower.endswith(".weights.h5"):
-        return _load_keras_file(model, path, "Keras .weights.h5")
-    if not _is_keras_applications(model):
-        raise ValueError(
-            f"weights file {path!r} is a legacy .h5 file such as keras.applications publishes; "
-            f"model {model.name!r} is not built like keras.applications: load it into "
-            "keras_resnet.ResNet50/101/152(compat='keras.applications', weights=PATH)")
-    return _load_keras_file(model, path, "keras.applications .h5")

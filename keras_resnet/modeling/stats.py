@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from keras_resnet.loop import RepeatedBlocks
+from keras_resnet.modeling.looped_stages import RepeatedBlocks
 
 
 def leaf_layers(model):

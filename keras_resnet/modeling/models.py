@@ -11,12 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras_resnet import checks, constants, presets
-from keras_resnet.batch_norm import FusedBatchNormalization
-from keras_resnet.blocks import plain_block, residual_block
-from keras_resnet.loop import RepeatedBlocks
-from keras_resnet.options import BlockOptions, resolve_activation
-from keras_resnet.applications_weights import check_weights, load_weights
+from keras_resnet import checks, constants
+from keras_resnet.modeling import presets
+from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
+from keras_resnet.modeling.blocks import plain_block, residual_block
+from keras_resnet.modeling.looped_stages import RepeatedBlocks
+from keras_resnet.modeling.block_options import BlockOptions, resolve_activation
+from keras_resnet.modeling.applications_weights import check_weights, load_weights
 
 # Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
 STEMS = constants.STEMS
@@ -214,7 +215,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
         include_top: end with global average pooling and a ``classes``-way Dense layer.
         weights: None (random), a path to a weights file (a torchvision / timm checkpoint
             ``.safetensors`` / ``.pth``, ``.keras``, ``.weights.h5``, or a legacy ``.h5`` such
-            as keras.applications' published files; ``keras_resnet.pretrained.load_weights``)
+            as keras.applications' published files; ``keras_resnet.modeling.weight_files.load_weights``)
             or ``"imagenet"`` (only with
             ``compat="keras.applications"``; downloads keras.applications' file and checks its
             MD5 digest).
@@ -240,7 +241,7 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
             exactly (conv biases, stride in the first 1x1, BN epsilon 1.001e-5, same names).
         stage_models: build each stage as a sub-model (default: only for very deep networks).
         loop_stages: in each stage, apply the blocks after the first as one
-            ``keras_resnet.loop.RepeatedBlocks`` layer (their weights stacked, run in a loop):
+            ``keras_resnet.modeling.looped_stages.RepeatedBlocks`` layer (their weights stacked, run in a loop):
             the same function, a graph of one block per stage whatever the depth. A no-op for
             stages of one block; not with ``shortcut="C"`` or ``compat``.
         recompute_grad: with ``loop_stages``, recompute each looped block's activations in the
@@ -366,7 +367,7 @@ def build(model_name, **kwargs):
     """Builds a named network (``"resnet50"``, ``"cifar-resnet20"``, ``"cifar-plain56"``, ...).
 
     Args:
-        model_name: a key of ``keras_resnet.presets.MODEL_PRESETS``.
+        model_name: a key of ``keras_resnet.modeling.presets.MODEL_PRESETS``.
         **kwargs: passed to the constructor (``input_shape``, ``classes``, options, ...).
 
     Returns:

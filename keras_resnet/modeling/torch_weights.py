@@ -19,9 +19,9 @@ import re
 import keras
 import numpy as np
 
-from keras_resnet.pretrained.architecture import TorchResNet, infer_architecture
-from keras_resnet.pretrained.state_dict import read_state_dict
-from keras_resnet.stats import leaf_layers
+from keras_resnet.modeling.torch_architecture import TorchResNet, infer_architecture
+from keras_resnet.modeling.state_dict import read_state_dict
+from keras_resnet.modeling.stats import leaf_layers
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ per-block moving statistics, updated as the unrolled layers would update them.
 
 ``ResNet(..., loop_stages=True)`` builds it; ``transfer_weights`` copies weights between a looped
 model and its unrolled twin (built with the same arguments), either way, and ``convert_stages``
-turns one into the other (both in ``loop_convert.py``).
+turns one into the other (both in ``stage_conversion.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from keras_resnet import checks
-from keras_resnet.options import BlockOptions
+from keras_resnet.modeling.block_options import BlockOptions
 
 
 def branch_plan(filters: int, options: BlockOptions):
@@ -243,7 +243,7 @@ class RepeatedBlocks(layers.Layer):
         return y
 
     def _norm(self, x, weights, moments, training):
-        """``FusedBatchNormalization`` with one block's BN weights (see ``batch_norm.py``)."""
+        """``FusedBatchNormalization`` with one block's BN weights (see ``fused_batch_norm.py``)."""
         if keras.backend.backend() != "tensorflow":
             return self._keras_norm(x, weights, moments, training)
         import tensorflow as tf
@@ -309,8 +309,3 @@ def _remat(function):
             f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat, "
             f"which Keras {keras.__version__} lacks: upgrade Keras, or set recompute_grad=False")
     return remat(function)
-
-
-# The conversions between looped and unrolled models live in loop_convert.py (imported last: it
-# uses RepeatedBlocks).
-from keras_resnet.loop_convert import convert_stages, transfer_weights  # noqa: E402,F401
