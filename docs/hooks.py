@@ -1,0 +1,205 @@
+"""MkDocs hook: the pages' generated parts, made at build time from the source tree.
+
+- ``<!-- benchmarks:results-X.json -->`` becomes a table of ``benchmarks/results-X.json``;
+- ``<!-- api:keras_resnet.PKG -->`` becomes one mkdocstrings ``:::`` entry per name of that
+  package's ``__all__``;
+- ``<!-- api-index -->`` becomes the table of the top-level ``keras_resnet`` names, each linked
+  to the entry that documents it.
+
+Nothing is imported: ``__all__`` is read from the source with ``ast`` (the top-level package
+resolves its names lazily, so its ``__all__`` is computed from ``_EXPORTS``), which keeps the
+build free of TensorFlow. A marker naming a missing file or package fails the build.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import re
+
+from mkdocs.exceptions import PluginError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "keras_resnet"
+BENCHMARKS = ROOT / "benchmarks"
+# The subpackages whose __all__ the API reference documents, one page each.
+API_PACKAGES = ("modeling", "data", "training", "export", "serving", "tuning", "diagnostics",
+                "distribute")
+
+MARKER = re.compile(r"<!--\s*(benchmarks|api|api-index)(?::\s*([\w.\-]+))?\s*-->")
+
+
+# ----------------------------------------------------------------------------- public names
+
+def _module_assignments(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # computed (e.g. __all__ = sorted(_WHERE)): read from its parts below
+    return values
+
+
+def package_all(package):
+    """``__all__`` of ``keras_resnet.PACKAGE``, read statically."""
+    values = _module_assignments(PACKAGE / package / "__init__.py")
+    if "__all__" not in values:
+        raise PluginError(f"keras_resnet.{package} has no literal __all__")
+    return list(values["__all__"])
+
+
+def top_level_exports():
+    """``{name: defining module}`` of the top-level package (its ``_EXPORTS`` turned around)."""
+    exports = _module_assignments(PACKAGE / "__init__.py")["_EXPORTS"]
+    return {name: module for module, names in exports.items() for name in names}
+
+
+def _module_file(module):
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _defines(tree, name):
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
+                node.name == name):
+            return True
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            return True
+    return False
+
+
+def defining_path(module, name):
+    """Where ``module.name`` is defined, following ``from X import name`` re-exports and,
+    for a package that resolves names lazily (PEP 562), its own modules."""
+    path = _module_file(module)
+    if not path.is_file():
+        raise PluginError(f"no module {module} ({path})")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    if _defines(tree, name):
+        return f"{module}.{name}"
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "keras_resnet") and any(alias.name == name and alias.asname in (None, name)
+                                        for alias in node.names):
+            return defining_path(node.module, name)
+    if path.name == "__init__.py":
+        for child in sorted(path.parent.glob("*.py")):
+            if child.name != "__init__.py" and _defines(ast.parse(child.read_text()), name):
+                return f"{module}.{child.stem}.{name}"
+    raise PluginError(f"cannot find where {module}.{name} is defined")
+
+
+def api_entries(package):
+    return "\n\n".join(f"::: {defining_path(f'keras_resnet.{package}', name)}"
+                        for name in package_all(package))
+
+
+def api_index():
+    rows = ["| name | defined in |", "|---|---|"]
+    for name, module in sorted(top_level_exports().items()):
+        target = defining_path(module, name)
+        rows.append(f"| `keras_resnet.{name}` | [`{target}`][{target}] |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+def _number(value):
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def _bench_rows(data):
+    """``benchmarks/bench.py --json``: one row per measurement."""
+    lines = [f"Machine: {data.get('machine', '?')}; quick: {data.get('quick')}; "
+             f"peak RSS {data.get('peak_rss_bytes', 0) / 2**30:.2f} GiB.", ""]
+    if data.get("note"):
+        lines += [f"Note: {data['note']}", ""]
+    lines += ["| benchmark | metric | ours | reference | unit | ratio | note |",
+              "|---|---|---:|---:|---|---:|---|"]
+    for row in data["rows"]:
+        reference = _number(row.get("reference"))
+        if row.get("reference_name"):
+            reference += f" ({row['reference_name']})"
+        lines.append("| " + " | ".join([row.get("benchmark", ""), _number(row.get("metric", "")),
+                                         _number(row.get("ours")), reference,
+                                         row.get("unit", ""), _number(row.get("ratio")),
+                                         _number(row.get("note", ""))]) + " |")
+    return lines
+
+
+def _gpu_results(data):
+    """``benchmarks/gpu.py --json``: images/s per config, mode and dtype."""
+    environment = data.get("environment", {})
+    gpus = ", ".join(environment.get("nvidia_smi", {}).get("gpus", [])) or "?"
+    settings = data.get("settings", {})
+    lines = [f"GPU: {gpus}; steps {settings.get('steps')}, repeats {settings.get('repeats')}, "
+             f"TF32 {settings.get('tf32')}.", "",
+             "| mode | dtype | config | batch | images/s | compile s | status |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for row in data["results"]:
+        lines.append("| " + " | ".join(_number(row.get(key, "")) for key in (
+            "mode", "dtype", "config", "batch_size", "images_per_s", "compile_s", "status")) + " |")
+    return lines
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and len(value) > 6:
+        yield prefix, f"{len(value)} values: {_number(value[0])} … {_number(value[-1])}"
+    elif isinstance(value, list):
+        yield prefix, ", ".join(_number(item) for item in value)
+    else:
+        yield prefix, _number(value)
+
+
+def benchmark_table(filename):
+    path = BENCHMARKS / filename
+    if not path.is_file() or not filename.startswith("results-"):
+        raise PluginError(f"benchmarks marker names {filename!r}: no such benchmarks/results-*.json")
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "rows" in data:
+        lines = _bench_rows(data)
+    elif isinstance(data, dict) and "results" in data:
+        lines = _gpu_results(data)
+    else:
+        lines = ["| key | value |", "|---|---|"]
+        lines += [f"| `{key}` | {value} |" for key, value in _flatten(data)]
+    return "\n".join([f"*From `benchmarks/{filename}`, read when this site was built.*", ""]
+                     + lines)
+
+
+# ----------------------------------------------------------------------------- the hook
+
+def render(markdown):
+    def replace(match):
+        kind, argument = match.group(1), match.group(2)
+        if kind == "benchmarks":
+            return benchmark_table(argument or "")
+        if kind == "api-index":
+            return api_index()
+        package = (argument or "").removeprefix("keras_resnet.")
+        if package not in API_PACKAGES:
+            raise PluginError(f"api marker names {argument!r}; known: {API_PACKAGES}")
+        return api_entries(package)
+
+    return MARKER.sub(replace, markdown)
+
+
+def on_page_markdown(markdown, page, config, files):  # noqa: ARG001 (MkDocs' signature)
+    return render(markdown)
