@@ -4,7 +4,9 @@
 - ``<!-- api:keras_resnet.PKG -->`` becomes one mkdocstrings ``:::`` entry per name of that
   package's ``__all__``;
 - ``<!-- api-index -->`` becomes the table of the top-level ``keras_resnet`` names, each linked
-  to the entry that documents it.
+  to the entry that documents it;
+- ``<!-- modules -->`` becomes one table per package of every module and the first paragraph
+  of its docstring (``<!-- modules:keras_resnet.data -->`` for one package).
 
 Nothing is imported: ``__all__`` is read from the source with ``ast`` (the top-level package
 resolves its names lazily, so its ``__all__`` is computed from ``_EXPORTS``), which keeps the
@@ -27,7 +29,7 @@ BENCHMARKS = ROOT / "benchmarks"
 API_PACKAGES = ("modeling", "data", "training", "export", "serving", "tuning", "diagnostics",
                 "distribute")
 
-MARKER = re.compile(r"<!--\s*(benchmarks|api|api-index)(?::\s*([\w.\-]+))?\s*-->")
+MARKER = re.compile(r"<!--\s*(benchmarks|api|api-index|modules)(?::\s*([\w.\-]+))?\s*-->")
 
 
 # ----------------------------------------------------------------------------- public names
@@ -113,12 +115,14 @@ def api_index():
 # ----------------------------------------------------------------------------- benchmarks
 
 def _number(value):
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 1e3 else f"{value:,.1f}"
     return str(value).replace("|", "\\|")
 
 
@@ -153,6 +157,14 @@ def _gpu_results(data):
     for row in data["results"]:
         lines.append("| " + " | ".join(_number(row.get(key, "")) for key in (
             "mode", "dtype", "config", "batch_size", "images_per_s", "compile_s", "status")) + " |")
+    ratios = [row for row in data.get("ratios", []) if len(row) > 2]
+    if ratios:
+        names = sorted({key for row in ratios for key in row} - {"mode", "dtype"})
+        lines += ["", "| mode | dtype | " + " | ".join(names) + " |",
+                  "|---|---|" + "---:|" * len(names)]
+        for row in ratios:
+            lines.append(f"| {row['mode']} | {row['dtype']} | "
+                         + " | ".join(_number(row.get(name, "")) for name in names) + " |")
     return lines
 
 
@@ -184,6 +196,32 @@ def benchmark_table(filename):
                      + lines)
 
 
+# ----------------------------------------------------------------------------- modules
+
+def _summary(path):
+    docstring = ast.get_docstring(ast.parse(path.read_text(), filename=str(path))) or ""
+    first = docstring.strip().split("\n\n", 1)[0]
+    return " ".join(first.split()).replace("|", "\\|")
+
+
+def module_table(package):
+    """Every module of ``keras_resnet.PACKAGE`` (or of the top level, for ``keras_resnet``)
+    with the first paragraph of its docstring."""
+    folder = PACKAGE if package == "keras_resnet" else PACKAGE / package.removeprefix(
+        "keras_resnet.")
+    if not (folder / "__init__.py").is_file():
+        raise PluginError(f"modules marker names {package!r}: no such package")
+    rows = ["| module | what it holds |", "|---|---|"]
+    for path in sorted(folder.glob("*.py")):
+        name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        rows.append(f"| `{name}` | {_summary(path)} |")
+    return "\n".join(rows)
+
+
+def subpackages():
+    return sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+
+
 # ----------------------------------------------------------------------------- the hook
 
 def render(markdown):
@@ -193,6 +231,14 @@ def render(markdown):
             return benchmark_table(argument or "")
         if kind == "api-index":
             return api_index()
+        if kind == "modules":
+            if argument:
+                return module_table(argument)
+            return "\n\n".join([f"### `keras_resnet` (below the storey line)\n\n"
+                                 + module_table("keras_resnet")]
+                                + [f"### `keras_resnet.{name}`\n\n"
+                                   + module_table(f"keras_resnet.{name}")
+                                   for name in subpackages()])
         package = (argument or "").removeprefix("keras_resnet.")
         if package not in API_PACKAGES:
             raise PluginError(f"api marker names {argument!r}; known: {API_PACKAGES}")
