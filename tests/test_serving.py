@@ -148,7 +148,7 @@ def test_floats_are_written_as_tf_serving_writes_float32(server):
 def test_b64_png_through_the_bytes_signature(server):
     model, _, client = server
     pixels = np.random.default_rng(2).integers(0, 256, (2, 8, 8)).astype(np.uint8)
-    rows = client.classify_images("pets", encoded=[png(p) for p in pixels])
+    rows = client.classify_images("pets", encoded=[png(p) for p in pixels])["predictions"]
     np.testing.assert_allclose([r["probabilities"] for r in rows], expected(model, pixels),
                                atol=1e-5)
 

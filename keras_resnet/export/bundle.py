@@ -234,7 +234,7 @@ def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
             "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT,
                            CLASSIFY_SIGNATURE: CLASSIFY_INPUT}}
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=1)
+        json.dump(info, handle, indent=1, ensure_ascii=False)
     _make_readable(staging)
     files.fsync_tree(staging)
 

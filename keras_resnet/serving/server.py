@@ -58,7 +58,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # TF Serving registers no handler outside /v1/: its HTTP server's plain 404
             return self._send(404, b"Not Found", "text/plain")
         status, payload = rest.handle(self.server.repository, method, path, body)
-        self._send(status, json.dumps(payload).encode(), "application/json")
+        self._send(status, rest.response_bytes(payload), "application/json")
 
     def _read_body(self):
         """The request body (chunked or not, gzip-decoded), or None after refusing it."""
