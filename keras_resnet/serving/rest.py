@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import urllib.parse
 
@@ -27,6 +28,8 @@ PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                          r"(?:/(metadata))?", re.IGNORECASE)
 API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+
+logger = logging.getLogger(__name__)
 
 
 def response_bytes(payload: dict) -> bytes:
@@ -48,6 +51,11 @@ def handle(repository: Repository, method: str, path: str, body: bytes) -> tuple
         return 200, _dispatch(repository, method, path, body)
     except ServingStatus as status:
         return status.http_status, {"error": status.message}
+    except RecursionError:  # a document that parsed but nests too deeply to walk (or show)
+        return 400, {"error": f"JSON Value: {json_text.TOO_DEEP}"}
+    except Exception as error:  # noqa: BLE001 (answer rather than drop the connection)
+        logger.exception("%s %s failed", method, path)
+        return 500, {"error": f"Internal: {type(error).__name__}: {error}"}
 
 
 def _dispatch(repository, method, path, body):
