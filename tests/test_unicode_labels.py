@@ -171,3 +171,13 @@ def test_export_cli_reads_a_utf8_labels_file(tmp_path, capsys):
     loaded = tf.saved_model.load(path)
     outputs = loaded.signatures["serving_default"](images=tf.zeros((1, 8, 8, 1), tf.uint8))
     assert {b.decode("utf-8") for b in outputs["labels"].numpy()[0]} == set(NAMES)
+
+
+def test_verify_export_compares_the_utf8_labels(served):
+    """The TensorFlow-only check reads the UTF-8 export record and compares the labels."""
+    from keras_resnet import verify_export
+
+    model, path, _ = served
+    report = verify_export(path, verbose=False)
+    assert report["max_abs_diff"] <= 1e-5
+    assert {case["signature"] for case in report["cases"]} >= {"serving_default", "classify"}

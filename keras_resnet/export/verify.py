@@ -43,7 +43,8 @@ tf.get_logger().setLevel("ERROR")
 from tensorflow_serving.apis import prediction_log_pb2
 
 path, reference_path, atol = sys.argv[1], sys.argv[2], float(sys.argv[3])
-info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.json")))
+info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.json"),
+                      encoding="utf-8"))
 reference = np.load(reference_path, allow_pickle=True)
 warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
           tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]
@@ -174,7 +175,7 @@ def _recompute_reference(path, model, scratch):
 
     from keras_resnet.export import signatures as sig
 
-    with open(os.path.join(path, layout.EXPORT_INFO)) as handle:
+    with open(os.path.join(path, layout.EXPORT_INFO), encoding="utf-8") as handle:
         info = json.load(handle)
     spec_data = dict(info["spec"])
     spec_data["class_names"] = tuple(spec_data["class_names"] or ()) or None
