@@ -317,6 +317,30 @@ def test_staging_is_removed_when_empty_but_not_under_a_writer(exported, tmp_path
     assert versions(tmp_path / "tiny") == [1, 2]
 
 
+CONCURRENT_CHILD = textwrap.dedent("""
+    import sys
+    import keras
+    from keras_resnet import ResNet, export_saved_model
+    model = ResNet(stage_depths=(1, 1), widths=(8, 16), stem="cifar", input_shape=(8, 8, 1),
+                   classes=3, name="shared")
+    for _ in range(3):
+        export_saved_model(model, sys.argv[1], warmup_batch_sizes=(1,))
+""")
+
+
+@pytest.mark.slow
+def test_concurrent_exports_share_and_then_remove_staging(tmp_path):
+    """Two processes export into one bundle at once: one may remove the empty .staging while
+    the other is about to write there; every export still lands, each as its own version."""
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, str(tmp_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    errors = [child.communicate(timeout=600)[1] for child in children]
+    assert [child.returncode for child in children] == [0, 0], errors
+    assert versions(tmp_path / "shared") == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / bundle.STAGING).exists()
+
+
 def test_failed_write_removes_its_staging(exported, tmp_path):
     model, _, _ = exported
     (tmp_path / "tiny").write_text("a file where the model directory goes")
