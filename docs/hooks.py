@@ -25,9 +25,11 @@ from mkdocs.exceptions import PluginError
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "keras_resnet"
 BENCHMARKS = ROOT / "benchmarks"
-# The subpackages whose __all__ the API reference documents, one page each.
-API_PACKAGES = ("modeling", "data", "training", "export", "serving", "tuning", "diagnostics",
-                "distribute")
+# The subpackages whose __all__ the API reference documents, one page each (docs/reference/):
+# every subpackage that declares a literal __all__ (the CLI declares none).
+API_PACKAGES = tuple(sorted(
+    path.parent.name for path in PACKAGE.glob("*/__init__.py")
+    if re.search(r"^__all__ = ", path.read_text(), flags=re.M)))
 
 MARKER = re.compile(r"<!--\s*(benchmarks|api|api-index|modules)(?::\s*([\w.\-]+))?\s*-->")
 

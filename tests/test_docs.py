@@ -48,8 +48,10 @@ SLOW = {"README.md", "guides/training.md", "guides/streaming-data.md", "guides/d
         "guides/pretrained-weights.md", "guides/backends.md", "guides/blocks-and-models.md",
         "why-residual-networks.md", "getting-started.md"}
 
-API_PACKAGES = ("modeling", "data", "training", "export", "serving", "tuning", "diagnostics",
-                "distribute")
+# Every subpackage with an __all__ has an API page (docs/reference/<name>.md, in mkdocs.yml).
+API_PACKAGES = tuple(sorted(
+    path.parent.name for path in (ROOT / "keras_resnet").glob("*/__init__.py")
+    if re.search(r"^__all__ = ", path.read_text(), flags=re.M)))
 
 
 def pages():
@@ -219,6 +221,16 @@ def test_site_builds_strictly(site):
         page = path.relative_to(DOCS).with_suffix("")
         built = site / (page.parent if page.name == "index" else page) / "index.html"
         assert built.is_file(), f"{path} was not built ({built})"
+
+
+def test_every_public_package_has_a_reference_page():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert set(API_PACKAGES) >= {"modeling", "data", "training", "export", "serving", "tuning",
+                                 "diagnostics", "distribute"}
+    for package in API_PACKAGES:
+        page = DOCS / "reference" / f"{package}.md"
+        assert f"<!-- api:keras_resnet.{package} -->" in page.read_text(), page
+        assert f"reference/{package}.md" in nav, f"{page} is not in mkdocs.yml's nav"
 
 
 @pytest.mark.slow
