@@ -212,8 +212,13 @@ def test_single_class_folder(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
+    ({"source": "imagenet"}, ValueError,
+     "unknown data set 'imagenet': not one of digits, cifar10"),
     ({"name_or_path": "imagenet"}, ValueError,
      "unknown data set 'imagenet': not one of digits, cifar10"),
+    ({"source": 3}, TypeError, "source must be a data set name or a directory path; got 3"),
+    ({"options": {"batch_size": 8}}, TypeError,
+     r"options must be a keras_resnet.data.LoadOptions or None; got \{'batch_size': 8\}"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive int \(1, 2, 64, ...\); got 0"),
     ({"batch_size": 2.0}, TypeError, r"batch_size must be a positive int .*; got 2.0"),
     ({"validation_split": 1.5}, ValueError,
@@ -232,6 +237,38 @@ def test_single_class_folder(tmp_path):
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         load_dataset(**kwargs)
+
+
+def test_unknown_options_are_named_with_the_accepted_ones():
+    with pytest.raises(TypeError, match=r"unknown data options batch, sed; accepted: batch_size, "
+                                        r"seed, validation_split, .*, mixup, cutmix$"):
+        load_dataset("digits", batch=8, sed=1)
+    with pytest.raises(TypeError, match=r"unknown data option batch; accepted: batch_size"):
+        data.LoadOptions().replace(batch=8)
+
+
+def test_options_are_declared_once_with_the_cli_defaults():
+    from keras_resnet import constants
+
+    options = data.LoadOptions()
+    assert options.batch_size == constants.DEFAULT_BATCH_SIZE == 32
+    assert options.seed == constants.DEFAULT_SEED
+    assert options.shuffle_buffer == constants.DEFAULT_SHUFFLE_BUFFER
+    assert options.strict is False
+    assert data.LoadOptions(image_size=6).image_size == (6, 6)
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int \(1, 2, 64, ...\); "
+                                         r"got 0"):
+        data.LoadOptions(batch_size=0)
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int"):
+        options.replace(batch_size=0)
+    assert load_dataset("digits", augment=False).batch_size == 32
+    given = data.LoadOptions(batch_size=16, augment=False, seed=3)
+    ds = load_dataset("digits", given)
+    assert ds.batch_size == 16
+    assert load_dataset("digits", given, batch_size=8).batch_size == 8
+    np.testing.assert_array_equal(_arrays(ds.test)[1],
+                                  _arrays(load_dataset("digits", batch_size=16, seed=3,
+                                                       augment=False).test)[1])
 
 
 def test_a_file_is_not_a_data_set(tmp_path):
