@@ -107,7 +107,8 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     if keras.backend.backend() == "jax":
         return _train_on_jax(config, model, data)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
-    strategy, distribution = distribute.make_strategy(config.strategy)
+    strategy, distribution = distribute.make_strategy(config.strategy,
+                                                       worker_timeout=config.worker_timeout)
     if distribution["strategy"] == "multi-worker" and (
             not isinstance(data, (str, os.PathLike)) or config.weights is not None):
         raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
