@@ -141,3 +141,11 @@ def test_a_signal_stops_the_wait_within_seconds(tmp_path, signum):
         process.kill()
     assert process.returncode == 128 + signum
     assert f"stopped by {signal.Signals(signum).name} while waiting" in process.stdout.read()
+
+
+def test_train_config_checks_worker_timeout():
+    from keras_resnet.training.config import TrainConfig
+
+    assert TrainConfig().worker_timeout == 600
+    with pytest.raises(ValueError, match=r"worker_timeout must be .*; got -1"):
+        TrainConfig(worker_timeout=-1)
