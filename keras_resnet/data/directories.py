@@ -102,7 +102,8 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
     return Dataset(
         name=path, train=order.pipeline(), train_order=order,
         validation=pipeline("validation") if "validation" in shards else None,
-        test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
+        test=pipeline("test" if "test" in shards else "validation"), class_names=names,
+        input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
         validation_size=sizes.get("validation", 0),
         test_size=sizes.get("test", sizes.get("validation", 0)), batch_size=options.batch_size,

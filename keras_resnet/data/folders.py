@@ -75,7 +75,8 @@ def split_indices(count: int, seed: int, holdouts: tuple) -> list:
 
 
 def holdout_sizes(count: int, validation_split: float, test_split: float) -> tuple[int, int]:
-    """``(validation, test)`` image counts: ``test_split`` of all, ``validation_split`` of the rest."""
+    """``(validation, test)`` image counts: ``test_split`` of all, ``validation_split`` of the
+    rest."""
     test = int(round(count * test_split))
     validation = int(round((count - test) * validation_split))
     return validation, test
