@@ -135,8 +135,10 @@ def test_a_signal_stops_the_wait_within_seconds(tmp_path, signum):
         assert f"waiting for worker 1 at 127.0.0.1:{ports[1]}" in line
         sent = time.monotonic()
         process.send_signal(signum)
-        process.wait(timeout=10)
-        assert time.monotonic() - sent < 5
+        process.wait(timeout=30)
+        # the wait stops within a probe interval; the rest is the interpreter's exit with
+        # TensorFlow loaded, on a busy machine
+        assert time.monotonic() - sent < 10
     finally:
         process.kill()
     assert process.returncode == 128 + signum

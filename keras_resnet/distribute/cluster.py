@@ -176,9 +176,10 @@ def wait_for_peers(cluster: Cluster, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     waiting = cluster.peers()
     next_log = 0.0
-    with _listening(cluster.address), _stoppable():
+    with _listening(cluster.address), _signals() as received:
         while waiting:
-            waiting = [peer for peer in waiting if not _answers(peer[2])]
+            waiting = [peer for peer in waiting if not received and not _answers(peer[2])]
+            _stop_if(received)
             now = time.monotonic()
             if not waiting:
                 break
@@ -194,7 +195,15 @@ def wait_for_peers(cluster: Cluster, timeout: float) -> None:
                     logger.info("waiting for %s %d at %s", task, index, address)
                 next_log = now + LOG_INTERVAL
             time.sleep(min(PROBE_INTERVAL, max(deadline - now, 0.0)))
+            _stop_if(received)
     logger.debug("every peer of %s %d answers", cluster.task_type, cluster.task_index)
+
+
+def _stop_if(received: list) -> None:
+    if received:
+        name = signal.Signals(received[0]).name
+        logger.warning("stopped by %s while waiting for the cluster's other tasks", name)
+        raise SystemExit(128 + received[0])
 
 
 def _answers(address: str) -> bool:
@@ -227,29 +236,19 @@ def _listening(address: str):
             listener.close()
 
 
-class _Stopped(Exception):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
 @contextlib.contextmanager
-def _stoppable():
-    """SIGTERM and SIGINT end the wait (``SystemExit``), whoever handled them before."""
+def _signals():
+    """Yields the list of SIGTERM / SIGINT numbers received meanwhile, whoever handled them
+    before (TensorFlow's preemption notifier takes SIGTERM). The handler only records: an
+    exception raised from it could land in ``logging``'s emit, which swallows it."""
+    received = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-
-    def stop(signum, _frame):
-        raise _Stopped(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, lambda number, _frame: received.append(number))
+                for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
-    except _Stopped as stopped:
-        name = signal.Signals(stopped.signum).name
-        logger.warning("stopped by %s while waiting for the cluster's other tasks", name)
-        raise SystemExit(128 + stopped.signum) from None
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
