@@ -156,10 +156,9 @@ def minimum_image_size(model: str) -> int:
         32 for the ImageNet networks (stride-4 stem, three stride-2 stages), 4 for the CIFAR
         ones (stride-1 stem, two stride-2 stages).
     """
-    from keras_resnet import checks
     from keras_resnet.modeling import presets
 
-    family, _ = presets.MODEL_PRESETS[checks.model_name(model)]
+    family, _ = presets.MODEL_PRESETS[presets.check_model_name(model)]
     return 32 if family == "imagenet" else 4
 
 

@@ -377,7 +377,7 @@ def build(model_name, **kwargs):
         ValueError: for an unknown name (the message lists the valid ones).
         TypeError: for a name that is not a str.
     """
-    checks.model_name(model_name, "model_name")
+    presets.check_model_name(model_name, "model_name")
     family, preset = presets.MODEL_PRESETS[model_name]
     arguments = {**preset, **kwargs}
     if family == "cifar":

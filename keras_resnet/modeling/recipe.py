@@ -21,6 +21,8 @@ from __future__ import annotations
 import keras
 
 from keras_resnet import checks
+from keras_resnet.modeling import presets
+from keras_resnet.modeling.block_options import resolve_initializer
 from keras_resnet.constants import (DEFAULT_INITIALIZER, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
                                     DEFAULT_WEIGHT_DECAY, JIT_COMPILE_VALUES, SCHEDULES,
                                     WARMUP_LEARNING_RATE, WARMUP_MAX_ERROR)
@@ -289,30 +291,6 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
     return model
 
 
-def resolve_initializer(value, argument="initializer"):
-    """A Keras initializer from anything ``keras.initializers.get`` accepts.
-
-    Args:
-        value: a name (``"he_normal"``, ``"HeNormal"``), a config dict or an initializer.
-        argument: the argument's name in the caller's API (for the message).
-
-    Returns:
-        The ``keras.initializers.Initializer`` (or callable).
-
-    Raises:
-        TypeError: ``value`` is not a name, dict or callable.
-        ValueError: Keras does not know the name or config.
-    """
-    accepted = ("a Keras initializer (a name such as 'he_normal' or 'HeNormal', a config dict "
-                "or a keras.initializers.Initializer)")
-    if not isinstance(value, (str, dict)) and not callable(value):
-        raise TypeError(f"{argument} must be {accepted}; got {value!r}")
-    try:
-        return keras.initializers.get(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{argument} must be {accepted}; got {value!r}") from None
-
-
 def normalization_layer(data):
     """The ``keras.layers.Normalization`` for ``data``'s raw pixels.
 
@@ -352,7 +330,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
     from keras_resnet.modeling.models import build
 
     if not isinstance(model, keras.Model):
-        checks.model_name(model)
+        presets.check_model_name(model)
     classes = options.pop("classes", data.num_classes)
     if classes != data.num_classes:
         raise ValueError(f"model head has classes={classes!r} but data {data.name!r} has "
@@ -361,7 +339,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
     inputs = keras.Input(shape=data.input_shape, name="images")
     x = normalization_layer(data)(inputs) if normalize else inputs
     if isinstance(model, str):
-        resolve_initializer(initializer)  # Keras' own lookup, with a clear message
+        resolve_initializer(initializer, "initializer")  # Keras' own lookup, with a clear message
         net = build(model, input_tensor=x, classes=classes, kernel_initializer=initializer,
                     **options)
         return net if normalize else keras.Model(inputs, net.output, name=net.name)

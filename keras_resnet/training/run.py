@@ -19,6 +19,7 @@ import time
 import keras
 
 from keras_resnet import checks, files
+from keras_resnet.modeling import presets
 from keras_resnet.data import mixing as data_mixing
 from keras_resnet.data.position import PositionBackup
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
@@ -191,7 +192,7 @@ def _make_config(model, data, config, options):
     if isinstance(model, keras.Model):
         model_name = model.name
     else:
-        model_name = checks.model_name(model)
+        model_name = presets.check_model_name(model)
     data_name = source_name(data)
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:

@@ -213,8 +213,8 @@ class HyperResNet(keras_tuner.HyperModel):
         options.update(bottleneck=bottleneck, shortcut=shortcut)
         if self.family == "cifar":
             options["widths"] = tuple(max(1, round(w * multiplier)) for w in presets.CIFAR_WIDTHS)
-            n = (depth - 2) // 6
-            options["depth"] = (9 if bottleneck else 6) * n + 2
+            options["depth"] = presets.cifar_depth(presets.cifar_blocks_per_stage(depth),
+                                                   bottleneck)
             return CifarResNet, options
         options["widths"] = tuple(max(1, round(w * multiplier))
                                   for w in presets.IMAGENET_WIDTHS[:stages])
@@ -338,8 +338,8 @@ def layer_count(values, family):
     """Weighted layers (convolutions + the Dense head) of a trial's hyperparameter values."""
     bottleneck = bool(values.get("bottleneck", False))
     if family == "cifar":
-        n = (int(values["depth"]) - 2) // 6
-        return (9 if bottleneck else 6) * n + 2
+        return presets.cifar_depth(presets.cifar_blocks_per_stage(int(values["depth"])),
+                                   bottleneck)
     blocks = sum(int(values[f"stage{i}_depth"]) for i in range(1, int(values["stages"]) + 1))
     stem = {"imagenet": 1, "cifar": 1, "deep": 3}[values.get("stem", "imagenet")]
     return (3 if bottleneck else 2) * blocks + stem + 1
