@@ -20,10 +20,6 @@ from keras_resnet import checks, constants
 from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
 from keras_resnet.modeling.block_options import BlockOptions, options_from
 
-# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
-SHORTCUTS = constants.SHORTCUTS
-STRIDE_ON = constants.STRIDE_ON
-
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class ZeroPadShortcut(layers.Layer):

@@ -168,7 +168,7 @@ class RepeatedBlocks(layers.Layer):
             return (y, *moments)
 
         if self.recompute_grad and training:
-            block = _remat(block)
+            block = keras.remat(block)  # jax.checkpoint, torch.utils.checkpoint
 
         def step(x, weights):
             y, *moments = block(x, *weights)
@@ -300,12 +300,3 @@ class RepeatedBlocks(layers.Layer):
         """The stage prefix, e.g. ``conv3`` for the layer ``conv3_blocks``."""
         return self.name[: -len("_blocks")] if self.name.endswith("_blocks") else self.name
 
-
-def _remat(function):
-    """``keras.remat(function)`` (``jax.checkpoint``, ``torch.utils.checkpoint``)."""
-    remat = getattr(keras, "remat", None)
-    if remat is None:
-        raise NotImplementedError(
-            f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat, "
-            f"which Keras {keras.__version__} lacks: upgrade Keras, or set recompute_grad=False")
-    return remat(function)

@@ -19,9 +19,6 @@ from keras_resnet.modeling.looped_stages import RepeatedBlocks
 from keras_resnet.modeling.block_options import BlockOptions, resolve_activation
 from keras_resnet.modeling.applications_weights import check_weights, load_weights
 
-# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
-STEMS = constants.STEMS
-COMPAT = tuple(c for c in constants.COMPATS if c is not None)
 # Above this many blocks the stages become sub-models (see the module docstring).
 _FLAT_BLOCK_LIMIT = 120
 

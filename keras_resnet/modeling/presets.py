@@ -115,7 +115,7 @@ MODEL_PRESETS = {
 }
 
 # Training recipes, named like the models: the ``TrainConfig`` values each one sets
-# (``keras_resnet.modeling.recipe.resolve_recipe``); explicit options override them.
+# (``keras_resnet.training.recipe_options.resolve_recipe``); explicit options override them.
 RECIPES = {
     # He et al. 2015, section 4.2 (CIFAR-10): the defaults of `train`.
     "cifar": {"epochs": 30, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4,

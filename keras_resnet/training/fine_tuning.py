@@ -12,7 +12,7 @@ stay in inference mode unless ``train_batch_norm=True``.
 ``train(weights=PATH)``: fine-tune pretrained weights in one run directory.
 
 The model: a torchvision / timm checkpoint builds its own network
-(``keras_resnet.modeling.weight_files.from_torch_checkpoint`` with torchvision's input normalization inside,
+(``keras_resnet.modeling.checkpoints.from_torch_checkpoint`` with torchvision's input normalization inside,
 a new head for the data's classes); any other weights file is loaded into the named network
 ``build_model`` makes (``keras_resnet.modeling.weight_files.load_weights``). Training is
 ``keras_resnet.training.fine_tuning.fine_tune``'s two phases, each a ``fit`` with the run's callbacks
