@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
@@ -212,3 +212,44 @@ def options_from(options: BlockOptions | None, function: Callable, given: dict) 
         raise TypeError(f"pass options or the block options it holds, not both; got options and "
                         f"{changed[0]}={given[changed[0]]!r}")
     return options
+
+
+class BranchConv(NamedTuple):
+    """One convolution of a residual branch, in the branch's order."""
+
+    kernel_size: int
+    in_channels: int
+    filters: int
+    stride: int
+
+
+def output_filters(filters: int, options: BlockOptions) -> int:
+    """A block's output channels: ``filters``, times ``expansion`` for a bottleneck."""
+    return filters * options.expansion if options.bottleneck else filters
+
+
+def branch_plan(in_channels: int, filters: int, stride: int,
+                options: BlockOptions) -> tuple[BranchConv, ...]:
+    """The convolutions of a block's residual branch F, for every block builder.
+
+    ``residual_block`` / ``plain_block`` build their layers from it and ``RepeatedBlocks`` its
+    stacked weights (with ``stride=1`` and ``in_channels`` equal to the output channels), so
+    the looped and the unrolled blocks cannot drift apart.
+
+    Args:
+        in_channels: channels of the branch's input.
+        filters: the block's width.
+        stride: the block's stride, carried by the first conv (basic) or the one ``stride_on``
+            names (bottleneck).
+        options: the block's ``BlockOptions``.
+
+    Returns:
+        Basic: ``(3x3, 3x3)``; bottleneck: ``(1x1, 3x3, 1x1)``, the last one expanding to
+        :func:`output_filters` channels.
+    """
+    out = output_filters(filters, options)
+    if not options.bottleneck:
+        return (BranchConv(3, in_channels, filters, stride), BranchConv(3, filters, out, 1))
+    first, middle = (stride, 1) if options.stride_on == "1x1" else (1, stride)
+    return (BranchConv(1, in_channels, filters, first), BranchConv(3, filters, filters, middle),
+            BranchConv(1, filters, out, 1))

@@ -18,7 +18,8 @@ from keras import layers, ops
 
 from keras_resnet import checks, constants
 from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
-from keras_resnet.modeling.block_options import BlockOptions, options_from
+from keras_resnet.modeling.block_options import (BlockOptions, branch_plan, options_from,
+                                                 output_filters)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
@@ -106,14 +107,8 @@ def _act(x, name, opts: BlockOptions):
 
 def _branch(x, filters, stride, name, opts: BlockOptions):
     """The residual function F: returns its output tensor (pre-activation: no final BN)."""
-    out_filters = filters * opts.expansion if opts.bottleneck else filters
-    if opts.bottleneck:
-        plan = [(filters, 1, stride if opts.stride_on == "1x1" else 1),
-                (filters, 3, stride if opts.stride_on == "3x3" else 1),
-                (out_filters, 1, 1)]
-    else:
-        plan = [(filters, 3, stride), (out_filters, 3, 1)]
-    for i, (width, kernel, conv_stride) in enumerate(plan, start=1):
+    plan = branch_plan(x.shape[-1], filters, stride, opts)
+    for i, (kernel, _, width, conv_stride) in enumerate(plan, start=1):
         last = i == len(plan)
         if opts.preact:
             if i > 1:  # the block's input BN-ReLU is shared with the shortcut (see caller)
@@ -216,7 +211,7 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
     opts = options_from(options, residual_block, locals())
     _check_block_args(x, filters, stride)
     name = _block_name(name, "residual_block")
-    out_filters = filters * opts.expansion if opts.bottleneck else filters
+    out_filters = output_filters(filters, opts)
     if opts.preact:
         preactivated = _act(_bn(x, f"{name}_preact_bn", opts), f"{name}_preact_relu", opts)
         branch_in = preactivated

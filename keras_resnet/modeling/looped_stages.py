@@ -19,23 +19,16 @@ import keras
 from keras import layers
 
 from keras_resnet import checks
-from keras_resnet.modeling.block_options import BlockOptions
+from keras_resnet.modeling.block_options import (BlockOptions, BranchConv, branch_plan,
+                                                 output_filters)
 
 
-def branch_plan(filters: int, options: BlockOptions):
-    """The branch's convolutions of a stride-1 block: ``[(kernel size, in, out), ...]``."""
-    out = filters * options.expansion if options.bottleneck else filters
-    if options.bottleneck:
-        return [(1, out, filters), (3, filters, filters), (1, filters, out)]
-    return [(3, out, filters), (3, filters, out)]
-
-
-def bn_names(plan, options: BlockOptions):
+def bn_names(plan: tuple[BranchConv, ...], options: BlockOptions) -> list[tuple[str, int]]:
     """Suffixes of a block's BN layers in the unrolled model, with their channels, in order."""
     if options.preact:
-        return [("preact_bn", plan[0][1])] + [(f"{i}_bn", plan[i - 1][2])
-                                             for i in range(1, len(plan))]
-    return [(f"{i}_bn", plan[i - 1][2]) for i in range(1, len(plan) + 1)]
+        return [("preact_bn", plan[0].in_channels)] + [(f"{i}_bn", plan[i - 1].filters)
+                                                      for i in range(1, len(plan))]
+    return [(f"{i}_bn", plan[i - 1].filters) for i in range(1, len(plan) + 1)]
 
 
 def _stacked_initializer(options: BlockOptions, count):
@@ -82,17 +75,19 @@ class RepeatedBlocks(layers.Layer):
             raise ValueError("loop_stages=True needs blocks that repeat unchanged, but "
                              "shortcut='C' projects in every block; use shortcut='auto', 'A', "
                              "'B' or 'D'")
-        self.plan = branch_plan(self.filters, options)
+        # A repeated block keeps its shape: stride 1, its input as wide as its output.
+        channels = output_filters(self.filters, options)
+        self.plan = branch_plan(channels, self.filters, 1, options)
         self.bns = bn_names(self.plan, options)
 
     def build(self, input_shape):
         opts, count = self.options, self.count
-        channels = self.plan[0][1]
+        channels = self.plan[0].in_channels
         if input_shape[-1] != channels:
             raise ValueError(f"RepeatedBlocks {self.name!r} maps {channels} channels to "
                              f"{channels}; got an input with {input_shape[-1]}")
         self.kernels, self.biases = [], []
-        for i, (size, cin, cout) in enumerate(self.plan, start=1):
+        for i, (size, cin, cout, _) in enumerate(self.plan, start=1):
             last = i == len(self.plan)
             zero = opts.preact and last and opts.zero_init_residual
             init = "zeros" if zero else _stacked_initializer(opts, count)

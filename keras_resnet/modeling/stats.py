@@ -52,7 +52,7 @@ def multiply_adds(model):
                 raise ValueError(f"multiply_adds needs a fixed input size; layer {layer.name!r} "
                                  f"has output shape {layer.output.shape}")
             total += layer.count * height * width * sum(
-                size * size * cin * cout for size, cin, cout in layer.plan)
+                conv.kernel_size ** 2 * conv.in_channels * conv.filters for conv in layer.plan)
     return total
 
 
