@@ -28,8 +28,19 @@ _REGULARIZER_RULE = ("a Keras regularizer: a name such as 'l2', a config dict, o
                      "keras.regularizers.Regularizer")
 
 
-def resolve_initializer(value, argument: str = "kernel_initializer"):
+def resolve_initializer(value: str | dict | Callable,
+                        argument: str = "kernel_initializer") -> Callable:
     """Returns the Keras initializer ``value`` names (a new object for names and configs).
+
+    The one resolver of initializer names: Keras' own lookup (``keras.initializers.get``), its
+    error turned into one that names the argument.
+
+    Args:
+        value: a name (``"he_normal"``, ``"HeNormal"``), a config dict or an initializer.
+        argument: the argument's name in the caller's API (for the message).
+
+    Returns:
+        The ``keras.initializers.Initializer`` (or callable).
 
     Raises:
         TypeError: ``value`` is not a str, dict or callable.
@@ -43,7 +54,8 @@ def resolve_initializer(value, argument: str = "kernel_initializer"):
         raise ValueError(f"{argument} must be {_INITIALIZER_RULE}; got {value!r}") from None
 
 
-def resolve_activation(value, argument: str = "activation", *, allow_none: bool = False):
+def resolve_activation(value: str | dict | Callable | None, argument: str = "activation", *,
+                       allow_none: bool = False) -> str | dict | Callable | None:
     """Checks that Keras knows the activation ``value``; returns ``value`` itself.
 
     Args:
@@ -67,7 +79,8 @@ def resolve_activation(value, argument: str = "activation", *, allow_none: bool 
     return value
 
 
-def resolve_regularizer(value, argument: str = "kernel_regularizer"):
+def resolve_regularizer(value: str | dict | Callable | None,
+                        argument: str = "kernel_regularizer") -> Callable | None:
     """Returns the Keras regularizer ``value`` names, or ``None``.
 
     Raises:
@@ -158,7 +171,7 @@ class BlockOptions:
     def _set(self, argument, value):
         object.__setattr__(self, argument, value)
 
-    def initializer(self):
+    def initializer(self) -> Callable:
         """A new kernel initializer for one layer.
 
         Each layer gets its own object: an unseeded Keras initializer draws its seed when it is
@@ -170,7 +183,7 @@ class BlockOptions:
         return resolve_initializer(value)
 
     @property
-    def regularizer(self):
+    def regularizer(self) -> Callable | None:
         """The kernel regularizer (``weight_decay`` already turned into ``L2``), or None."""
         return self._regularizer
 

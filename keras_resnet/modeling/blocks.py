@@ -13,6 +13,9 @@ pre-activation (He et al. 2016). ``plain_block`` is the same branch without a sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import layers, ops
 
@@ -26,25 +29,25 @@ from keras_resnet.modeling.block_options import (BlockOptions, branch_plan, opti
 class ZeroPadShortcut(layers.Layer):
     """The paper's option-A shortcut: spatial subsampling plus zero channels, no parameters."""
 
-    def __init__(self, filters, stride=1, **kwargs):
+    def __init__(self, filters: int, stride: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.stride = int(stride)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x = inputs[:, :: self.stride, :: self.stride, :] if self.stride > 1 else inputs
         extra = self.filters - x.shape[-1]
         if extra:
             x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         def sub(n):
             return None if n is None else -(-n // self.stride)
 
         return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.filters)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters, "stride": self.stride}
 
 
@@ -161,11 +164,15 @@ def _shortcut(x, preactivated, out_filters, stride, name, opts: BlockOptions):
 # ----------------------------------------------------------------------------- public blocks
 
 
-def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shortcut="auto",
-                   stride_on="3x3", expansion=4, kernel_initializer="he_normal",
-                   kernel_regularizer=None, weight_decay=None, activation="relu",
-                   zero_init_residual=False, momentum=0.9, epsilon=1e-5, use_bias=False,
-                   name=None, options: BlockOptions | None = None):
+def residual_block(x: keras.KerasTensor, filters: int, stride: int = 1, *,
+                   bottleneck: bool = False, preact: bool = False, shortcut: str = "auto",
+                   stride_on: str = "3x3", expansion: int = 4,
+                   kernel_initializer: str | dict | Callable = "he_normal",
+                   kernel_regularizer: str | dict | Callable | None = None,
+                   weight_decay: float | None = None, activation: str | Callable = "relu",
+                   zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                   use_bias: bool = False, name: str | None = None,
+                   options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds one residual block and returns its output tensor.
 
     The shortcut follows the shapes: identity when ``stride == 1`` and the channels match
@@ -226,10 +233,14 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
     return _act(y, f"{name}_out", opts)
 
 
-def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_on="3x3",
-                expansion=4, kernel_initializer="he_normal", kernel_regularizer=None,
-                weight_decay=None, activation="relu", zero_init_residual=False, momentum=0.9,
-                epsilon=1e-5, use_bias=False, name=None, options: BlockOptions | None = None):
+def plain_block(x: keras.KerasTensor, filters: int, stride: int = 1, *, bottleneck: bool = False,
+                preact: bool = False, stride_on: str = "3x3", expansion: int = 4,
+                kernel_initializer: str | dict | Callable = "he_normal",
+                kernel_regularizer: str | dict | Callable | None = None,
+                weight_decay: float | None = None, activation: str | Callable = "relu",
+                zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                use_bias: bool = False, name: str | None = None,
+                options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds the residual block's branch without a shortcut: ``Y = relu(F(X))``.
 
     This is the paper's "plain" network block, for comparisons. Arguments are those of
@@ -251,11 +262,14 @@ def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_
     return y if opts.preact else _act(y, f"{name}_out", opts)
 
 
-def dense_residual_block(x, units, *, shortcut="auto", batch_norm=True, preact=False,
-                         kernel_initializer="he_normal", kernel_regularizer=None,
-                         weight_decay=None, activation="relu", zero_init_residual=False,
-                         momentum=0.9, epsilon=1e-5, use_bias=True, name=None,
-                         options: BlockOptions | None = None):
+def dense_residual_block(x: keras.KerasTensor, units: int, *, shortcut: str = "auto",
+                         batch_norm: bool = True, preact: bool = False,
+                         kernel_initializer: str | dict | Callable = "he_normal",
+                         kernel_regularizer: str | dict | Callable | None = None,
+                         weight_decay: float | None = None, activation: str | Callable = "relu",
+                         zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                         use_bias: bool = True, name: str | None = None,
+                         options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds a fully connected residual block: ``Y = relu(W_s X + F(X))``.
 
     ``F`` is Dense -> (BN) -> ReLU -> Dense -> (BN). When the input width differs from

@@ -15,6 +15,8 @@ turns one into the other (both in ``stage_conversion.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers
 
@@ -58,8 +60,8 @@ class RepeatedBlocks(layers.Layer):
         ValueError: for ``shortcut="C"`` (every block projects: nothing repeats unchanged).
     """
 
-    def __init__(self, count, filters, options=None, plain=False, recompute_grad=False,
-                 **kwargs):
+    def __init__(self, count: int, filters: int, options: BlockOptions | dict | None = None,
+                 plain: bool = False, recompute_grad: bool = False, **kwargs) -> None:
         # Variables are read in float32 (the BN statistics must stay float32, as in Keras' own
         # BatchNormalization); the kernels are cast to the compute dtype where they are used.
         kwargs.setdefault("autocast", False)
@@ -80,7 +82,7 @@ class RepeatedBlocks(layers.Layer):
         self.plan = branch_plan(channels, self.filters, 1, options)
         self.bns = bn_names(self.plan, options)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         opts, count = self.options, self.count
         channels = self.plan[0].in_channels
         if input_shape[-1] != channels:
@@ -107,17 +109,17 @@ class RepeatedBlocks(layers.Layer):
                 for part, init in (("gamma", gamma_init), ("beta", "zeros"),
                                    ("moving_mean", "zeros"), ("moving_variance", "ones"))))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count": self.count, "filters": self.filters,
                 "options": self.options.to_config(), "plain": self.plain,
                 "recompute_grad": self.recompute_grad}
 
     # ------------------------------------------------------------------------- the loop
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         training = bool(training) and self.trainable
         if keras.backend.backend() != "tensorflow":
             return self._scan(inputs, training)
@@ -274,7 +276,7 @@ class RepeatedBlocks(layers.Layer):
 
     # ------------------------------------------------------------------------- per-block view
 
-    def block_weights(self):
+    def block_weights(self) -> list[tuple[str, int, keras.Variable]]:
         """``[(unrolled layer suffix, weight position, stacked variable), ...]``.
 
         Block ``k`` of the stack (``k = 0 ... count - 1``) is the unrolled model's
@@ -291,7 +293,7 @@ class RepeatedBlocks(layers.Layer):
         return entries
 
     @property
-    def stage(self):
+    def stage(self) -> str:
         """The stage prefix, e.g. ``conv3`` for the layer ``conv3_blocks``."""
         return self.name[: -len("_blocks")] if self.name.endswith("_blocks") else self.name
 
