@@ -12,6 +12,7 @@ raw pixels. The small sources live in memory (``arrays``); folders and shards st
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from keras_resnet._tensorflow import require_tensorflow
 
@@ -31,14 +32,18 @@ __all__ = ["CIFAR10_CACHE_NAME", "CIFAR10_CLASSES", "CIFAR10_SHA256", "CIFAR10_U
            "load_dataset", "minimum_image_size", "prepare", "source_name"]
 
 
-def load_dataset(name_or_path="digits", *, batch_size=64, seed=0, validation_split=0.1,
-                 test_split=0.2, augment=True, padding=None, flip=None, image_size=None,
-                 color_mode=None, cache_dir=None, num_classes=None, num_examples=1000,
-                 check_images=True, crop=None, crop_fraction=None, rand_augment=False,
-                 label_offset=None,
-                 input_context=None, deterministic=None,
-                 shuffle_buffer=constants.DEFAULT_SHUFFLE_BUFFER,
-                 cache_mb=constants.DEFAULT_CACHE_MB, mixup=0.0, cutmix=0.0) -> Dataset:
+def load_dataset(name_or_path: str | os.PathLike = "digits", *, batch_size: int = 64,
+                 seed: int = 0, validation_split: float = 0.1, test_split: float = 0.2,
+                 augment: bool = True, padding: int | None = None, flip: bool | None = None,
+                 image_size: int | tuple[int, int] | None = None, color_mode: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, num_classes: int | None = None,
+                 num_examples: int = 1000, check_images: bool = True, crop: str | None = None,
+                 crop_fraction: float | None = None, rand_augment: bool = False,
+                 label_offset: int | None = None, input_context: Any = None,
+                 deterministic: bool | None = None,
+                 shuffle_buffer: int = constants.DEFAULT_SHUFFLE_BUFFER,
+                 cache_mb: float = constants.DEFAULT_CACHE_MB, mixup: float = 0.0,
+                 cutmix: float = 0.0) -> Dataset:
     """Loads a data set as batched ``tf.data`` pipelines of raw float32 pixels and int labels.
 
     Sources:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from typing import TYPE_CHECKING
 
 import keras
 
@@ -31,6 +32,9 @@ from keras_resnet.training.history import plot_history, read_history
 from keras_resnet.training import recipe_options
 from keras_resnet.training.recipe_options import resolve_recipe
 from keras_resnet.training.run_files import RunFiles
+
+if TYPE_CHECKING:
+    from keras_resnet.data import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,8 @@ class TrainResult:
     history: dict
 
 
-def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None = None,
+def train(model: str | keras.Model = DEFAULT_MODEL,
+          data: str | os.PathLike | Dataset = DEFAULT_DATA, *, config: TrainConfig | None = None,
           **options) -> TrainResult:
     """Trains a ResNet with the paper's recipe; writes ``runs/<name>/`` and exports it.
 
