@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_resnet import checks, constants
+from keras_resnet import constants
 from keras_resnet.modeling import presets
 
 DEFAULT_MODELS = constants.SUMMARY_MODELS

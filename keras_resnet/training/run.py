@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from keras_resnet import checks, files
+from keras_resnet import files
 from keras_resnet.modeling import presets
 from keras_resnet.data import mixing as data_mixing
 from keras_resnet.data.position import PositionBackup
