@@ -67,7 +67,7 @@ def _split(model):
         pool, dense = layers[-2], layers[-1]
         inputs = keras.Input(model.inputs[0].shape[1:])
         # the pooling layer's input in this model's graph; a Sequential has no graph before a call
-        feature_model = keras.Model(model.inputs, pool.input) if _is_functional(model) else \
+        feature_model = keras.Model(model.inputs[0], pool.input) if _is_functional(model) else \
             keras.Sequential(layers[:-2])
         return _as_model(inputs, feature_model), dense
     if layers and isinstance(layers[-1], keras.Model):
@@ -75,7 +75,7 @@ def _split(model):
         inputs = keras.Input(model.inputs[0].shape[1:])
         x = inputs
         if len(layers) > 1:
-            prefix = keras.Model(model.inputs, layers[-2].output) if _is_functional(model) \
+            prefix = keras.Model(model.inputs[0], layers[-2].output) if _is_functional(model) \
                 else keras.Sequential(layers[:-1])
             x = prefix(x)
         return keras.Model(inputs, inner_features(x)), dense
