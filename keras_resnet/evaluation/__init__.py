@@ -5,7 +5,7 @@ served model answers what the local one does."""
 
 from __future__ import annotations
 
-from keras_resnet.evaluation.evaluate import evaluate
+from keras_resnet.evaluation.evaluator import evaluate
 from keras_resnet.evaluation.grad_cam import FeatureHead, split_head
 
 __all__ = ["FeatureHead", "evaluate", "split_head"]

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_resnet import checks, files
-from keras_resnet.evaluation import grad_cam, plots, report, sources
+from keras_resnet.evaluation import grad_cam, pictures, report, sources
 from keras_resnet.evaluation.metrics import StreamingMetrics
 
 logger = logging.getLogger(__name__)
@@ -121,28 +121,32 @@ def _write(record, mistakes, head, class_names, out_dir):
     files.remove_stale_temporaries(parent)
     staging = files.make_temp_dir(parent, os.path.basename(out_dir))
     try:
-        cams = [None] * len(mistakes)
-        if head is not None and mistakes:
-            images = np.stack([m["image"] for m in mistakes])
-            cams = head.cam(images, [m["predicted"] for m in mistakes])
-        names = [str(c) for c in class_names]
-        pictures = {
-            "confusion": plots.confusion_matrix(record["confusion_matrix"], names,
-                                                os.path.join(staging, "confusion_matrix.png")),
-            "reliability": plots.reliability_diagram(record["calibration"],
-                                                     os.path.join(staging, "reliability.png")),
-            "per_class": plots.class_accuracy(record["per_class"],
-                                              os.path.join(staging, "class_accuracy.png")),
-            "gallery": plots.error_gallery(mistakes, cams, names,
-                                           os.path.join(staging, "error_gallery.png")),
-        }
+        pngs = _pictures(record, mistakes, head, [str(c) for c in class_names], staging)
         with open(os.path.join(staging, "metrics.json"), "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
-        report.write_report(record, pictures, os.path.join(staging, "report.html"))
+        report.write_report(record, pngs, os.path.join(staging, "report.html"))
         files.fsync_tree(staging)
         _replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pictures(record, mistakes, head, names, directory) -> dict:
+    """Draws the four PNGs into ``directory``; the gallery's heat maps are the predicted class's
+    Grad-CAM."""
+    cams = [None] * len(mistakes)
+    if head is not None and mistakes:
+        cams = head.cam(np.stack([m["image"] for m in mistakes]),
+                        [m["predicted"] for m in mistakes])
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    return {
+        "confusion": pictures.confusion_matrix(record["confusion_matrix"], names,
+                                               path("confusion_matrix.png")),
+        "reliability": pictures.reliability_diagram(record["calibration"],
+                                                    path("reliability.png")),
+        "per_class": pictures.class_accuracy(record["per_class"], path("class_accuracy.png")),
+        "gallery": pictures.error_gallery(mistakes, cams, names, path("error_gallery.png")),
+    }
 
 
 def _replace(staging, out_dir):
