@@ -45,15 +45,14 @@ def confusion_matrix(confusion, class_names, path: str) -> str:
 
 def reliability_diagram(calibration: dict, path: str) -> str:
     """Accuracy against confidence per bin, the diagonal and the ECE."""
-    bins = calibration["bins"]
+    bins = [b for b in calibration["bins"] if b["images"]]
+    width = calibration["bins"][0]["upper"] - calibration["bins"][0]["lower"]
     centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
-    width = bins[0]["upper"] - bins[0]["lower"]
-    accuracy = [b["accuracy"] or 0.0 for b in bins]
-    confidence = [b["confidence"] or 0.0 for b in bins]
     figure, axes = _subplots(figsize=(5.5, 5))
-    axes.bar(centres, accuracy, width=width * 0.95, color="tab:blue", label="accuracy")
-    axes.bar(centres, np.subtract(confidence, accuracy), bottom=accuracy, width=width * 0.95,
-             color="tab:red", alpha=0.3, label="gap to confidence")
+    axes.bar(centres, [b["accuracy"] for b in bins], width=width * 0.92, color="tab:blue",
+             label="accuracy of the bin's images")
+    axes.scatter(centres, [b["confidence"] for b in bins], marker="_", s=260, linewidths=2.5,
+                 color="tab:red", zorder=3, label="their mean confidence")
     axes.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
@@ -65,7 +64,7 @@ def reliability_diagram(calibration: dict, path: str) -> str:
 
 
 def class_accuracy(per_class: list, path: str) -> str:
-    """Per-class accuracy (recall) as bars, with each class's support in the tooltip-free label."""
+    """Per-class accuracy (recall: the share of each true class answered right) as bars."""
     names = [row["class"] for row in per_class]
     recall = [row["recall"] for row in per_class]
     n = len(names)

@@ -58,7 +58,9 @@ def write_report(metrics: dict, pictures: dict, path: str) -> str:
              _card("Brier score", calibration["brier_score"])]
     if metrics.get("server") is not None:
         cards.append(_card("max |served - local|", metrics["server"]["max_abs_difference"]))
-    title = f"Evaluation of {metrics['model']} on {metrics['data']} ({metrics['split']})"
+    model = os.path.basename(os.path.normpath(str(metrics["model"])))
+    data = os.path.basename(os.path.normpath(str(metrics["data"])))
+    title = f"Evaluation of {model} on {data} ({metrics['split']})"
     sections = [
         ("Per class", _class_table(metrics)),
         ("Confusion matrix", _image(pictures["confusion"], "confusion matrix")),
