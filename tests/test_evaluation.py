@@ -296,3 +296,15 @@ def _wait(url, process, log_path):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("server did not start:\n" + log_path.read_text())
             time.sleep(0.25)
+
+
+@pytest.mark.slow
+def test_train_evaluate_writes_the_report_into_the_run(tmp_path, capsys):
+    assert main(["train", "--model", "cifar-resnet20", "--epochs", "1", "--no-export",
+                 "--out", str(tmp_path), "--name", "quick", "--verbose", "0",
+                 "--evaluate"]) == 0
+    record = json.loads((tmp_path / "quick" / "metrics.json").read_text())
+    report = json.loads((tmp_path / "quick" / "evaluation" / "metrics.json").read_text())
+    assert report["data"] == "digits" and report["images"] == record["test_size"]
+    assert report["top1_accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-6)
+    assert "quick/evaluation/report.html" in capsys.readouterr().out
