@@ -51,7 +51,7 @@ def run(args):
     result = evaluate(args.model, args.data, split=args.split, out_dir=args.out,
                       batch_size=args.batch_size, mistakes=args.mistakes, server=args.server,
                       served_model=args.served_model, grpc=args.grpc,
-                      verbose=1 if sys.stdout.isatty() else 0)
+                      verbose=1 if sys.stdout.isatty() else 2)
     calibration = result["calibration"]
     print(f"{result['images']} images of {result['data']} ({result['split']}): "
           f"top-1 {result['top1_accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f}, "

@@ -244,7 +244,7 @@ def run(args):
     if args.evaluate:
         from keras_resnet.evaluation import evaluate
 
-        report = evaluate(result.run_dir, verbose=1 if sys.stdout.isatty() else 0)
+        report = evaluate(result.run_dir, verbose=1 if sys.stdout.isatty() else 2)
         print(f"  evaluation     {report['out_dir']}/report.html")
     return 0
 

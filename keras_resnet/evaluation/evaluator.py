@@ -44,7 +44,8 @@ def evaluate(model, data=None, *, split: str = "test", out_dir=None, batch_size=
             is reported.
         served_model: the served model's name (default: the run's or file's name).
         grpc: ``host:port`` of the server's gRPC API, used instead of REST.
-        verbose: 1 shows a ``keras.utils.Progbar``; 0 is silent.
+        verbose: 1 shows a ``keras.utils.Progbar``, 2 one line at the end (for logs that are
+            not a terminal), 0 nothing.
 
     Returns:
         The content of ``metrics.json`` with ``out_dir`` added.
@@ -54,7 +55,7 @@ def evaluate(model, data=None, *, split: str = "test", out_dir=None, batch_size=
     """
     checks.one_of(split, "split", sources.SPLITS)
     mistakes = checks.positive_int(mistakes, "mistakes", minimum=0, maximum=256)
-    checks.one_of(verbose, "verbose", (0, 1))
+    checks.one_of(verbose, "verbose", (0, 1, 2))
     source = sources.resolve(model, data, out_dir, batch_size)
     if (grpc or served_model) and server is None:
         raise ValueError(f"grpc and served_model need server=URL; got grpc={grpc!r}, "
