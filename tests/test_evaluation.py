@@ -175,6 +175,19 @@ def test_grad_cam_equals_gradient_tape(options):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("stage_models", [False, True])
+def test_grad_cam_of_a_train_network_with_normalization_inside(stage_models):
+    from keras_resnet import build_model
+
+    data = load_dataset("digits", batch_size=8, augment=False)
+    model = build_model("cifar-resnet20", data, stage_models=stage_models,
+                        classifier_activation=None)
+    images = next(iter(data.test))[0].numpy()
+    classes = np.arange(8) % 10
+    np.testing.assert_allclose(split_head(model).cam(images, classes),
+                               _truth(model, images, classes), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_grad_cam_through_normalization_and_nesting(digits_run):
     _, model, data = digits_run
