@@ -43,16 +43,19 @@ def resolve(model, data, out_dir, batch_size) -> Source:
         raise TypeError(f"model must be a .keras file, a run directory or a keras.Model; got "
                         f"{model!r}")
     config = record.get("config", {})
+    run_data = config.get("data", record.get("data"))
     if data is None:
-        data = config.get("data", record.get("data"))
+        data = run_data
         if data is None:
             raise ValueError(f"data is needed for {model!r}: pass a source train accepts "
                              "('digits', 'cifar10', 'synthetic', a folder, TFRecord shards) or a "
                              "run directory whose metrics.json names it")
-        options = dict(config.get("data_options") or {})
-        options.setdefault("seed", config.get("seed", record.get("seed", 0)))
-    else:
-        options = {}
+    options = {}
+    if record:
+        # the run's seed fixes its split: its test images are the ones it never trained on
+        options["seed"] = config.get("seed", record.get("seed", 0))
+        if isinstance(data, (str, os.PathLike)) and os.fspath(data) == run_data:
+            options.update(config.get("data_options") or {})
     if not isinstance(data, (str, os.PathLike)) and not hasattr(data, "test"):
         raise TypeError(f"data must be a data set name, a directory or a keras_resnet.data."
                         f"Dataset; got {data!r}")
@@ -96,7 +99,7 @@ def load_split(source: Source, split: str):
     from keras_resnet.data import load_dataset
 
     dataset = source.data if hasattr(source.data, "test") else load_dataset(
-        source.data, augment=False, **source.data_options)
+        source.data, **{**source.data_options, "augment": False})
     pipeline = getattr(dataset, split)
     if pipeline is None:
         raise ValueError(f"split={split!r}: data {dataset.name!r} has no {split} split; pass "
