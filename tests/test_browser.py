@@ -119,6 +119,7 @@ def test_try_page_classifies_a_png_and_explains_a_bad_file(browser, served, tmp_
     assert "notes.txt" in page.locator("#error").inner_text()
     assert "not an image" in page.locator("#error").inner_text()
     assert page.locator("#result .row").count() == 0
+    page.screenshot(path=str(tmp_path / "try_page_bad_file.png"), full_page=True)
     assert errors == []
     page.close()
 
