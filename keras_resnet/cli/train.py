@@ -94,6 +94,7 @@ def register(subparsers):
                              "(long epochs)")
     _data_arguments(parser)
     _fine_tune_arguments(parser)
+    _evaluate_argument(parser)
     parser.add_argument("--out", default=DEFAULT_RUNS_DIR,
                         help=f"parent of the run directory ({DEFAULT_RUNS_DIR})")
     parser.add_argument("--export", default=DEFAULT_EXPORT_DIR, metavar="DIR",
@@ -158,6 +159,12 @@ def _data_arguments(parser):
     group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                        help=f"largest folder whose file bytes stay in memory "
                             f"({DEFAULT_CACHE_MB} MiB)")
+
+
+def _evaluate_argument(parser):
+    parser.add_argument("--evaluate", action="store_true",
+                        help="after training, run `keras-resnet evaluate` on the run: its "
+                             "report goes to OUT/NAME/evaluation/")
 
 
 def _fine_tune_arguments(parser):
@@ -246,6 +253,11 @@ def run(args):
         print(f"worker {distribution['task_index']} done; the chief wrote {result.run_dir}/")
         return 0
     _print_result(result)
+    if args.evaluate:
+        from keras_resnet.evaluation import evaluate
+
+        report = evaluate(result.run_dir, verbose=1 if sys.stdout.isatty() else 2)
+        print(f"  evaluation     {report['out_dir']}/report.html")
     return 0
 
 

@@ -4,6 +4,7 @@ run makes before loading."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from keras_resnet import constants
 from keras_resnet.data import mixing
@@ -13,8 +14,8 @@ from keras_resnet.data.options import LoadOptions
 SOURCES = constants.DATA_NAMES
 
 
-def load_dataset(source="digits", options: LoadOptions | None = None,
-                 **overrides) -> Dataset:
+def load_dataset(source: str | os.PathLike = "digits", options: LoadOptions | None = None,
+                 **overrides: Any) -> Dataset:
     """Loads a data set as batched ``tf.data`` pipelines of raw float32 pixels and int labels.
 
     Sources:
@@ -106,10 +107,9 @@ def minimum_image_size(model: str) -> int:
         32 for the ImageNet networks (stride-4 stem, three stride-2 stages), 4 for the CIFAR
         ones (stride-1 stem, two stride-2 stages).
     """
-    from keras_resnet import checks
     from keras_resnet.modeling import presets
 
-    family, _ = presets.MODEL_PRESETS[checks.model_name(model)]
+    family, _ = presets.MODEL_PRESETS[presets.check_model_name(model)]
     return 32 if family == "imagenet" else 4
 
 

@@ -146,7 +146,8 @@ class TrainConfig:
         checks.optional_positive_int(self.backup_every_steps, "backup_every_steps")
 
     def _check_choices(self):
-        from keras_resnet.modeling.recipe import check_compile_arguments, resolve_initializer
+        from keras_resnet.modeling.block_options import resolve_initializer
+        from keras_resnet.modeling.recipe import check_compile_arguments
 
         check_compile_arguments(momentum=self.momentum, weight_decay=self.weight_decay,
                                 label_smoothing=self.label_smoothing,
@@ -175,7 +176,7 @@ class TrainConfig:
         checks.one_of(self.strategy, "strategy", STRATEGIES)
         checks.boolean(self.sync_bn, "sync_bn")
         checks.optional_positive_int(self.lr_batch_size, "lr_batch_size")
-        resolve_initializer(self.initializer)
+        resolve_initializer(self.initializer, "initializer")
         for argument in ("model_options", "data_options"):
             if not isinstance(getattr(self, argument), dict):
                 raise TypeError(f"{argument} must be a dict of keyword options; got "
