@@ -123,9 +123,6 @@ def register(subparsers):
                         help="multi-worker: wait this long for every task of TF_CONFIG to start, "
                              "then stop naming the missing ones (default "
                              f"{DEFAULT_TRAIN_WORKER_TIMEOUT:g})")
-    parser.add_argument("--strict", action="store_true",
-                        help="an image folder with undecodable files is an error (default: "
-                             "they are skipped and listed)")
     parser.set_defaults(func=run)
 
 
@@ -159,6 +156,9 @@ def _data_arguments(parser):
     group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                        help=f"largest folder whose file bytes stay in memory "
                             f"({DEFAULT_CACHE_MB} MiB)")
+    group.add_argument("--strict", action="store_true",
+                       help="an image folder with undecodable files is an error (default: "
+                            "they are skipped and listed)")
 
 
 def _evaluate_argument(parser):
