@@ -118,12 +118,16 @@ def register(subparsers):
     parser.add_argument("--lr-batch-size", type=int, default=None, metavar="N",
                         help="the batch --lr is given for: the rate is scaled linearly to "
                              "--batch-size (e.g. --lr 0.1 --lr-batch-size 128)")
+    _worker_timeout_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def _worker_timeout_argument(parser):
     parser.add_argument("--worker-timeout", type=float, default=DEFAULT_TRAIN_WORKER_TIMEOUT,
                         metavar="SECONDS",
                         help="multi-worker: wait this long for every task of TF_CONFIG to start, "
                              "then stop naming the missing ones (default "
                              f"{DEFAULT_TRAIN_WORKER_TIMEOUT:g})")
-    parser.set_defaults(func=run)
 
 
 def _data_arguments(parser):
