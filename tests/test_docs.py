@@ -46,7 +46,7 @@ FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^(?P
 SLOW = {"README.md", "guides/training.md", "guides/streaming-data.md", "guides/distributed.md",
         "guides/deep-networks.md", "guides/export-and-serving.md", "guides/tuning.md",
         "guides/pretrained-weights.md", "guides/backends.md", "guides/blocks-and-models.md",
-        "why-residual-networks.md", "getting-started.md"}
+        "why-residual-networks.md", "getting-started.md", "guides/evaluation.md"}
 
 # Every subpackage with an __all__ has an API page (docs/reference/<name>.md, in mkdocs.yml).
 API_PACKAGES = tuple(sorted(
