@@ -11,7 +11,8 @@ require_tensorflow("training runs (keras_resnet.train: tf.data input, run direct
 from keras_resnet.training.config import TrainConfig, make_reproducible
 from keras_resnet.training.history import plot_history, read_history
 from keras_resnet.training.recipe_options import resolve_recipe
-from keras_resnet.training.run import TrainResult, train
+from keras_resnet.training.outcome import TrainResult
+from keras_resnet.training.run import train
 
 __all__ = ["TrainConfig", "TrainResult", "make_reproducible", "plot_history", "read_history",
            "resolve_recipe", "train"]

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 import warnings
 
 from keras_resnet import files
