@@ -300,8 +300,10 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics == result.metrics
     assert metrics["epochs"] == 2 and metrics["parameters"] == result.model.count_params()
-    assert metrics["test_size"] == 12 and metrics["schedule"] == "cosine"
-    assert metrics["deterministic"] is True
+    assert metrics["test_size"] == 12 and metrics["config"]["schedule"] == "cosine"
+    assert metrics["config"]["deterministic"] is True and metrics["test_split"] == "test"
+    # the configuration once, under "config"; the results beside it
+    assert not {"name", "schedule", "learning_rate", "seed", "data_options"} & set(metrics)
     assert TrainConfig.from_dict(metrics["config"]) == TrainConfig(
         data="synthetic", epochs=2, out_dir=str(tmp_path / "runs"), export_dir=None,
         name="smoke", verbose=0, schedule="cosine", warmup=True, label_smoothing=0.1,
@@ -449,7 +451,6 @@ def test_cli_data_flags_reach_the_pipeline(tmp_path, monkeypatch, capsys):
     assert dataset.augmentation.get("rand_augment") is True
     metrics = json.loads((tmp_path / "runs" / "flags" / "metrics.json").read_text())
     assert metrics["config"]["data_options"] == {**expected, "image_size": [16, 12]}
-    assert metrics["data_options"] == metrics["config"]["data_options"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -504,3 +505,77 @@ def test_cli_loop_stages_trains_the_looped_network(tmp_path, capsys):
     assert len(looped) == 3
     assert all(layer.get_config()["recompute_grad"] for layer in looped)
     assert metrics["parameters"] == model.count_params()
+
+
+@pytest.mark.parametrize("flag, argument, path, reason", [
+    ("--export", "export_dir", "/proc/keras-resnet/exports", "No such file or directory"),
+    ("--out", "out_dir", "/sys/keras-resnet-runs", "Operation not permitted"),
+])
+def test_cli_directories_that_cannot_be_created_fail_before_training(tmp_path, capsys, flag,
+                                                                     argument, path, reason):
+    """Root's os.access says yes under /proc and /sys: the directory is made to find out."""
+    if os.geteuid() != 0 and not os.access(os.path.dirname(path), os.W_OK):
+        pytest.skip("os.access already refuses this path to this user")
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "runs"),
+            "--export", str(tmp_path / "exports"), flag, path]
+    status = main(argv)
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error == (f"keras-resnet train: error: {argument} ({flag}) {path!r} cannot be "
+                     f"created or written: {reason}\n")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "exports").exists()
+
+
+def test_check_creatable_removes_what_it_created(tmp_path):
+    from keras_resnet.training.run_files import check_creatable
+
+    check_creatable(tmp_path / "a" / "b" / "c", "out_dir", "--out")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    check_creatable(tmp_path / "kept", "out_dir", "--out")
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+
+def test_a_run_that_fails_before_any_epoch_leaves_no_history_or_logs(tmp_path):
+    import tensorflow as tf
+
+    data = load_dataset("synthetic", image_size=(8, 8), num_classes=3, num_examples=40,
+                        batch_size=8)
+    broken = data.train.map(lambda x, y: (tf.debugging.check_numerics(x * np.nan, "bad image"),
+                                          y))
+    data = dataclasses.replace(data, train=broken, train_order=None)
+    small = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")], name="small")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bad image"):
+        train(small, data, epochs=1, out_dir=str(tmp_path), export_dir=None, name="broken",
+              verbose=0)
+    assert not (tmp_path / "broken").exists()
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_after_training_keeps_the_run_and_the_cli_finishes_it(
+        tmp_path, capsys):
+    import shlex
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "kept").write_text("a file where the export's model directory goes")
+    status = main(["train", "--data", "digits", "--epochs", "1", "--batch-size", "256",
+                   "--out", str(tmp_path / "runs"), "--export", str(exports), "--name", "kept",
+                   "--verbose", "0"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith(f"keras-resnet train: error: the run is trained and saved in "
+                            f"{tmp_path / 'runs' / 'kept'} (model.keras, metrics.json), but its "
+                            f"export to {exports} failed: ")
+    run = tmp_path / "runs" / "kept"
+    assert (run / "model.keras").is_file() and (run / "curves.png").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["export_path"] is None and metrics["epochs"] == 1
+    assert not (run / "backup").exists()  # complete: a re-run would train anew
+    command = error.split("`")[1]
+    (exports / "kept").unlink()
+    assert shlex.split(command)[:2] == ["keras-resnet", "export"]
+    assert main(shlex.split(command)[1:]) == 0, capsys.readouterr().err
+    assert (exports / "kept" / "1" / "saved_model.pb").is_file()

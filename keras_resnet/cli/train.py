@@ -251,7 +251,10 @@ def _log_to_stdout():
 
 def _print_result(result):
     metrics = result.metrics
-    print(f"\n{metrics['model']} on {metrics['data']}: test accuracy "
+    split = metrics.get("test_split", "test")
+    accuracy = "test accuracy" if split == "test" else \
+        split.replace("validation", "validation accuracy", 1)
+    print(f"\n{metrics['model']} on {metrics['data']}: {accuracy} "
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "
           f"{metrics['epochs']} epochs, {metrics['parameters']:,} parameters, "
           f"{metrics['wall_time_seconds']:.0f} s")

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import time
 
@@ -133,8 +134,10 @@ def _export_or_explain(net, config, dataset, run_files):
     except Exception as error:  # noqa: BLE001 -- whatever failed, the run's files stay
         labels = os.path.join(config.run_dir, "labels.txt")
         files.write_text(labels, "".join(f"{name}\n" for name in dataset.class_names))
-        command = (f"keras-resnet export {run_files.path('model')} --name {config.name} "
-                   f"--out {config.export_dir} --labels {labels}")
+        command = " ".join(["keras-resnet export", shlex.quote(run_files.path("model")),
+                            "--name", shlex.quote(config.name), "--out",
+                            shlex.quote(os.fspath(config.export_dir)), "--labels",
+                            shlex.quote(labels)])
         if dataset.crop_fraction not in (None, 1.0):
             command += f" --crop-fraction {dataset.crop_fraction:g}"
         raise ExportFailedError(
@@ -150,13 +153,14 @@ def _one_line(error):
 
 def test_split_name(dataset) -> str:
     """The split ``test_accuracy`` was measured on: ``"test"``, or the validation split of
-    TFRecord data without ``test-*`` shards (``keras_resnet.data`` tests on it then)."""
-    name = os.fspath(dataset.name) if isinstance(dataset.name, (str, os.PathLike)) else ""
-    if not os.path.isdir(name):
+    TFRecord shards without ``test-*`` shards (``keras_resnet.data`` tests on it then)."""
+    from keras_resnet.data.tfrecord import find_shards
+
+    name = dataset.name
+    if not isinstance(name, (str, os.PathLike)) or not os.path.isdir(name):
         return "test"
-    shards = os.listdir(name)
-    records = [shard for shard in shards if ".tfrecord" in shard]
-    if records and not any(shard.startswith("test") for shard in records):
+    shards = find_shards(os.fspath(name))
+    if "train" in shards and "test" not in shards and "validation" in shards:
         return _VALIDATION_AS_TEST
     return "test"
 
