@@ -579,3 +579,20 @@ def test_an_export_that_fails_after_training_keeps_the_run_and_the_cli_finishes_
     assert shlex.split(command)[:2] == ["keras-resnet", "export"]
     assert main(shlex.split(command)[1:]) == 0, capsys.readouterr().err
     assert (exports / "kept" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_split_of_test_accuracy_is_named(tmp_path):
+    """TFRecord shards without test-* shards test on the validation split: metrics.json and
+    the CLI say so."""
+    from imagefolders import make_jpeg_folder
+
+    from keras_resnet.data import prepare
+    from keras_resnet.training.outcome import test_split_name
+
+    folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8, size=(12, 12))
+    prepare(folder, str(tmp_path / "shards"), shards=1, validation_split=0.25)
+    shards = load_dataset(str(tmp_path / "shards"), batch_size=4)
+    assert test_split_name(shards) == "validation (TFRecord data has no test split)"
+    assert test_split_name(load_dataset(folder, batch_size=4)) == "test"
+    assert test_split_name(load_dataset("synthetic", image_size=(8, 8), num_classes=2,
+                                        num_examples=20, batch_size=4)) == "test"
