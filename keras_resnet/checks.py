@@ -183,3 +183,19 @@ def writable_dir(path, argument: str) -> str:
         raise ValueError(f"{argument} must be a writable directory; got {path!r} "
                          f"({probe!r} is not writable)")
     return path
+
+
+def created_dir(path, argument: str) -> str:
+    """`writable_dir`, then the directory made now (parents too) unless it exists.
+
+    Making it is the only sure check: permission bits cannot tell of ``/proc``, read-only
+    mounts or root's access. Raises ``ValueError`` naming ``argument``, the path and the OS
+    reason (``--out '/proc/x' cannot be created: No such file or directory``).
+    """
+    path = writable_dir(path, argument)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{argument} {path!r} cannot be created: "
+                         f"{error.strerror or error}") from None
+    return path

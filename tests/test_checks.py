@@ -91,6 +91,16 @@ def test_writable_dir(tmp_path):
         checks.writable_dir(str(a_file / "sub"), "export_dir")
 
 
+def test_created_dir_makes_it_or_names_the_os_reason(tmp_path):
+    target = tmp_path / "new" / "deeper"
+    assert checks.created_dir(str(target), "out") == str(target) and target.is_dir()
+    assert checks.created_dir(str(target), "out") == str(target)  # exists already: fine
+    if os.path.isdir("/proc/self"):  # passes a permission check as root, refuses mkdir
+        with pytest.raises(ValueError, match=r"^--out '/proc/kr-x' cannot be created: No such "
+                                             r"file or directory$"):
+            checks.created_dir("/proc/kr-x", "--out")
+
+
 def test_checks_and_constants_import_without_tensorflow():
     code = ("import sys, importlib.util\n"
             "for m in ('checks', 'constants', 'files'):\n"
