@@ -596,3 +596,26 @@ def test_the_split_of_test_accuracy_is_named(tmp_path):
     assert test_split_name(load_dataset(folder, batch_size=4)) == "test"
     assert test_split_name(load_dataset("synthetic", image_size=(8, 8), num_classes=2,
                                         num_examples=20, batch_size=4)) == "test"
+
+
+@pytest.mark.slow
+def test_non_ascii_class_names_train_save_and_export(tmp_path, capsys):
+    """Folders named ñandú, "blue jay" and 🦜: the run trains, saves and exports their names."""
+    from imagefolders import make_jpeg_folder
+
+    folder = make_jpeg_folder(str(tmp_path / "birds"), classes=3, per_class=6, size=(16, 16))
+    names = ["ñandú", "blue jay", "🦜"]
+    for old, new in zip(sorted(os.listdir(folder)), names):
+        os.rename(os.path.join(folder, old), os.path.join(folder, new))
+    status = main(["train", "--data", folder, "--model", "cifar-resnet20", "--epochs", "1",
+                   "--batch-size", "4", "--out", str(tmp_path / "runs"), "--export",
+                   str(tmp_path / "exports"), "--name", "birds", "--verbose", "0"])
+    assert status == 0, capsys.readouterr().err
+    run = tmp_path / "runs" / "birds"
+    assert (run / "model.keras").is_file()
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    export = tmp_path / "exports" / "birds" / "1"
+    assert metrics["export_path"] == str(export) and (export / "saved_model.pb").is_file()
+    record = json.loads((export / "assets.extra" / "keras_resnet_export.json")
+                        .read_text(encoding="utf-8"))
+    assert sorted(record["spec"]["class_names"]) == sorted(names)

@@ -4,7 +4,8 @@ The jobs, in order: check the configuration (``TrainConfig``), seed (and make de
 load the data, build and compile the network (``keras_resnet.modeling.recipe``), fit it with Keras
 callbacks (``BackupAndRestore``, ``ModelCheckpoint``, ``CSVLogger``, ``TensorBoard``,
 ``TerminateOnNaN``, optional ``EarlyStopping``), evaluate it on the test split, write the run
-directory atomically and export a SavedModel version through ``keras_resnet.export``.
+directory atomically and export a SavedModel version through ``keras_resnet.export``. The fit
+is ``keras_resnet.training.fitting.fit`` and the end of the run ``keras_resnet.training.outcome``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     """Trains a ResNet with the paper's recipe; writes ``runs/<name>/`` and exports it.
 
     Running the same call again after the process was killed resumes from the last finished
-    epoch (``keras.callbacks.BackupAndRestore`` in ``runs/<name>/backup``; it is deleted when
-    training finishes, so a finished run started again trains anew). With ``deterministic``
+    epoch (``keras.callbacks.BackupAndRestore`` in ``runs/<name>/backup``; it is deleted once
+    ``model.keras`` and ``metrics.json`` are written, so a finished run started again trains
+    anew, and one that failed after training, in its plot or export, does not). With ``deterministic``
     (the default) the same seed gives the same run; it turns TensorFlow's op determinism on for
     the whole process. On ``KERAS_BACKEND=jax`` the strategy is Keras' ``DataParallel``
     (``keras_resnet.distribute.jax_parallel``) and the export runs in a TensorFlow-backend
@@ -69,8 +71,11 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
 
     Raises:
         TypeError, ValueError: for a bad argument, data or model, or a batch larger than the
-            training split, before training starts; ``ValueError`` when the loss became NaN
-            (nothing is saved then).
+            training split, or an output or export directory that cannot be created, before
+            training starts; ``ValueError`` when the loss became NaN (nothing is saved then).
+        keras_resnet.training.outcome.ExportFailedError: (a ``ValueError``) the run is
+            trained and saved but its export failed; the message names the
+            ``keras-resnet export`` command that finishes it.
     """
     from keras_resnet import distribute
 
