@@ -150,18 +150,6 @@ def name(value, argument: str = "name") -> str:
     return value
 
 
-def model_name(value, argument: str = "model") -> str:
-    """A key of ``keras_resnet.modeling.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
-    from keras_resnet.modeling import presets  # pure data, no TensorFlow
-
-    if not isinstance(value, str):
-        raise TypeError(f"{argument} must be a model name (a str); got {value!r}")
-    if value not in presets.MODEL_PRESETS:
-        raise ValueError(f"unknown model {value!r}; {argument} must be one of: "
-                         f"{', '.join(presets.MODEL_PRESETS)}")
-    return value
-
-
 def writable_dir(path, argument: str) -> str:
     """A directory that exists and is writable, or can be created (checked before long work).
 

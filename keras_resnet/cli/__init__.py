@@ -11,8 +11,8 @@ import os
 import sys
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
-COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
-            "bench")
+COMMANDS = ("train", "evaluate", "prepare", "convert", "summary", "export", "serve", "predict",
+            "tune", "bench")
 
 
 def add_reproducibility_arguments(parser, same):

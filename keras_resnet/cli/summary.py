@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_resnet import checks, constants
+from keras_resnet import constants
 from keras_resnet.modeling import presets
 
 DEFAULT_MODELS = constants.SUMMARY_MODELS
@@ -26,7 +26,7 @@ def register(subparsers):
 def run(args):
     """Prints the table."""
     for name in args.models:
-        checks.model_name(name, "MODEL")
+        presets.check_model_name(name, "MODEL")
     from keras_resnet.modeling.models import build
     from keras_resnet.modeling.stats import model_stats
 

@@ -24,6 +24,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # keras is imported where a model is exported, not with this module
+    import keras
 
 from keras_resnet import checks, files
 from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT,
@@ -70,12 +75,17 @@ def find_xla_attributes(saved_model_dir) -> list[str]:
     return found
 
 
-def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=None,
-                       class_names=None, *, input_dtype="uint8", top_k=None, image_size=None,
-                       resize=False, scale=1.0, offset=0.0, logits=None,
-                       warmup_batch_sizes=None, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                       model_base_path=DEFAULT_MODEL_BASE_PATH, storage_uri=None,
-                       seed=0, version_labels=(), crop_fraction=1.0) -> str:
+def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
+                       name: str | None = None, version: int | None = None,
+                       class_names: Sequence[str] | None = None, *, input_dtype: str = "uint8",
+                       top_k: int | None = None,
+                       image_size: int | tuple[int, int] | None = None, resize: bool = False,
+                       scale: float = 1.0, offset: float = 0.0, logits: bool | None = None,
+                       warmup_batch_sizes: Sequence[int] | None = None,
+                       max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                       model_base_path: str = DEFAULT_MODEL_BASE_PATH,
+                       storage_uri: str | None = None, seed: int = 0,
+                       version_labels: Sequence[str] = (), crop_fraction: float = 1.0) -> str:
     """Exports ``model`` for TF Serving as ``base_dir/<name>/<version>/`` and returns that path.
 
     The version is written under ``base_dir/.staging`` and renamed into place, so TF Serving

@@ -17,11 +17,15 @@ import tempfile
 import time
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_resnet import checks
 from keras_resnet.export import layout
+
+if TYPE_CHECKING:  # this module imports no Keras: the check runs without it
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +108,8 @@ class ExportVerificationError(RuntimeError):
     """The served outputs differ from the Keras model's, or the export does not load."""
 
 
-def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True) -> dict:
+def verify_export(path: str | os.PathLike, model: keras.Model | None = None, *,
+                  atol: float = 1e-5, timeout: float = 600, verbose: bool = True) -> dict:
     """Loads an exported version like TF Serving does and checks it against the Keras model.
 
     Args:

@@ -20,7 +20,7 @@ import urllib.parse
 from keras_resnet import checks
 from keras_resnet.constants import (DEFAULT_EXPORT_DIR, DEFAULT_HOST, DEFAULT_POLL_SECONDS,
                                     DEFAULT_REST_PORT, MAX_BODY_BYTES, MIN_BODY_BYTES)
-from keras_resnet.serving import rest
+from keras_resnet.serving import rest, try_page
 from keras_resnet.serving.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             return
         path = request_target(self.path)
+        if method in ("GET", "HEAD") and urllib.parse.urlsplit(path).path in try_page.PAGE_PATHS:
+            return self._send(200, try_page.page(self.server.repository),
+                              "text/html; charset=utf-8")
         if not rest.API_PATH.fullmatch(path):
             # TF Serving registers no handler outside /v1/: its HTTP server's plain 404
             return self._send(404, b"Not Found", "text/plain")

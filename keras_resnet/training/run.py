@@ -14,10 +14,11 @@ import dataclasses
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 import keras
 
-from keras_resnet import checks
+from keras_resnet.modeling import presets
 from keras_resnet.data import mixing as data_mixing
 from keras_resnet.constants import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE, WARMUP_LEARNING_RATE
 from keras_resnet.modeling.recipe import PaperSchedule, PaperWarmup, build_model, compile_model
@@ -30,10 +31,14 @@ from keras_resnet.training.outcome import TrainResult, finish_run
 from keras_resnet.training.recipe_options import resolve_recipe
 from keras_resnet.training.run_files import RunFiles, check_creatable
 
+if TYPE_CHECKING:
+    from keras_resnet.data import Dataset
+
 logger = logging.getLogger(__name__)
 
 
-def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None = None,
+def train(model: str | keras.Model = DEFAULT_MODEL,
+          data: str | os.PathLike | Dataset = DEFAULT_DATA, *, config: TrainConfig | None = None,
           **options) -> TrainResult:
     """Trains a ResNet with the paper's recipe; writes ``runs/<name>/`` and exports it.
 
@@ -84,7 +89,8 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     if keras.backend.backend() == "jax":
         return _train_on_jax(config, model, data)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
-    strategy, distribution = distribute.make_strategy(config.strategy)
+    strategy, distribution = distribute.make_strategy(config.strategy,
+                                                       worker_timeout=config.worker_timeout)
     if distribution["strategy"] == "multi-worker" and (
             not isinstance(data, (str, os.PathLike)) or config.weights is not None):
         raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
@@ -171,7 +177,7 @@ def _make_config(model, data, config, options):
     if isinstance(model, keras.Model):
         model_name = model.name
     else:
-        model_name = checks.model_name(model)
+        model_name = presets.check_model_name(model)
     data_name = source_name(data)
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:
@@ -228,6 +234,8 @@ def _callbacks(config, schedule, dataset, run_files, resuming):
 
 def _run(config, model, dataset, strategy, distribution):
     """Compiles, fits, evaluates and records ``model``; returns the ``TrainResult``."""
+    from keras_resnet.data import explain_errors
+
     started = time.perf_counter()
     steps = strategy_fit.steps_per_epoch(dataset, distribution)
     learning_rate = strategy_fit.learning_rate(config, dataset)
@@ -247,7 +255,7 @@ def _run(config, model, dataset, strategy, distribution):
             logger.info("Resuming %s from epoch %d of %d%s", config.run_dir, resumed_from + 1,
                         config.epochs, run_files.backed_up_step_note())
         try:
-            with strategy_fit.explain_errors(dataset, distribution):
+            with explain_errors(dataset):  # a bad record or label: one line naming the shard
                 fit(model, dataset, epochs=config.epochs, callbacks=callbacks,
                     verbose=config.verbose,
                     loop=strategy_fit.strategy_loop(config, dataset, strategy, distribution,

@@ -59,19 +59,6 @@ def worker_run_files(config, distribution):
         yield RunFiles(directory)
 
 
-@contextlib.contextmanager
-def explain_errors(dataset, distribution):
-    """The data's own explanation of a bad image (``keras_resnet.data.explain_errors``) on one
-    machine; a multi-worker run's workers load their own shards."""
-    from keras_resnet.data import explain_errors as explain_data_errors
-
-    if is_multi_worker(distribution):
-        yield
-        return
-    with explain_data_errors(dataset):
-        yield
-
-
 def strategy_loop(config, dataset, strategy, distribution, steps):
     """The multi-worker loop's inputs (each worker loads its own shard), or None when Keras'
     ``model.fit`` trains (one machine)."""
@@ -94,14 +81,17 @@ def evaluate_test(config, model, dataset, strategy, distribution) -> dict:
     multi-worker run)."""
     from keras_resnet import distribute
 
-    if not is_multi_worker(distribution):
-        with explain_errors(dataset, distribution):
+    from keras_resnet.data import explain_errors
+
+    with explain_errors(dataset):  # a bad record or label: one line naming the shard
+        if not is_multi_worker(distribution):
             return model.evaluate(dataset.test, verbose=0, return_dict=True)
-    shard = functools.partial(_load_shard, config, dataset.batch_size)
-    return distribute.evaluate(model, strategy, lambda context: shard(context).test,
-                               steps=distribute.steps_for(dataset.test_size, dataset.batch_size,
-                                                          distribution["workers"],
-                                                          strategy.num_replicas_in_sync))
+        shard = functools.partial(_load_shard, config, dataset.batch_size)
+        return distribute.evaluate(model, strategy, lambda context: shard(context).test,
+                                   steps=distribute.steps_for(dataset.test_size,
+                                                              dataset.batch_size,
+                                                              distribution["workers"],
+                                                              strategy.num_replicas_in_sync))
 
 
 def _load_shard(config, batch_size, context):

@@ -13,11 +13,16 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from keras_resnet import files
 from keras_resnet.tuning import chief_worker, fresh, kt_internals, tuner
 from keras_resnet.tuning import results as results_module
 from keras_resnet.tuning.config import TuneConfig
+
+if TYPE_CHECKING:
+    import keras_tuner
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,9 @@ class _State:
     already_finished: bool
 
 
-def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneResult:
+def tune(data: str | os.PathLike | Any = "digits", *,
+         hyperparameters: keras_tuner.HyperParameters | None = None,
+         log: Callable[[str], Any] | None = None, **options) -> TuneResult:
     """Searches ResNet depth, initializers and the rest of ``HyperResNet``'s space.
 
     Trials train with the recipe of ``keras-resnet train``; the search lives in
