@@ -489,6 +489,9 @@ def test_a_corrupt_record_met_in_training_stops_with_the_shard_and_index(tmp_pat
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
     assert "corrupt record 11 in shard '" in error and "train-00000-of-00001'" in error
+    # nothing was trained: no empty history.csv, no logs/ left behind
+    assert not list((tmp_path / "runs").rglob("history.csv"))
+    assert not list((tmp_path / "runs").rglob("logs"))
 
 
 @pytest.mark.slow
