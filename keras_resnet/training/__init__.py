@@ -1,7 +1,9 @@
 """Training runs: ``train`` (``run.py``), its ``TrainConfig`` (``config.py``), the named recipes
-(``recipe_options.py``), fine-tuning pretrained weights (``fine_tuning.py``) and the run's history files
-(``history.py``). The recipe's Keras pieces (``PaperSchedule``, ``PaperWarmup``,
-``compile_model``, ``build_model``, the loss) live in ``keras_resnet.modeling.recipe``.
+(``recipe_options.py``), the one resuming fit and the run's callbacks (``fitting.py``), the end
+of a run: metrics, saved model, curves, export (``outcome.py``), fine-tuning pretrained weights
+(``fine_tuning.py``) and the run's history files (``history.py``). The recipe's Keras pieces
+(``PaperSchedule``, ``PaperWarmup``, ``compile_model``, ``build_model``, the loss) live in
+``keras_resnet.modeling.recipe``.
 """
 
 from keras_resnet._tensorflow import require_tensorflow
