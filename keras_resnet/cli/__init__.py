@@ -8,35 +8,77 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import sys
+
+from keras_resnet.cli.arguments import add_reproducibility_arguments  # noqa: F401  (0.1's name)
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
 COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
-            "bench")
-
-
-def add_reproducibility_arguments(parser, same):
-    """``--seed`` and ``--deterministic``, shared by the subcommands that train; ``same`` says
-    what the same seed reproduces (e.g. "run")."""
-    from keras_resnet.constants import DEFAULT_DETERMINISTIC, DEFAULT_SEED
-
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"random seed ({DEFAULT_SEED})")
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                        default=DEFAULT_DETERMINISTIC,
-                        help=f"TensorFlow op determinism: the same seed gives the same {same} "
-                             "(default on)")
+            "bench", "manifest")
+VERBOSE_ENV = "KERAS_RESNET_VERBOSE"  # "1": TensorFlow's own log lines, as --verbose
 
 
 def build_parser():
-    """Returns the argparse parser with every subcommand registered."""
+    """Returns the argparse parser with every subcommand registered; ``parser.commands`` maps
+    each command to its own parser. Building it imports neither TensorFlow nor Keras."""
     parser = argparse.ArgumentParser(
         prog="keras-resnet",
         description="Residual networks for Keras 3: build, train, tune, export and serve.")
+    parser.add_argument("--verbose", dest="tensorflow_logs", action="store_true",
+                        help="show TensorFlow's own log lines (oneDNN, CPU features, CUDA "
+                             f"probing; hidden by default); also {VERBOSE_ENV}=1")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         importlib.import_module(f"keras_resnet.cli.{command}").register(subparsers)
+    parser.commands = subparsers.choices
     return parser
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Hides TensorFlow's C++ log lines (INFO, WARNING and ERROR: the oneDNN and CPU-feature
+    notes, CUDA probing, tf.data's graph warnings) for this process unless ``verbose`` or
+    ``TF_CPP_MIN_LOG_LEVEL`` is set; must run before TensorFlow is imported. Numerics
+    (``TF_ENABLE_ONEDNN_OPTS``) and devices (``CUDA_VISIBLE_DEVICES``) are left alone."""
+    if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def flag_names(parser) -> dict:
+    """{library argument name: the flag that sets it} for a subcommand's parser: each option's
+    ``dest`` (``batch_size`` -> ``--batch-size``) plus the names a command module lists in its
+    ``LIBRARY_NAMES`` (``learning_rate`` -> ``--lr``)."""
+    names = {}
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        longest = max(action.option_strings, key=len, default=None)
+        if longest and longest.startswith("--") and action.dest != "help":
+            names[action.dest] = longest
+    module = sys.modules.get(getattr(parser.get_default("func"), "__module__", ""), None)
+    names.update(getattr(module, "LIBRARY_NAMES", {}))
+    return names
+
+
+def as_flags(message: str, names: dict) -> str:
+    """``message`` with the library's argument names (``batch_size must be ...``) written as the
+    command's flags (``--batch-size must be ...``); names with an underscore only (plain words
+    such as ``model`` stay words), and only where they stand alone."""
+    for name in sorted((n for n in names if "_" in n), key=len, reverse=True):
+        message = re.sub(rf"(?<![\w\-./'\"]){re.escape(name)}(?![\w\-/'\"])", names[name],
+                         message)
+    return message
+
+
+def os_error_message(error: OSError, args) -> str:
+    """One line for a failed file operation: the flag whose value is the path, the path and
+    the reason (``--out /proc/x: No such file or directory``)."""
+    if error.filename is None or error.strerror is None:
+        return str(error)
+    path = os.fsdecode(error.filename)
+    flag = next((f"--{dest.replace('_', '-')} " for dest, value in vars(args).items()
+                 if isinstance(value, str) and value and dest not in ("command",)
+                 and (path == value or path.startswith(value.rstrip("/") + "/"))), "")
+    return f"{flag}{path}: {error.strerror}"
 
 
 @contextlib.contextmanager
@@ -74,24 +116,29 @@ def cli_logging():
 
 def main(argv=None):
     """Entry point of the `keras-resnet` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_tensorflow(args.tensorflow_logs)
     from keras_resnet._tensorflow import TensorFlowBackendRequired, as_tensorflow_required
+
+    def fail(message):
+        print(f"keras-resnet {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
     try:
         with cli_logging():
             return args.func(args) or 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError,
-            TensorFlowBackendRequired) as error:
-        print(f"keras-resnet {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, TensorFlowBackendRequired) as error:
+        return fail(as_flags(str(error), flag_names(parser.commands[args.command])))
+    except OSError as error:
+        return fail(as_flags(os_error_message(error, args),
+                             flag_names(parser.commands[args.command])))
     except ImportError as error:
         # A TensorFlow-only command without TensorFlow: one line naming the extra.
         missing = as_tensorflow_required(error, f"`keras-resnet {args.command}`")
         if missing is None:
             raise
-        print(f"keras-resnet {args.command}: error: {missing}", file=sys.stderr)
-        return 2
+        return fail(missing)
 
 
 if __name__ == "__main__":
