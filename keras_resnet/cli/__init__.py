@@ -12,11 +12,11 @@ import re
 import sys
 
 from keras_resnet.cli.arguments import add_reproducibility_arguments  # noqa: F401  (0.1's name)
+from keras_resnet.cli.quiet import VERBOSE_ENV, quiet_tensorflow, verbose_requested
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
 COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
             "bench", "manifest")
-VERBOSE_ENV = "KERAS_RESNET_VERBOSE"  # "1": TensorFlow's own log lines, as --verbose
 
 
 def build_parser():
@@ -33,16 +33,6 @@ def build_parser():
         importlib.import_module(f"keras_resnet.cli.{command}").register(subparsers)
     parser.commands = subparsers.choices
     return parser
-
-
-def quiet_tensorflow(verbose: bool) -> None:
-    """Hides TensorFlow's C++ log lines (INFO, WARNING and ERROR: the oneDNN and CPU-feature
-    notes, CUDA probing, tf.data's graph warnings) for this process unless ``verbose`` or
-    ``TF_CPP_MIN_LOG_LEVEL`` is set; must run before TensorFlow is imported. Numerics
-    (``TF_ENABLE_ONEDNN_OPTS``) and devices (``CUDA_VISIBLE_DEVICES``) are left alone."""
-    if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def flag_names(parser) -> dict:
@@ -118,7 +108,7 @@ def main(argv=None):
     """Entry point of the `keras-resnet` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet_tensorflow(args.tensorflow_logs)
+    quiet_tensorflow(verbose_requested(args.tensorflow_logs))
     from keras_resnet._tensorflow import TensorFlowBackendRequired, as_tensorflow_required
 
     def fail(message):
