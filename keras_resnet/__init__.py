@@ -29,15 +29,24 @@ class _RegisterWithKeras:
     modeling is the one importing Keras the package is returned half-built and finishes itself.
     """
 
+    finding = False
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        # importlib.util.find_spec("keras") asks too and loads nothing: the hook stays until
+        # Keras is really imported.
+        if fullname != "keras" or self.finding:
             return None
-        _sys.meta_path.remove(self)
-        spec = _importlib_util.find_spec("keras")
+        self.finding = True
+        try:
+            spec = _importlib_util.find_spec("keras")
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
             run = spec.loader.exec_module
 
             def exec_then_register(module):
+                if self in _sys.meta_path:
+                    _sys.meta_path.remove(self)
                 run(module)
                 _importlib.import_module("keras_resnet.modeling")
 

@@ -51,15 +51,24 @@ class _QuietImport:
     """A one-shot import hook: ``import tensorflow`` runs with file descriptor 2 sent to a
     temporary file, whose lines other than TensorFlow's log lines go back to stderr."""
 
+    finding = False
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        # importlib.util.find_spec("tensorflow") (a check that it is installed) asks too, and
+        # loads nothing: the hook leaves only when the import runs.
+        if fullname != "tensorflow" or self.finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self.finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
             run = spec.loader.exec_module
 
             def exec_quietly(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
                 with tempfile.TemporaryFile() as captured:
                     sys.stderr.flush()
                     saved = os.dup(2)
