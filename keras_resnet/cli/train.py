@@ -269,11 +269,16 @@ def _log_to_stdout():
     logger.setLevel(logging.INFO)
 
 
+def _count(number, noun):
+    """``1 epoch``, ``2 epochs``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _print_result(result):
     metrics = result.metrics
     print(f"\n{metrics['model']} on {metrics['data']}: test accuracy "
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "
-          f"{metrics['epochs']} epochs, {metrics['parameters']:,} parameters, "
+          f"{_count(metrics['epochs'], 'epoch')}, {metrics['parameters']:,} parameters, "
           f"{metrics['wall_time_seconds']:.0f} s")
     distribution = metrics.get("distribution")
     if distribution:  # fine-tuning runs record none
