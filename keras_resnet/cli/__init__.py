@@ -50,25 +50,33 @@ def flag_names(parser) -> dict:
 
 
 def as_flags(message: str, names: dict) -> str:
-    """``message`` with the library's argument names (``batch_size must be ...``) written as the
-    command's flags (``--batch-size must be ...``); names with an underscore only (plain words
-    such as ``model`` stay words), and only where they stand alone."""
-    for name in sorted((n for n in names if "_" in n), key=len, reverse=True):
-        message = re.sub(rf"(?<![\w\-./'\"]){re.escape(name)}(?![\w\-/'\"])", names[name],
-                         message)
+    """``message`` with the library's argument names written as the command's flags
+    (``batch_size must be ...`` -> ``--batch-size must be ...``). A name with an underscore is
+    replaced wherever it stands alone; a plain word (``workers``) only where it opens a sentence
+    with ``must``, so that words stay words."""
+    for name in sorted(names, key=len, reverse=True):
+        alone = rf"(?<![\w\-./'\"]){re.escape(name)}(?![\w\-/'\"])"
+        pattern = alone if "_" in name else rf"(?:^|(?<=; )){re.escape(name)}(?= must )"
+        message = re.sub(pattern, names[name], message)
     return message
 
 
-def os_error_message(error: OSError, args) -> str:
-    """One line for a failed file operation: the flag whose value is the path, the path and
-    the reason (``--out /proc/x: No such file or directory``)."""
+def os_error_message(error: OSError, args, names: dict) -> str:
+    """One line for a failed file operation: the flag, its path and the reason
+    (``--out /proc/x: No such file or directory``); the path that failed follows when it is
+    a folder above or below the flag's path."""
     if error.filename is None or error.strerror is None:
         return str(error)
-    path = os.fsdecode(error.filename)
-    flag = next((f"--{dest.replace('_', '-')} " for dest, value in vars(args).items()
-                 if isinstance(value, str) and value and dest not in ("command",)
-                 and (path == value or path.startswith(value.rstrip("/") + "/"))), "")
-    return f"{flag}{path}: {error.strerror}"
+    path = os.path.normpath(os.fsdecode(error.filename))
+    for dest, value in vars(args).items():
+        if not isinstance(value, str) or not value or dest == "command":
+            continue
+        given = os.path.normpath(value)
+        if path == given or os.path.dirname(path) == os.path.dirname(given) != "":
+            return f"{names.get(dest, dest.upper())} {value}: {error.strerror}"
+        if given.startswith(path + os.sep) or path.startswith(given + os.sep):
+            return f"{names.get(dest, dest.upper())} {value}: {error.strerror}: {path}"
+    return f"{path}: {error.strerror}"
 
 
 @contextlib.contextmanager
@@ -104,10 +112,23 @@ def cli_logging():
         package.setLevel(saved[1])
 
 
+def parse(parser, argv):
+    """``parser.parse_args``; the words after ``--`` become ``args.pod_command`` of a command
+    that takes a command (``manifest``)."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    rest = argv[split + 1:]
+    if split < len(argv):
+        if not getattr(args, "takes_command", False):
+            parser.error(f"unrecognized arguments: {' '.join(argv[split:])}")
+        args.pod_command = rest
+    return args
+
+
 def main(argv=None):
     """Entry point of the `keras-resnet` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, list(sys.argv[1:] if argv is None else argv))
     quiet_tensorflow(verbose_requested(args.tensorflow_logs))
     from keras_resnet._tensorflow import TensorFlowBackendRequired, as_tensorflow_required
 
@@ -121,8 +142,7 @@ def main(argv=None):
     except (ValueError, TypeError, TensorFlowBackendRequired) as error:
         return fail(as_flags(str(error), flag_names(parser.commands[args.command])))
     except OSError as error:
-        return fail(as_flags(os_error_message(error, args),
-                             flag_names(parser.commands[args.command])))
+        return fail(os_error_message(error, args, flag_names(parser.commands[args.command])))
     except ImportError as error:
         # A TensorFlow-only command without TensorFlow: one line naming the extra.
         missing = as_tensorflow_required(error, f"`keras-resnet {args.command}`")

@@ -3,7 +3,6 @@ training (``keras_resnet.distribute.manifest``), written to ``--out`` or printed
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from keras_resnet.constants import (DEFAULT_TFJOB_IMAGE as DEFAULT_IMAGE,
@@ -30,9 +29,8 @@ def register(subparsers):
                         help=f"where it is mounted ({DEFAULT_MOUNT})")
     parser.add_argument("--namespace", default=None, help="the job's namespace (kubectl's)")
     parser.add_argument("--out", default=None, help="write here (default: print)")
-    parser.add_argument("pod_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                        help=argparse.SUPPRESS)
-    parser.set_defaults(func=run)
+    # keras_resnet.cli.main puts the words after -- into args.pod_command
+    parser.set_defaults(func=run, pod_command=[], takes_command=True)
 
 
 def run(args):
@@ -40,7 +38,7 @@ def run(args):
     from keras_resnet import files
     from keras_resnet.distribute.manifest import tfjob_manifest
 
-    command = args.pod_command[1:] if args.pod_command[:1] == ["--"] else args.pod_command
+    command = args.pod_command
     text = tfjob_manifest(args.name, workers=args.workers,
                           gpus_per_worker=args.gpus_per_worker, image=args.image,
                           command=command or None, volume_claim=args.volume_claim,

@@ -220,6 +220,12 @@ _DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
                "shuffle_buffer": "shuffle_buffer",
                "cache_mb": "cache_mb"}
 
+# TrainConfig's names that differ from the flags' (keras_resnet.cli.main's messages)
+LIBRARY_NAMES = {**{option: f"--{flag.replace('_', '-')}"
+                    for flag, option in {**_RECIPE_FLAGS, **_DATA_FLAGS}.items()
+                    if flag != option},
+                 "out_dir": "--out", "export_dir": "--export"}
+
 
 def run(args):
     """Trains, then prints where everything went."""

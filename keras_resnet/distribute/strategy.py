@@ -105,6 +105,9 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
     cluster = read_cluster() if chosen == "multi-worker" else None
     strategy = _create(chosen, devices, collective_timeout)
     description = describe(strategy, chosen, cluster)
+    if chosen == "mirrored" and description["replicas"] == 1:
+        logger.info("MirroredStrategy found 1 device (%s): training runs as on one device",
+                    ", ".join(strategy.extended.worker_devices))
     logger.debug("Training with %s: %d replica(s) on %d worker(s)%s", chosen,
                 description["replicas"], description["workers"],
                 f" (this is {cluster.task_type} {cluster.task_index})" if cluster else "")
