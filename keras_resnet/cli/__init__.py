@@ -17,6 +17,8 @@ from keras_resnet.cli.quiet import VERBOSE_ENV, quiet_tensorflow, verbose_reques
 # Subcommand modules, in the order `keras-resnet --help` lists them.
 COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
             "bench", "manifest")
+# the module of a command whose name another module of the package already has
+_MODULES = {"manifest": "tfjob"}  # keras_resnet.distribute.manifest
 
 
 def build_parser():
@@ -30,7 +32,8 @@ def build_parser():
                              f"probing; hidden by default); also {VERBOSE_ENV}=1")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        importlib.import_module(f"keras_resnet.cli.{command}").register(subparsers)
+        module = _MODULES.get(command, command)
+        importlib.import_module(f"keras_resnet.cli.{module}").register(subparsers)
     parser.commands = subparsers.choices
     return parser
 
