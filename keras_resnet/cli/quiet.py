@@ -33,10 +33,11 @@ def verbose_requested(flag: bool) -> bool:
 
 def quiet_tensorflow(verbose: bool) -> None:
     """Hides TensorFlow's log lines for this process unless ``verbose`` (must run before
-    TensorFlow is imported; a ``TF_CPP_MIN_LOG_LEVEL`` already set is kept)."""
+    TensorFlow is imported; a non-empty ``TF_CPP_MIN_LOG_LEVEL`` is kept)."""
     if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if "tensorflow" not in sys.modules and not any(
             isinstance(finder, _QuietImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport())
