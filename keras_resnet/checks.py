@@ -151,14 +151,15 @@ def name(value, argument: str = "name") -> str:
 
 
 def model_name(value, argument: str = "model") -> str:
-    """A key of ``keras_resnet.modeling.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
-    from keras_resnet.modeling import presets  # pure data, no TensorFlow
+    """A name of ``keras_resnet.constants.MODEL_NAMES``, the keys of
+    ``keras_resnet.modeling.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
+    from keras_resnet.constants import MODEL_NAMES
 
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a model name (a str); got {value!r}")
-    if value not in presets.MODEL_PRESETS:
+    if value not in MODEL_NAMES:
         raise ValueError(f"unknown model {value!r}; {argument} must be one of: "
-                         f"{', '.join(presets.MODEL_PRESETS)}")
+                         f"{', '.join(MODEL_NAMES)}")
     return value
 
 
