@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # pytest workers; CI and this machine have 2 cores
 JOBS   ?= 2
 
-.PHONY: install train summary test test-fast clean
+.PHONY: install train summary test test-fast clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ train: install
 summary: install
 	$(BIN)/keras-resnet summary
 
+# Headless Chromium for tests/test_browser.py (Debian's package; root installs it with apt-get;
+# otherwise the browser tests fail naming the install command).
+chromium:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && \
+		(apt-get install -y chromium || (apt-get update && apt-get install -y chromium)); } || \
+		echo "chromium is missing: run 'apt-get install -y chromium' as root"
+
 # Every test, slow ones included (what CI runs).
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -n $(JOBS) --durations=15 -q
 
 # The quick subset while developing.

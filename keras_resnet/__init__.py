@@ -70,6 +70,7 @@ _EXPORTS = {
     "keras_resnet.data": ("Dataset", "load_dataset"),
     "keras_resnet.training.fine_tuning": ("fine_tune",),
     "keras_resnet.training": ("TrainConfig", "TrainResult", "train"),
+    "keras_resnet.evaluation.evaluator": ("evaluate",),
     "keras_resnet.export": ("ExportVerificationError", "export_saved_model", "verify_export"),
     "keras_resnet.tuning": ("HyperResNet", "TuneConfig", "tune"),
     "keras_resnet.diagnostics": ("GradientFlowLogger", "TrainingError", "block_identity_errors",

@@ -150,19 +150,6 @@ def name(value, argument: str = "name") -> str:
     return value
 
 
-def model_name(value, argument: str = "model") -> str:
-    """A name of ``keras_resnet.constants.MODEL_NAMES``, the keys of
-    ``keras_resnet.modeling.presets.MODEL_PRESETS`` (the CLI's and ``build``'s names)."""
-    from keras_resnet.constants import MODEL_NAMES
-
-    if not isinstance(value, str):
-        raise TypeError(f"{argument} must be a model name (a str); got {value!r}")
-    if value not in MODEL_NAMES:
-        raise ValueError(f"unknown model {value!r}; {argument} must be one of: "
-                         f"{', '.join(MODEL_NAMES)}")
-    return value
-
-
 def writable_dir(path, argument: str) -> str:
     """A directory that exists and is writable, or can be created (checked before long work).
 
@@ -183,4 +170,20 @@ def writable_dir(path, argument: str) -> str:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{argument} must be a writable directory; got {path!r} "
                          f"({probe!r} is not writable)")
+    return path
+
+
+def created_dir(path, argument: str) -> str:
+    """`writable_dir`, then the directory made now (parents too) unless it exists.
+
+    Making it is the only sure check: permission bits cannot tell of ``/proc``, read-only
+    mounts or root's access. Raises ``ValueError`` naming ``argument``, the path and the OS
+    reason (``--out '/proc/x' cannot be created: No such file or directory``).
+    """
+    path = writable_dir(path, argument)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{argument} {path!r} cannot be created: "
+                         f"{error.strerror or error}") from None
     return path

@@ -65,6 +65,8 @@ DEFAULT_STRATEGY = "auto"
 TASK_TYPES = ("chief", "worker")
 # seconds a collective (all-reduce) may wait for a peer before the job stops with an error
 DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+# seconds a multi-worker training task waits for the others of TF_CONFIG to start
+DEFAULT_TRAIN_WORKER_TIMEOUT = 600.0
 # the global batch the recipe's learning rate is given for (the linear scaling rule's base)
 BASE_BATCH_SIZE = 128
 # what `--strategy mirrored` (and "auto" over several devices) trains with on KERAS_BACKEND=jax

@@ -228,15 +228,10 @@ def test_export_on_another_backend_is_refused_before_any_work(monkeypatch, tmp_p
     assert not (tmp_path / "models").exists()
 
 
-def test_recompute_grad_off_tensorflow_needs_keras_remat(monkeypatch):
+def test_recompute_grad_off_tensorflow_relies_on_the_pinned_keras_remat():
+    """keras>=3.12 (pyproject) has keras.remat, so the looped stages call it without a fallback."""
     import keras
 
-    from keras_resnet.modeling import looped_stages as loop
-
-    monkeypatch.delattr(keras, "remat")
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(NotImplementedError,
-                       match=r"^recompute_grad=True on the 'jax' backend needs keras.remat, "
-                             r"which Keras 3\.\d+\.\d+ lacks: upgrade Keras, or set "
-                             r"recompute_grad=False$"):
-        loop._remat(lambda x: x)
+    pyproject = open(os.path.join(REPO_ROOT, "pyproject.toml")).read()
+    assert '"keras>=3.12,' in pyproject
+    assert callable(keras.remat)

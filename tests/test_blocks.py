@@ -283,3 +283,24 @@ def test_block_layers_round_trip_through_get_config():
     np.testing.assert_array_equal(restored(x, training=False), model(x, training=False))
     layer = ZeroPadShortcut(32, 2, name="pad")
     assert ZeroPadShortcut.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("bottleneck, stride_on, expected", [
+    (False, "3x3", ((3, 8, 4, 2), (3, 4, 4, 1))),
+    (True, "3x3", ((1, 8, 4, 1), (3, 4, 4, 2), (1, 4, 16, 1))),
+    (True, "1x1", ((1, 8, 4, 2), (3, 4, 4, 1), (1, 4, 16, 1))),
+])
+def test_one_branch_plan_builds_the_block_and_the_looped_stage(bottleneck, stride_on, expected):
+    from keras_resnet.modeling.block_options import branch_plan
+    from keras_resnet.modeling.looped_stages import RepeatedBlocks
+
+    opts = BlockOptions(bottleneck=bottleneck, stride_on=stride_on)
+    assert branch_plan(8, 4, 2, opts) == expected
+    x = keras.Input((8, 8, 8))
+    model = keras.Model(x, residual_block(x, 4, 2, name="b", options=opts))
+    convs = [(layer.kernel_size[0], layer.kernel.shape[2], layer.filters, layer.strides[0])
+             for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+             and not layer.name.endswith("_0_conv")]
+    assert tuple(convs) == expected
+    looped = RepeatedBlocks(2, 4, opts)
+    assert looped.plan == branch_plan(expected[-1][2], 4, 1, opts)

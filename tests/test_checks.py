@@ -76,9 +76,23 @@ def test_name_accepts_and_type():
 
 
 def test_model_name():
-    assert checks.model_name("cifar-resnet20") == "cifar-resnet20"
+    from keras_resnet.modeling import presets
+
+    assert presets.check_model_name("cifar-resnet20") == "cifar-resnet20"
     with pytest.raises(ValueError, match=r"^unknown model 'resnet21'; model must be one of: resnet18, "):
-        checks.model_name("resnet21")
+        presets.check_model_name("resnet21")
+    with pytest.raises(TypeError, match=r"^MODEL must be a model name \(a str\); got 3$"):
+        presets.check_model_name(3, "MODEL")
+
+
+def test_checks_imports_nothing_of_the_package():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(checks))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+    assert not [m for m in imported if m and m.startswith("keras_resnet")]
 
 
 def test_writable_dir(tmp_path):
@@ -89,6 +103,16 @@ def test_writable_dir(tmp_path):
         checks.writable_dir(str(a_file), "out")
     with pytest.raises(ValueError, match=r"^export_dir must be a directory path; got .*is a file$"):
         checks.writable_dir(str(a_file / "sub"), "export_dir")
+
+
+def test_created_dir_makes_it_or_names_the_os_reason(tmp_path):
+    target = tmp_path / "new" / "deeper"
+    assert checks.created_dir(str(target), "out") == str(target) and target.is_dir()
+    assert checks.created_dir(str(target), "out") == str(target)  # exists already: fine
+    if os.path.isdir("/proc/self"):  # passes a permission check as root, refuses mkdir
+        with pytest.raises(ValueError, match=r"^--out '/proc/kr-x' cannot be created: No such "
+                                             r"file or directory$"):
+            checks.created_dir("/proc/kr-x", "--out")
 
 
 def test_checks_and_constants_import_without_tensorflow():

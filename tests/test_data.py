@@ -198,11 +198,39 @@ def test_empty_folder(tmp_path):
         load_dataset(str(tmp_path / "empty"))
 
 
-def test_corrupt_image_is_named(tmp_path):
-    root = _write_folder(tmp_path / "pets", per_class=3)
+def test_undecodable_images_are_skipped_and_listed_or_refused_with_strict(tmp_path, caplog):
+    root = _write_folder(tmp_path / "pets", per_class=6)
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    with pytest.raises(ValueError, match=r"corrupt or unreadable image .*dog/broken\.png"):
-        load_dataset(str(root))
+    (root / "cat" / "empty.jpg").write_bytes(b"")
+    caplog.set_level("WARNING", logger="keras_resnet.data.folders")
+    ds = load_dataset(str(root), batch_size=2)
+    # 12 good images of 14: round(12 * 0.2) = 2 test, round(10 * 0.1) = 1 validation
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (9, 1, 2)
+    assert len(ds.files) == 12 and not any("broken" in f or "empty" in f for f in ds.files)
+    warning = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(warning) == 1 and warning[0].startswith(
+        f"skipping 2 image(s) in {str(root)!r} that do not decode: {root}/cat/empty.jpg: ")
+    assert f"; {root}/dog/broken.png: " in warning[0] and "BytesIO" not in warning[0]
+    with pytest.raises(data.DataError,
+                       match=rf"^2 image\(s\) in '{root}' do not decode \(strict\): "
+                             rf"{root}/cat/empty\.jpg: .*; {root}/dog/broken\.png: .*; remove or "
+                             r"replace them, or drop strict \(--strict\) to skip them$"):
+        load_dataset(str(root), strict=True)
+    with pytest.raises(TypeError, match="strict must be True or False; got 'yes'"):
+        load_dataset(str(root), strict="yes")
+
+
+def test_train_cli_strict_refuses_a_folder_with_a_bad_image(tmp_path, capsys):
+    from keras_resnet.cli import main
+
+    root = _write_folder(tmp_path / "pets", per_class=6)
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    assert main(["train", "--data", str(root), "--strict", "--epochs", "1", "--no-export",
+                 "--out", str(tmp_path / "runs"), "--batch-size", "2", "--verbose", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"keras-resnet train: error: 1 image(s) in '{root}' do not decode "
+                            f"(strict): {root}/dog/broken.png: ")
+    assert len(error.splitlines()) == 1
 
 
 def test_single_class_folder(tmp_path):
@@ -212,8 +240,13 @@ def test_single_class_folder(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
+    ({"source": "imagenet"}, ValueError,
+     "unknown data set 'imagenet': not one of digits, cifar10"),
     ({"name_or_path": "imagenet"}, ValueError,
      "unknown data set 'imagenet': not one of digits, cifar10"),
+    ({"source": 3}, TypeError, "source must be a data set name or a directory path; got 3"),
+    ({"options": {"batch_size": 8}}, TypeError,
+     r"options must be a keras_resnet.data.LoadOptions or None; got \{'batch_size': 8\}"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive int \(1, 2, 64, ...\); got 0"),
     ({"batch_size": 2.0}, TypeError, r"batch_size must be a positive int .*; got 2.0"),
     ({"validation_split": 1.5}, ValueError,
@@ -232,6 +265,38 @@ def test_single_class_folder(tmp_path):
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         load_dataset(**kwargs)
+
+
+def test_unknown_options_are_named_with_the_accepted_ones():
+    with pytest.raises(TypeError, match=r"unknown data options batch, sed; accepted: batch_size, "
+                                        r"seed, validation_split, .*, mixup, cutmix$"):
+        load_dataset("digits", batch=8, sed=1)
+    with pytest.raises(TypeError, match=r"unknown data option batch; accepted: batch_size"):
+        data.LoadOptions().replace(batch=8)
+
+
+def test_options_are_declared_once_with_the_cli_defaults():
+    from keras_resnet import constants
+
+    options = data.LoadOptions()
+    assert options.batch_size == constants.DEFAULT_BATCH_SIZE == 32
+    assert options.seed == constants.DEFAULT_SEED
+    assert options.shuffle_buffer == constants.DEFAULT_SHUFFLE_BUFFER
+    assert options.strict is False
+    assert data.LoadOptions(image_size=6).image_size == (6, 6)
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int \(1, 2, 64, ...\); "
+                                         r"got 0"):
+        data.LoadOptions(batch_size=0)
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int"):
+        options.replace(batch_size=0)
+    assert load_dataset("digits", augment=False).batch_size == 32
+    given = data.LoadOptions(batch_size=16, augment=False, seed=3)
+    ds = load_dataset("digits", given)
+    assert ds.batch_size == 16
+    assert load_dataset("digits", given, batch_size=8).batch_size == 8
+    np.testing.assert_array_equal(_arrays(ds.test)[1],
+                                  _arrays(load_dataset("digits", batch_size=16, seed=3,
+                                                       augment=False).test)[1])
 
 
 def test_a_file_is_not_a_data_set(tmp_path):

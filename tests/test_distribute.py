@@ -172,6 +172,19 @@ def test_mirrored_over_two_logical_cpus():
     assert [d[-5:] for d in description["devices"]] == ["CPU:0", "CPU:1"]
 
 
+def test_mirrored_on_one_device_says_so(caplog):
+    caplog.set_level("INFO", logger="keras_resnet.distribute.strategy")
+    strategy, description = distribute.make_strategy("mirrored", devices=["/cpu:0"])
+    assert description["replicas"] == 1
+    lines = [r.getMessage() for r in caplog.records if "MirroredStrategy" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("MirroredStrategy has 1 device (")
+
+
+def test_worker_timeout_is_checked_before_anything_starts():
+    with pytest.raises(ValueError, match=r"worker_timeout must be .*got 0"):
+        distribute.make_strategy("one-device", worker_timeout=0)
+
+
 @pytest.mark.parametrize("rate, batch, base, expected", [
     (0.1, 128, 128, 0.1), (0.1, 256, 128, 0.2), (0.1, 32, 128, 0.025), (0.4, 64, 32, 0.8)])
 def test_scaled_learning_rate(rate, batch, base, expected):

@@ -57,7 +57,7 @@ def test_layout_and_no_overwrite(exported, tmp_path):
     assert path == os.path.join(base, "tiny", "1")
     assert sorted(os.listdir(path)) == ["assets", "assets.extra", "fingerprint.pb",
                                         "saved_model.pb", "variables"]
-    assert os.listdir(os.path.join(base, bundle.STAGING)) == []
+    assert not os.path.exists(os.path.join(base, bundle.STAGING))  # removed once empty
     for name in ("models.config", "batching_parameters.txt", "docker-run.sh",
                  "tiny.inferenceservice.yaml"):
         assert os.path.isfile(os.path.join(base, name))
@@ -295,6 +295,74 @@ def test_cli_export_with_labels_and_verify(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"),
                  "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_staging_is_removed_when_empty_but_not_under_a_writer(exported, tmp_path):
+    """The .staging root goes once no export writes there; a failed export leaves nothing, and a
+    concurrent writer's version in it is kept (rmdir refuses a non-empty directory)."""
+    model, _, _ = exported
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,))
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["tiny", "models.config", "batching_parameters.txt", "docker-run.sh",
+         "tiny.inferenceservice.yaml"])
+    with pytest.raises(ValueError, match="top_k"):  # checked before staging exists
+        export_saved_model(model, tmp_path, top_k=9)
+    with pytest.raises(FileExistsError, match="version 1 of model 'tiny' already exists"):
+        export_saved_model(model, tmp_path, version=1)
+    assert not (tmp_path / bundle.STAGING).exists()
+    writing = tmp_path / bundle.STAGING / f"{files.TEMP_PREFIX}{os.getppid()}-other-x"
+    writing.mkdir(parents=True)  # another live process's version being written
+    export_saved_model(model, tmp_path, warmup_batch_sizes=(1,))
+    assert os.listdir(tmp_path / bundle.STAGING) == [writing.name]
+    assert versions(tmp_path / "tiny") == [1, 2]
+
+
+CONCURRENT_CHILD = textwrap.dedent("""
+    import sys
+    import keras
+    from keras_resnet import ResNet, export_saved_model
+    model = ResNet(stage_depths=(1, 1), widths=(8, 16), stem="cifar", input_shape=(8, 8, 1),
+                   classes=3, name="shared")
+    for _ in range(3):
+        export_saved_model(model, sys.argv[1], warmup_batch_sizes=(1,))
+""")
+
+
+@pytest.mark.slow
+def test_concurrent_exports_share_and_then_remove_staging(tmp_path):
+    """Two processes export into one bundle at once: one may remove the empty .staging while
+    the other is about to write there; every export still lands, each as its own version."""
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_CHILD, str(tmp_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    errors = [child.communicate(timeout=600)[1] for child in children]
+    assert [child.returncode for child in children] == [0, 0], errors
+    assert versions(tmp_path / "shared") == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / bundle.STAGING).exists()
+
+
+def test_failed_write_removes_its_staging(exported, tmp_path):
+    model, _, _ = exported
+    (tmp_path / "tiny").write_text("a file where the model directory goes")
+    with pytest.raises(FileExistsError):
+        export_saved_model(model, tmp_path, warmup_batch_sizes=(1,))
+    assert not (tmp_path / bundle.STAGING).exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_base_dir_that_cannot_be_created_is_one_line_before_work(exported, tmp_path, capsys):
+    """/proc passes a permission check (for root) but refuses mkdir: the directory is made,
+    not judged, before the export's (and the CLI's model loading) work."""
+    model, _, _ = exported
+    with pytest.raises(ValueError, match=r"^base_dir '/proc/keras-resnet-x' cannot be created: "
+                                         r"No such file or directory$"):
+        export_saved_model(model, "/proc/keras-resnet-x")
+    assert main(["export", str(tmp_path / "missing.keras"), "--out", "/proc/keras-resnet-x"]) == 2
+    assert capsys.readouterr().err == ("keras-resnet export: error: --out '/proc/keras-resnet-x' "
+                                       "cannot be created: No such file or directory\n")
+    assert main(["export", str(tmp_path / "missing.keras"), "--out",
+                 str(tmp_path / "new" / "out")]) == 2  # made, then the model is looked at
+    assert "missing.keras" in capsys.readouterr().err and (tmp_path / "new" / "out").is_dir()
 
 
 def dead_pid():

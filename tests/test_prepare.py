@@ -118,12 +118,24 @@ def test_rerun_keeps_finished_shards_and_redoes_a_missing_one(tmp_path):
         "train-00000-of-00002", "train-00001-of-00002"]
 
 
-def test_strict_fails_on_a_truncated_image(tmp_path):
+def test_strict_fails_on_a_truncated_image_and_leaves_nothing(tmp_path):
     make_mixed_folder(str(tmp_path / "src"), strays=False)
-    with pytest.raises(DataError, match=r"3 image\(s\) in .* do not decode \(strict\): .*"
-                                        r"broken\.jpg"):
+    (tmp_path / "src" / "dog" / "text.png").write_bytes(b"plain text, not a png")
+    with pytest.raises(DataError, match=r"4 image\(s\) in .* do not decode \(strict\): .*"
+                                        r"broken\.jpg: .*; remove or replace them, or drop "
+                                        r"strict \(--strict\) to skip them$") as raised:
         shards.prepare(tmp_path / "src", tmp_path / "out", strict=True)
-    assert not (tmp_path / "out" / "dataset.json").exists()
+    assert "BytesIO" not in str(raised.value) and "0x" not in str(raised.value)
+    assert f"{tmp_path}/src/dog/text.png: cannot identify image file;" in str(raised.value)
+    assert os.listdir(tmp_path / "out") == []  # no shards, no .prepare state
+
+
+def test_skip_reasons_name_the_decoder_not_an_object(tmp_path):
+    make_mixed_folder(str(tmp_path / "src"), truncated=False, strays=False)
+    (tmp_path / "src" / "dog" / "text.png").write_bytes(b"plain text, not a png")
+    report = shards.prepare(tmp_path / "src", tmp_path / "out", shards=1)
+    assert report.skipped == [[str(tmp_path / "src" / "dog" / "text.png"),
+                               "cannot identify image file"]]
 
 
 def test_grayscale_prepare_gives_one_channel(tmp_path):

@@ -329,6 +329,55 @@ def test_load_weights_dispatches_on_the_file_type(tmp_path):
         load_weights(other, str(tmp_path / "saved.keras"))
 
 
+def _damaged_keras_files(tmp_path):
+    """A real ``.keras`` file cut in half, and one whose weights member has zeroed bytes."""
+    import zipfile
+
+    model = keras_resnet.ResNet(stage_depths=(1, 1, 1, 1), widths=(4, 8, 8, 8),
+                                input_shape=(32, 32, 3), classes=3)
+    whole = tmp_path / "whole.keras"
+    model.save(str(whole))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(data[:len(data) // 2])
+    with zipfile.ZipFile(whole) as archive:
+        member = next(i for i in archive.infolist() if i.filename.endswith(".h5"))
+    start = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+    damaged = bytearray(data)
+    damaged[start:start + 64] = bytes(64)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(bytes(damaged))
+    return model, str(cut), str(corrupt)
+
+
+def test_a_cut_or_corrupt_keras_file_is_named_not_a_bad_zip(tmp_path):
+    model, cut, corrupt = _damaged_keras_files(tmp_path)
+    with pytest.raises(ValueError, match=r"^weights file '.*cut\.keras' is not a readable "
+                                         r"\.keras \(zip\) file; it may be cut short \(an "
+                                         r"interrupted download or copy\): save or copy it again$"):
+        load_weights(model, cut)
+    with pytest.raises(ValueError, match=r"^weights file '.*corrupt\.keras' is not a readable "
+                                         r"\.keras \(zip\) file; it may be cut short or corrupt "
+                                         r"\(Bad CRC-32 for file 'model\.weights\.h5'\): save or "
+                                         r"copy it again$"):
+        load_weights(model, corrupt)
+    with pytest.raises(ValueError, match=r"^weights file '.*cut\.keras' is not a readable "):
+        keras_resnet.ResNet(stage_depths=(1, 1, 1, 1), widths=(4, 8, 8, 8),
+                            input_shape=(32, 32, 3), classes=3, weights=cut)
+
+
+def test_the_cli_names_a_cut_keras_file_in_one_line(tmp_path, capsys):
+    from keras_resnet.cli import main
+
+    _, cut, _ = _damaged_keras_files(tmp_path)
+    status = main(["train", "--weights", cut, "--epochs", "1", "--out", str(tmp_path / "runs"),
+                   "--no-export", "--verbose", "0"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"weights file {cut!r} is not a readable .keras (zip) file; it may be cut short" in err
+    assert "Traceback" not in err and "BadZipFile" not in err
+
+
 # ------------------------------------------------------------------ README
 
 

@@ -70,11 +70,11 @@ def test_a_mixed_pipeline_resumes_its_epoch_mixed(shards):
     assert len(labels) == STEPS - 2 and all(np.allclose(y.sum(1), 1) for y in labels)
 
 
-def _run(shards, out, name, log):
+def _run(shards, out, name, log, *mode):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
                                           os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, WORKER, shards, str(out), name, str(log)],
+    return subprocess.Popen([sys.executable, WORKER, shards, str(out), name, str(log), *mode],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
 
@@ -174,3 +174,69 @@ def test_resumed_epoch_under_mirrored_strategy(shards, tmp_path):
     """, timeout=200)
     steps = json.loads(out.strip().splitlines()[-1])
     assert steps == [["epoch", 1], *range(8), ["epoch", 2], *range(10)]
+
+
+@pytest.fixture(scope="module")
+def textured_shards(tmp_path_factory):
+    """Shards of 8x8 noise images (a crop or a flip changes what the model sees)."""
+    import io
+
+    from PIL import Image
+
+    from keras_resnet.data import tfrecord
+
+    root = tmp_path_factory.mktemp("textured")
+    rng = np.random.default_rng(0)
+    for split, count, shard_count in (("train", 40, 3), ("validation", 8, 1)):
+        for shard in range(shard_count):
+            name = root / tfrecord.shard_name(split, shard, shard_count)
+            with tf.io.TFRecordWriter(str(name)) as writer:
+                for value in range(shard, count, shard_count):
+                    buffer = io.BytesIO()
+                    pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(buffer, "PNG")
+                    writer.write(tfrecord.make_example(buffer.getvalue(), "png", value % 3,
+                                                       f"c{value % 3}", 8, 8, f"{value}.png"))
+    return str(root)
+
+
+def test_streamed_augmentation_is_keyed_by_seed_epoch_and_sample(textured_shards):
+    options = dict(_options(), augment=True, crop="inception")
+    ds = load_dataset(textured_shards, **options)
+    epoch0 = np.concatenate([x.numpy() for x, _ in ds.train])
+    epoch1 = np.concatenate([x.numpy() for x, _ in ds.train])
+    fresh = load_dataset(textured_shards, **options)
+    assert np.array_equal(np.concatenate([x.numpy() for x, _ in fresh.train]), epoch0)
+    # a resumed epoch 1 after 3 batches: the same crops and flips as the whole epoch's rest
+    rest = np.concatenate([x.numpy() for x, _ in fresh.train_order.remainder(1, 3)])
+    assert np.array_equal(rest, epoch1[12:])
+    assert not np.array_equal(epoch0, epoch1)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_with_augmentation_resumes_to_the_same_weights(textured_shards,
+                                                                         tmp_path):
+    runs = tmp_path / "runs"
+    whole = _run(textured_shards, runs, "whole", tmp_path / "whole.log", "augment")
+    output = whole.communicate(timeout=240)[0].decode()
+    assert whole.returncode == 0, output
+    process = _run(textured_shards, runs, "killed", tmp_path / "killed.log", "augment")
+    state = kill_after_a_mid_epoch_backup(
+        process, runs / "killed" / "backup" / "training_metadata.json", timeout=240)
+    assert state["epoch"] == 1
+    resumed = _run(textured_shards, runs, "killed", tmp_path / "killed.log", "augment")
+    output = resumed.communicate(timeout=240)[0].decode()
+    assert resumed.returncode == 0, output
+    assert f"Resuming epoch 2 after its batch {state['batch'] + 1}" in output
+    from position_worker import RecordBatches
+
+    assert_killed_run_matches_whole_run(runs, {"RecordBatches": RecordBatches})
+    # the validation after every epoch too (the killed epoch's training averages cover only
+    # the batches after the resume, so they are not compared)
+    import csv
+
+    def val_losses(name):
+        with open(runs / name / "history.csv") as stream:
+            return [float(row["val_loss"]) for row in csv.DictReader(stream)]
+
+    assert val_losses("killed") == val_losses("whole")

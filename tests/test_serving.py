@@ -148,7 +148,7 @@ def test_floats_are_written_as_tf_serving_writes_float32(server):
 def test_b64_png_through_the_bytes_signature(server):
     model, _, client = server
     pixels = np.random.default_rng(2).integers(0, 256, (2, 8, 8)).astype(np.uint8)
-    rows = client.classify_images("pets", encoded=[png(p) for p in pixels])
+    rows = client.classify_images("pets", encoded=[png(p) for p in pixels])["predictions"]
     np.testing.assert_allclose([r["probabilities"] for r in rows], expected(model, pixels),
                                atol=1e-5)
 
@@ -265,10 +265,44 @@ def test_bad_requests_get_tf_serving_status_and_error(server, method, path, body
     assert "AVAILABLE" in [s["state"] for s in client.status("pets")["model_version_status"]]
 
 
-def test_routes_are_case_insensitive_and_ignore_query_strings(server):
+def test_routes_are_case_insensitive_and_match_the_query_string_too(server):
+    """TF Serving matches its routes against ``uri_path()``, which is path?query#fragment
+    (util/net_http/server/internal/evhttp_request.cc): a query makes a Malformed request."""
     _, _, client = server
-    assert raw(client, "GET", "/V1/MODELS/pets/METADATA?x=1")[0] == 200
-    assert raw(client, "POST", "/v1/Models/pets:PREDICT?debug=1", {"instances": ZEROS})[0] == 200
+    assert raw(client, "GET", "/V1/MODELS/pets/METADATA")[0] == 200
+    assert raw(client, "POST", "/v1/Models/pets:PREDICT", {"instances": ZEROS})[0] == 200
+    assert raw(client, "POST", "/v1/models/pets:predict?x=1", {"instances": ZEROS}) == (
+        400, {"error": "Malformed request: POST /v1/models/pets:predict?x=1"})
+    assert raw(client, "POST", "/v1/Models/pets:PREDICT?", {"instances": ZEROS}) == (
+        400, {"error": "Malformed request: POST /v1/Models/pets:PREDICT?"})
+    assert raw(client, "GET", "/V1/MODELS/pets/METADATA?x=1") == (
+        400, {"error": "Malformed request: GET /V1/MODELS/pets/METADATA?x=1"})
+    # kModelStatusApiRegex's name is [^/:]+, so the query becomes part of the model's name.
+    assert raw(client, "GET", "/v1/models/pets?x=1") == (
+        404, {"error": "Could not find any versions of model pets?x=1"})
+
+
+@pytest.mark.parametrize("depth", [100, 990, 5000, 200000])
+@pytest.mark.parametrize("wrap", ["bare", "instances", "inputs"])
+def test_deeply_nested_json_gets_a_400_answer(server, depth, wrap):
+    """Python's JSON parser stops at its recursion limit where RapidJSON goes on: any depth gets
+    a 400 with an error body, and the connection keeps answering."""
+    _, _, client = server
+    nested = "[" * depth + "]" * depth
+    body = {"bare": nested, "instances": f'{{"instances": {nested}}}',
+            "inputs": f'{{"inputs": {{"images": {nested}}}}}'}[wrap].encode()
+    host, port = client.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    for _ in range(2):  # keep-alive: the same connection answers again
+        connection.request("POST", "/v1/models/pets:predict", body=body)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 400 and set(answer) == {"error"}
+    connection.close()
+    if depth >= 990:  # Python's parser stops near its recursion limit
+        assert answer == {"error": "JSON Parse error: The document nests arrays and objects too "
+                                   "deeply for keras-resnet serve."}
+    assert raw(client, "POST", "/v1/models/pets:predict", {"instances": ZEROS})[0] == 200
 
 
 def test_gzip_chunked_and_unpadded_base64_bodies(server):

@@ -1,6 +1,7 @@
 """Streamed TFRecord directories and folders: sharding, preprocessing, bad input, bad records."""
 
 import io
+import re
 import json
 import os
 import struct
@@ -322,15 +323,48 @@ def test_num_classes_must_agree_with_the_data(tmp_path, imagenet_like):
 
 
 def test_a_label_beyond_num_classes_stops_the_stream_with_a_clear_error(tmp_path):
-    # the first record's label (0) is in range; record 4 holds label 4 >= num_classes 3
+    # shard s holds values s, s + 2, ... (label = value): record i of shard s has label 2i + s
     root = str(tmp_path)
-    _write_records(root, "train", 1, list(range(8)), classes=8)
+    _write_records(root, "train", 2, list(range(8)), classes=8)
     _write_records(root, "validation", 1, [0, 1])
-    ds = _load(root, num_classes=3, label_offset=0)
-    with pytest.raises(DataError, match=r"label out of range: stored label minus label_offset 0 "
-                                        r"must be in \[0, 3\) \(num_classes 3\)"):
+    ds = _load(root, num_classes=3, label_offset=0, deterministic=True)
+    expected = (rf"^label out of range: record (\d) of shard '{root}/train-0000([01])-of-00002' "
+                r"stores label (\d); minus label_offset 0 it must be in \[0, 3\) "
+                r"\(num_classes 3\); pass num_classes \(--num-classes\) covering every label, or "
+                r"the right label_offset \(--label-offset\), or prepare the data again$")
+    with pytest.raises(DataError, match=expected) as raised:
         with explain_errors(ds):
+            list(ds.validation)  # values 0, 1: in range
             list(ds.train)
+    index, shard, label = map(int, re.match(expected, str(raised.value)).groups())
+    assert label == 2 * index + shard and label >= 3
+
+
+def test_train_cli_names_the_shard_of_a_bad_label_and_of_a_corrupt_record(tmp_path, capsys):
+    from keras_resnet.cli import main
+
+    labels = tmp_path / "labels"
+    _write_records(str(labels), "train", 2, list(range(8)), classes=8)
+    _write_records(str(labels), "validation", 1, [0, 1, 2])
+    _metadata(labels)
+    common = ["train", "--out", str(tmp_path / "runs"), "--no-export", "--epochs", "1",
+              "--batch-size", "2", "--image-size", "8", "--verbose", "0"]
+    assert main([*common, "--data", str(labels)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert re.fullmatch(r"keras-resnet train: error: label out of range: record \d of shard "
+                        rf"'{labels}/train-0000[01]-of-00002' stores label [3-7]; minus "
+                        r"label_offset 0 it must be in \[0, 3\) .*prepare the data again",
+                        error), error
+    corrupt = tmp_path / "corrupt"
+    _corrupt_record(corrupt)
+    _metadata(corrupt)
+    assert main([*common, "--data", str(corrupt)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"keras-resnet train: error: corrupt record 4 in shard "
+                        rf"'{corrupt}/train-00001-of-00002': corrupted record at \d+; prepare "
+                        r"the data again \(keras-resnet prepare\) or restore the shard from a "
+                        r"good copy", error), error
 
 
 def test_train_cli_takes_num_classes_and_says_when_it_is_missing(imagenet_like, tmp_path,

@@ -180,8 +180,8 @@ def test_normalization_is_adapted_when_the_data_has_no_statistics():
                                          "'constant'; got 'linear'"),
     ({"label_smoothing": 1.0}, ValueError, r"label_smoothing must be a number in \[0, 1\); "
                                            "got 1.0"),
-    ({"initializer": "he_nrmal"}, ValueError, r"initializer must be a Keras initializer \(a "
-                                              r"name such as 'he_normal' .*; got 'he_nrmal'"),
+    ({"initializer": "he_nrmal"}, ValueError, r"^initializer must be a Keras initializer: a "
+                                              r"name such as 'he_normal' .*; got 'he_nrmal'$"),
     ({"name": "../escape"}, ValueError, "name must be 1-128 letters, digits, .*; "
                                         "got '../escape'"),
     ({"seed": -1}, ValueError, "seed must be an int >= 0; got -1"),

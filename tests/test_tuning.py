@@ -96,7 +96,7 @@ def test_fix_and_narrow_by_keyword():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"initializer": ["he_normal", "kaiming"]}, ValueError,
-     r"initializer must be a Keras initializer \(a name such as 'he_normal' .*; got 'kaiming'"),
+     r"^initializer must be a Keras initializer: a name such as 'he_normal' .*; got 'kaiming'$"),
     ({"activation": ["relu", "relux"]}, ValueError,
      r"activation must be a Keras activation name \(relu, leaky_relu, gelu, ...\); "
      "got 'relux'"),

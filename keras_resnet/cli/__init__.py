@@ -15,8 +15,8 @@ from keras_resnet.cli.arguments import add_reproducibility_arguments  # noqa: F4
 from keras_resnet.cli.quiet import VERBOSE_ENV, quiet_tensorflow, verbose_requested
 
 # Subcommand modules, in the order `keras-resnet --help` lists them.
-COMMANDS = ("train", "prepare", "convert", "summary", "export", "serve", "predict", "tune",
-            "bench", "manifest")
+COMMANDS = ("train", "evaluate", "prepare", "convert", "summary", "export", "serve", "predict",
+            "tune", "bench", "manifest")
 # the module of a command whose name another module of the package already has
 _MODULES = {"manifest": "tfjob"}  # keras_resnet.distribute.manifest
 

@@ -78,7 +78,7 @@ def run(args):
     """Loads the model, exports it and optionally verifies the export."""
     # Checked before the model loads; the export's own checks (name, version, top_k in
     # [1, classes], ...) come from the library.
-    checks.writable_dir(args.out, "--out")
+    checks.created_dir(args.out, "--out")
     class_names = _read_labels(args.labels)
     model = load_keras_model(args.model)
 

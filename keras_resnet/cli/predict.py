@@ -57,7 +57,8 @@ def run(args):
 
 def _classify(client, args, encoded):
     if not args.grpc:
-        return client.classify_images(args.model, encoded=encoded, version=args.version)
+        return client.classify_images(args.model, encoded=encoded,
+                                      version=args.version)["predictions"]
     outputs = client.grpc_predict(args.model, {BYTES_INPUT: encoded},
                                   signature_name=BYTES_SIGNATURE, version=args.version)
     rows = [{k: v[i].tolist() for k, v in outputs.items()} for i in range(len(encoded))]

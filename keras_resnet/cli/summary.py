@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_resnet import checks, constants
+from keras_resnet import constants
 
 DEFAULT_MODELS = constants.SUMMARY_MODELS
 
@@ -24,8 +24,10 @@ def register(subparsers):
 
 def run(args):
     """Prints the table."""
+    from keras_resnet.modeling import presets
+
     for name in args.models:
-        checks.model_name(name, "MODEL")
+        presets.check_model_name(name, "MODEL")
     from keras_resnet.modeling.models import build
     from keras_resnet.modeling.stats import model_stats
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from keras_resnet.cli.arguments import add_reproducibility_arguments
+from keras_resnet.constants import DEFAULT_TRAIN_WORKER_TIMEOUT
 from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_DATA,
                                     DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FINE_TUNE_LEARNING_RATE,
@@ -36,6 +37,7 @@ def register(subparsers):
     _training_arguments(parser)
     _data_arguments(parser)
     _fine_tune_arguments(parser)
+    _evaluate_argument(parser)
     _output_arguments(parser)
     _distribution_arguments(parser)
     parser.set_defaults(func=run)
@@ -137,6 +139,15 @@ def _distribution_arguments(parser):
     parser.add_argument("--lr-batch-size", type=int, default=None, metavar="N",
                         help="the batch --lr is given for: the rate is scaled linearly to "
                              "--batch-size (e.g. --lr 0.1 --lr-batch-size 128)")
+    _worker_timeout_argument(parser)
+
+
+def _worker_timeout_argument(parser):
+    parser.add_argument("--worker-timeout", type=float, default=DEFAULT_TRAIN_WORKER_TIMEOUT,
+                        metavar="SECONDS",
+                        help="multi-worker: wait this long for every task of TF_CONFIG to start, "
+                             "then stop naming the missing ones (default "
+                             f"{DEFAULT_TRAIN_WORKER_TIMEOUT:g})")
 
 
 def _data_arguments(parser):
@@ -169,6 +180,15 @@ def _data_arguments(parser):
     group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                        help=f"largest folder whose file bytes stay in memory "
                             f"({DEFAULT_CACHE_MB} MiB)")
+    group.add_argument("--strict", action="store_true",
+                       help="an image folder with undecodable files is an error (default: "
+                            "they are skipped and listed)")
+
+
+def _evaluate_argument(parser):
+    parser.add_argument("--evaluate", action="store_true",
+                        help="after training, run `keras-resnet evaluate` on the run: its "
+                             "report goes to OUT/NAME/evaluation/")
 
 
 def _fine_tune_arguments(parser):
@@ -242,6 +262,8 @@ def run(args):
         data_options["image_size"] = parse_image_size(args.image_size)
     if args.rand_augment:
         data_options["rand_augment"] = True
+    if args.strict:
+        data_options["strict"] = True
     try:
         result = train(
             args.model, args.data, recipe=args.recipe, warmup=args.warmup,
@@ -252,6 +274,7 @@ def run(args):
             verbose=(1 if sys.stdout.isatty() else 2) if args.verbose is None else args.verbose,
             model_options=model_options, data_options=data_options,
             strategy=args.strategy, sync_bn=args.sync_bn, lr_batch_size=args.lr_batch_size,
+            worker_timeout=args.worker_timeout,
             **_given(args, _RECIPE_FLAGS))
     except ImportError as error:  # --weights x.pth without torch: a usage error, not a crash
         raise ValueError(str(error)) from None
@@ -260,6 +283,11 @@ def run(args):
         print(f"worker {distribution['task_index']} done; the chief wrote {result.run_dir}/")
         return 0
     _print_result(result)
+    if args.evaluate:
+        from keras_resnet.evaluation import evaluate
+
+        report = evaluate(result.run_dir, verbose=1 if sys.stdout.isatty() else 2)
+        print(f"  evaluation     {report['out_dir']}/report.html")
     return 0
 
 

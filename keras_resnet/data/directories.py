@@ -102,7 +102,8 @@ def load_records(path: str, options: LoadOptions) -> Dataset:
     return Dataset(
         name=path, train=order.pipeline(), train_order=order,
         validation=pipeline("validation") if "validation" in shards else None,
-        test=pipeline("test" if "test" in shards else "validation"), class_names=names, input_shape=(*size, channels),
+        test=pipeline("test" if "test" in shards else "validation"), class_names=names,
+        input_shape=(*size, channels),
         num_classes=len(names), train_size=sizes["train"],
         validation_size=sizes.get("validation", 0),
         test_size=sizes.get("test", sizes.get("validation", 0)), batch_size=options.batch_size,
@@ -119,23 +120,20 @@ def _first_image(file, options):
         return size, options.color_mode or ("grayscale" if gray else "rgb")
 
 
-def _check_images(files, channels, path):
-    """Decodes every image once (in parallel, nothing kept); a bad one stops with its name."""
-    import tensorflow as tf
-
-    decoded = tf.data.Dataset.from_tensor_slices(list(files)).map(
-        lambda f: tf.shape(tf.io.decode_image(tf.io.read_file(f), channels=channels,
-                                              expand_animations=False))[0],
-        num_parallel_calls=tf.data.AUTOTUNE)
-    try:
-        for _ in decoded.batch(1024):
-            pass
-    except tf.errors.OpError:
-        found = streaming.locate_bad_image(files, channels)
-        if found is None:
-            raise
-        raise DataError(f"corrupt or unreadable image {found[0]!r} in data folder {path!r}: "
-                        f"{found[1]}") from None
+def _decodable(path, files, labels, options):
+    """``files`` and ``labels`` without the images that do not decode (listed in a warning;
+    with ``options.strict`` a ``DataError``), when ``options.check_images``."""
+    if not options.check_images:
+        return files, labels
+    bad = folders.find_bad_images(files)
+    folders.report_bad_images(bad, path, options.strict)
+    if not bad:
+        return files, labels
+    skip = {file for file, _ in bad}
+    kept = [(file, label) for file, label in zip(files, labels) if file not in skip]
+    if not kept:
+        raise DataError(f"data folder {path!r}: none of its {len(files)} images decodes")
+    return [file for file, _ in kept], [label for _, label in kept]
 
 
 def load_folder(path: str, options: LoadOptions) -> Dataset:
@@ -147,6 +145,7 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
     if options.test_split == 0:
         raise ValueError("test_split must be > 0 for a folder (it has no separate test set); "
                          "got 0")
+    files, labels = _decodable(path, files, labels, options)
     validation, test = folders.holdout_sizes(len(files), options.validation_split,
                                              options.test_split)
     train_index, val_index, test_index = folders.split_indices(len(files), options.seed,
@@ -157,8 +156,6 @@ def load_folder(path: str, options: LoadOptions) -> Dataset:
                         "add images")
     size, color_mode = _first_image(files[0], options)
     channels = CHANNELS[color_mode]
-    if options.check_images:
-        _check_images(files, channels, path)
     train_fn, eval_fn, augmentation, fraction = streaming.recipe(options, size, channels)
     cache = sum(os.path.getsize(f) for f in files) <= options.cache_mb * 2 ** 20
 

@@ -70,22 +70,27 @@ def decode_for_eval(image_bytes, image_size, channels=3, crop_fraction=EVAL_CROP
     return _resize(tf.cast(image, tf.float32), image_size)
 
 
-def random_crop_window(height, width, seed=None):
+def random_crop_window(height, width, seed=None, key=None):
     """An Inception-style random crop ``[y, x, h, w]`` (area 8-100%, aspect 3/4-4/3).
 
     After ``CROP_ATTEMPTS`` failed draws the whole image is used, as
-    ``tf.image.sample_distorted_bounding_box`` does.
+    ``tf.image.sample_distorted_bounding_box`` does. With ``key`` (an int64 ``[2]`` tensor) the
+    draw is stateless, a function of ``key`` alone; otherwise an op seeded by ``seed``.
     """
     bbox = tf.constant([0.0, 0.0, 1.0, 1.0], dtype=tf.float32, shape=[1, 1, 4])
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        tf.stack([height, width, 3]), bounding_boxes=bbox, min_object_covered=0.1,
-        aspect_ratio_range=CROP_ASPECT, area_range=CROP_AREA, max_attempts=CROP_ATTEMPTS,
-        # a non-zero op seed: under op determinism TensorFlow requires one
-        use_image_if_no_bounding_boxes=True, seed=(seed or 0) + 1)
+    draw = dict(bounding_boxes=bbox, min_object_covered=0.1, aspect_ratio_range=CROP_ASPECT,
+                area_range=CROP_AREA, max_attempts=CROP_ATTEMPTS,
+                use_image_if_no_bounding_boxes=True)
+    if key is None:  # a non-zero op seed: under op determinism TensorFlow requires one
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.stack([height, width, 3]), seed=(seed or 0) + 1, **draw)
+    else:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.stack([height, width, 3]), seed=key, **draw)
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
-def decode_for_training(image_bytes, image_size, channels=3, flip=True, seed=None):
+def decode_for_training(image_bytes, image_size, channels=3, flip=True, seed=None, key=None):
     """The training augmentation: encoded bytes -> a random-resized crop, maybe flipped.
 
     A JPEG decodes only its crop (``tf.image.decode_and_crop_jpeg``); other formats decode
@@ -96,16 +101,21 @@ def decode_for_training(image_bytes, image_size, channels=3, flip=True, seed=Non
         image_size: ``(height, width)`` of the output.
         channels: 3 or 1.
         flip: random horizontal flips.
-        seed: op seed of the crop and flip draws.
+        seed: op seed of the crop and flip draws (without ``key``).
+        key: an int64 ``[2]`` tensor: the crop and the flip are stateless draws keyed by it
+            (the same image for the same key, whatever the process or the map's parallelism).
 
     Returns:
         A float32 tensor ``[height, width, channels]`` of raw pixel values 0..255.
     """
     is_jpeg = tf.io.is_jpeg(image_bytes)
+    crop_key = flip_key = None
+    if key is not None:
+        crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
 
     def jpeg():
         size = tf.image.extract_jpeg_shape(image_bytes)
-        window = random_crop_window(size[0], size[1], seed)
+        window = random_crop_window(size[0], size[1], seed, crop_key)
         image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=channels)
         image.set_shape([None, None, channels])
         return image
@@ -113,11 +123,13 @@ def decode_for_training(image_bytes, image_size, channels=3, flip=True, seed=Non
     def other():
         image = _decode(image_bytes, channels)
         size = tf.shape(image)
-        window = random_crop_window(size[0], size[1], seed)
+        window = random_crop_window(size[0], size[1], seed, crop_key)
         return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
     image = tf.cond(is_jpeg, jpeg, other)
     image = _resize(tf.cast(image, tf.float32), image_size)
-    if flip:
+    if flip and key is not None:
+        image = tf.image.stateless_random_flip_left_right(image, flip_key)
+    elif flip:
         image = tf.image.random_flip_left_right(image, seed=seed)
     return image

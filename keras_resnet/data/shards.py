@@ -104,12 +104,11 @@ def _encode(path, color_mode):
                     pixels = tf.io.decode_image(raw, channels=channels, expand_animations=False)
                     return raw, image_format, height, width, pixels.numpy(), False
                 except tf.errors.OpError as error:
-                    tf_reason = tfrecord.reason(error)
                     if image_format == "JPEG":  # Pillow would repeat the verdict more slowly
-                        raise DataError(tf_reason) from None
+                        raise DataError(folders.decoder_reason(error)) from None
             converted = image.convert(_target_mode(color_mode))
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise DataError(str(error) or type(error).__name__) from None
+        raise DataError(folders.decoder_reason(error)) from None
     out_format = "JPEG" if image_format == "JPEG" else "PNG"
     buffer = io.BytesIO()
     converted.save(buffer, out_format, **({"quality": 95} if out_format == "JPEG" else {}))
@@ -243,9 +242,9 @@ def prepare(source, dest, *, shards: int = constants.DEFAULT_SHARDS,
     _remove_unplanned(dest, plan)
     summaries, reused = _run(dest, plan, class_names, options, workers, progress)
     skipped = [item for s in summaries.values() for item in s["skipped"]]
-    if strict and skipped:
-        raise DataError(f"{len(skipped)} image(s) in {source!r} do not decode (strict): " +
-                        "; ".join(f"{f}: {r}" for f, r in skipped[:10]))
+    if strict and skipped:  # nothing of this run stays: no state claims its shards finished
+        _remove_outputs(dest, plan)
+        folders.report_bad_images(skipped, source, strict=True)
     metadata = _metadata(summaries, class_names, options, seed, validation_split)
     files.write_text(os.path.join(dest, tfrecord.METADATA_FILE), json.dumps(metadata, indent=1))
     return PrepareReport(
@@ -255,6 +254,16 @@ def prepare(source, dest, *, shards: int = constants.DEFAULT_SHARDS,
         seconds=time.monotonic() - start,
         source_bytes=sum(os.path.getsize(f) for items in plan.values() for f, _ in items),
         shard_bytes=sum(os.path.getsize(os.path.join(dest, name)) for name in plan))
+
+
+def _remove_outputs(dest, plan):
+    """Removes the shards of ``plan`` and the ``.prepare`` state (a failed strict run)."""
+    import shutil
+
+    for name in plan:
+        if os.path.exists(os.path.join(dest, name)):
+            os.remove(os.path.join(dest, name))
+    shutil.rmtree(os.path.join(dest, STATE_DIR), ignore_errors=True)
 
 
 def _remove_unplanned(dest, plan):

@@ -7,7 +7,14 @@ less than ``cache_mb`` keeps their encoded bytes in memory.
 Training: shuffled file list -> ``interleave`` of ``TFRecordDataset`` -> shuffle buffer of
 records -> parse -> decode + augment -> batch -> prefetch, each input pipeline reading its own
 files under a ``tf.distribute.InputContext``. The shuffles are keyed by (seed, epoch)
-(``keras_resnet.data.position``), so a killed run resumes inside its epoch.
+(``keras_resnet.data.position``), so a killed run resumes inside its epoch, and every record
+(or file) carries its *sample* number, which keys its augmentation by (seed, epoch, sample) with
+stateless random ops, as the in-memory sources do: a resumed run sees the same crops and flips
+as an uninterrupted one (``rand_augment`` aside: Keras' layer draws from its own state).
+
+Stream elements are ``(encoded, label, sample)`` (training: ``+ (epoch seed,)``). A record's
+sample is ``file number * RECORDS_PER_FILE + its index in the shard``, so a bad label names its
+shard and record; an image file's is its index in the file list.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ INCEPTION_MIN_SIDE = 64
 DEFAULT_RECORD_IMAGE_SIDE = 224
 # Marks the in-graph label check's error (``checked_label``), so ``explain_errors`` names it.
 LABEL_ERROR = "label out of range"
+# record numbers of one shard: a record's sample is its file's number times this plus its index
+RECORDS_PER_FILE = 2 ** 32
 
 
 def recipe(options: LoadOptions, image_size, channels):
-    """``(train_fn, eval_fn, augmentation, crop_fraction)`` for one source."""
+    """``(train_fn, eval_fn, augmentation, crop_fraction)`` for one source: ``eval_fn(bytes)``
+    and ``train_fn(bytes, key)``, whose random draws are keyed by the int64 ``[2]`` ``key``."""
     from keras_resnet.data import images
-    from keras_resnet.data.arrays import augmentation_layers
+    from keras_resnet.data.arrays import keyed_augmentation
 
     crop = options.crop or ("inception" if min(image_size) >= INCEPTION_MIN_SIDE else "pad")
     default_fraction = images.EVAL_CROP_FRACTION if crop == "inception" else 1.0
@@ -49,13 +59,13 @@ def recipe(options: LoadOptions, image_size, channels):
         return images.decode_for_eval(image_bytes, image_size, channels, fraction)
 
     if not options.augment:
-        return eval_fn, eval_fn, None, fraction
+        return (lambda image_bytes, key: eval_fn(image_bytes)), eval_fn, None, fraction
     if crop == "inception":
         rand_augment = _rand_augment(options, channels)
 
-        def train_fn(image_bytes):
+        def train_fn(image_bytes, key):
             image = images.decode_for_training(image_bytes, image_size, channels, flip=flip,
-                                               seed=options.seed)
+                                               key=key)
             return image if rand_augment is None else rand_augment(image, training=True)
 
         augmentation = {"crop": "inception", "flip": flip}
@@ -63,10 +73,10 @@ def recipe(options: LoadOptions, image_size, channels):
             augmentation["rand_augment"] = True
         return train_fn, eval_fn, augmentation, fraction
     padding = max(1, image_size[0] // 8) if options.padding is None else options.padding
-    augment = augmentation_layers((*image_size, channels), padding, flip, options.seed)
+    augment = keyed_augmentation((*image_size, channels), padding, flip)
 
-    def pad_fn(image_bytes):
-        return augment(images.decode_for_eval(image_bytes, image_size, channels, 1.0))
+    def pad_fn(image_bytes, key):
+        return augment(images.decode_for_eval(image_bytes, image_size, channels, 1.0), key)
 
     return pad_fn, eval_fn, {"padding": padding, "flip": flip}, fraction
 
@@ -82,34 +92,58 @@ def _rand_augment(options, channels):
     return keras.layers.RandAugment(value_range=(0, 255), seed=options.seed)
 
 
-def _finish(dataset, image_fn, options, training, label_offset=0, num_classes=None):
+def _finish(dataset, image_fn, options, training, label_offset=0, num_classes=None, files=()):
+    """Decodes (and augments) ``(encoded, label, sample[, epoch seed])``, then batches."""
     import tensorflow as tf
 
-    def prepare(image_bytes, label):
+    names = tf.constant([os.fspath(file) for file in files] or [""])
+
+    def prepare(image_bytes, label, sample, *epoch_seed):
         label = tf.cast(label - label_offset, tf.int32)
         if num_classes is not None:
-            label = checked_label(label, num_classes, label_offset)
-        return image_fn(image_bytes), label
+            label = checked_label(label, num_classes, label_offset,
+                                  where=(tf.gather(names, sample // RECORDS_PER_FILE),
+                                         sample % RECORDS_PER_FILE))
+        if not epoch_seed:
+            return image_fn(image_bytes), label
+        # key [epoch seed, sample + 1]: never the file permutation's [epoch seed, 0]
+        return image_fn(image_bytes, tf.stack([epoch_seed[0], sample + 1])), label
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=options.is_deterministic(training))
     return dataset.batch(options.per_replica_batch_size()).prefetch(tf.data.AUTOTUNE)
 
 
-def checked_label(label, num_classes: int, label_offset: int = 0):
+def checked_label(label, num_classes: int, label_offset: int = 0, where=None):
     """``label``, with an assertion in the graph that it lies in ``[0, num_classes)``: a stored
     label outside stops the pipeline with ``LABEL_ERROR`` in the message (``explain_errors``
-    turns it into a ``DataError``) instead of training on it (a NaN loss, or a silent clip)."""
+    turns it into a ``DataError`` naming ``where``, ``(shard name, record index)`` tensors)
+    instead of training on it (a NaN loss, or a silent clip)."""
     import tensorflow as tf
 
-    message = (f"{LABEL_ERROR}: stored label minus label_offset {label_offset} must be in "
-               f"[0, {num_classes}) (num_classes {num_classes}); pass num_classes "
-               "(--num-classes) covering every label, or the right label_offset")
-    checks = [tf.debugging.assert_non_negative(label, message=message),
-              tf.debugging.assert_less(label, tf.constant(num_classes, label.dtype),
-                                       message=message)]
-    with tf.control_dependencies(checks):
+    in_range = tf.logical_and(label >= 0, label < tf.constant(num_classes, label.dtype))
+    file, index = where if where is not None else (tf.constant("?"), tf.constant(-1, tf.int64))
+    # parsed back by explain_errors: [LABEL_ERROR] [file] [index] [stored] [offset] [classes]
+    check = tf.debugging.Assert(in_range, [LABEL_ERROR, file, index, label + label_offset,
+                                           label_offset, num_classes])
+    with tf.control_dependencies([check]):
         return tf.identity(label)
+
+
+def label_error(message: str) -> str | None:
+    """The one-line explanation of ``checked_label``'s assertion message (None: not one)."""
+    import re
+
+    found = re.search(rf"\[{LABEL_ERROR}\] \[(.*)\] \[(-?\d+)\] \[(-?\d+)\] \[(-?\d+)\] "
+                      rf"\[(\d+)\]", message)
+    if found is None:
+        return None
+    file, index, stored, offset, classes = found.groups()
+    where = f"record {index} of shard {file!r}" if int(index) >= 0 else "a record"
+    return (f"{LABEL_ERROR}: {where} stores label {stored}; minus label_offset {offset} it "
+            f"must be in [0, {classes}) (num_classes {classes}); pass num_classes "
+            "(--num-classes) covering every label, or the right label_offset "
+            "(--label-offset), or prepare the data again")
 
 
 def record_pipeline(files, image_fn, options: LoadOptions, training: bool, label_offset=0,
@@ -143,19 +177,20 @@ def record_order(files, image_fn, options: LoadOptions, label_offset=0, count=No
         return _record_stream(files, options, True, epochs, skip_batches)
 
     def finish(records):
-        return _parsed(records, image_fn, options, True, label_offset, None, num_classes)
+        return _parsed(records, image_fn, options, True, label_offset, None, num_classes, files)
 
     return position.TrainOrder(build, finish, steps)
 
 
 def _records(files, image_fn, options, training, label_offset, count, num_classes):
     return _parsed(_record_stream(files, options, training), image_fn, options, training,
-                   label_offset, count, num_classes)
+                   label_offset, count, num_classes, files)
 
 
 def _record_stream(files, options, training, epochs=None, skip_batches=0):
-    """The serialized records of one epoch in order; training: keyed by the seed and the epoch
-    in ``epochs`` (a dataset of one epoch number; ``position.per_epoch``)."""
+    """``(serialized record, sample)`` of one epoch in order; training: keyed by the seed and
+    the epoch in ``epochs`` (a dataset of one epoch number; ``position.per_epoch``), with the
+    epoch seed appended."""
     import tensorflow as tf
 
     from keras_resnet.data.position import per_epoch, permuted
@@ -164,13 +199,20 @@ def _record_stream(files, options, training, epochs=None, skip_batches=0):
     context = options.input_context
     pipelines = 1 if context is None else context.num_input_pipelines
     by_record = pipelines > len(files)
-    mine = list(files)
+    mine = list(range(len(files)))
     if pipelines > 1 and not by_record:
         mine = mine[context.input_pipeline_id::pipelines]  # Dataset.shard's split
+    names = tf.constant([os.fspath(file) for file in files])
 
-    def records(names):
-        dataset = tf.data.Dataset.from_tensor_slices(names).interleave(
-            tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
+    def read(number, name):  # the records of one shard, numbered
+        return tf.data.TFRecordDataset(name).enumerate().map(
+            lambda index, record: (record, number * RECORDS_PER_FILE + index))
+
+    def records(numbers):
+        numbers = tf.cast(numbers, tf.int64)
+        dataset = tf.data.Dataset.from_tensor_slices((numbers, tf.gather(names, numbers)))
+        dataset = dataset.interleave(
+            read, cycle_length=min(len(files), 16), block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or by_record)
         if by_record and pipelines > 1:
             log.warning("%d shards for %d input pipelines: every pipeline reads every shard",
@@ -182,24 +224,29 @@ def _record_stream(files, options, training, epochs=None, skip_batches=0):
         return records(mine)
 
     def one_epoch(epoch, shuffle_seed):
-        names = mine if by_record else permuted(mine, options.seed, epoch)
-        dataset = records(names).shuffle(options.shuffle_buffer, seed=shuffle_seed,
-                                         reshuffle_each_iteration=False)
+        numbers = mine if by_record else permuted(np.asarray(mine, "int64"), options.seed,
+                                                  epoch)
+        dataset = records(numbers).shuffle(options.shuffle_buffer, seed=shuffle_seed,
+                                           reshuffle_each_iteration=False)
         # still encoded: skipping reads the records but decodes none
-        return dataset.skip(skip_batches * options.per_replica_batch_size())
+        return dataset.skip(skip_batches * options.per_replica_batch_size()).map(
+            lambda record, sample: (record, sample, shuffle_seed))
 
     return per_epoch(epochs, options.seed, one_epoch)
 
 
-def _parsed(records, image_fn, options, training, label_offset, count, num_classes):
+def _parsed(records, image_fn, options, training, label_offset, count, num_classes, files):
     import tensorflow as tf
 
-    dataset = records.map(tfrecord.parse, num_parallel_calls=tf.data.AUTOTUNE,
+    def parse(record, sample, *epoch_seed):
+        return (*tfrecord.parse(record), sample, *epoch_seed)
+
+    dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=options.is_deterministic(training))
     context = options.input_context
     if count is not None and (context is None or context.num_input_pipelines == 1):
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return _finish(dataset, image_fn, options, training, label_offset, num_classes)
+    return _finish(dataset, image_fn, options, training, label_offset, num_classes, files)
 
 
 def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool, cache: bool):
@@ -212,18 +259,21 @@ def file_pipeline(files, labels, image_fn, options: LoadOptions, training: bool,
 
 
 def _file_source(files, labels, options, training, cache):
+    """``(files, labels, samples)`` of this input pipeline: arrays for a training stream of
+    names, else a dataset (of the bytes when ``cache``)."""
     import tensorflow as tf
 
     context = options.input_context
     files, labels = list(files), np.asarray(labels, "int64")
+    samples = np.arange(len(files), dtype="int64")
     if context is not None and context.num_input_pipelines > 1:
         part = slice(context.input_pipeline_id, None, context.num_input_pipelines)
-        files, labels = files[part], labels[part]  # Dataset.shard's split
+        files, labels, samples = files[part], labels[part], samples[part]  # Dataset.shard's
     if training and not cache:  # names and labels, shuffled per epoch by _file_epoch
-        return files, labels
-    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
+        return files, labels, samples
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels, samples))
     if cache:  # bounded by cache_mb: read once, then shuffle the bytes in memory
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+        dataset = dataset.map(lambda file, label, sample: (tf.io.read_file(file), label, sample),
                               num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=options.is_deterministic(training)).cache()
     return dataset
@@ -235,8 +285,9 @@ def _file_epoch(source, size, image_fn, options, training, cache):
 
 
 def _file_stream(source, size, options, training, cache, epochs=None, skip_batches=0):
-    """``(file name or cached bytes, label)`` of one epoch in order; training: keyed by the
-    seed and the epoch in ``epochs`` (a dataset of one epoch number)."""
+    """``(file name or cached bytes, label, sample)`` of one epoch in order; training: keyed by
+    the seed and the epoch in ``epochs`` (a dataset of one epoch number), with the epoch seed
+    appended."""
     import tensorflow as tf
 
     from keras_resnet.data.position import per_epoch, permuted
@@ -245,15 +296,17 @@ def _file_stream(source, size, options, training, cache, epochs=None, skip_batch
         return source
     skip = skip_batches * options.per_replica_batch_size()  # nothing skipped is decoded
 
-    def names(epoch, _):  # a permutation of the names: nothing but the list in memory
-        files, labels = source
+    def names(epoch, shuffle_seed):  # a permutation of the names: nothing but the list in memory
+        files, labels, samples = source
         order = permuted(tf.range(len(files), dtype=tf.int64), options.seed, epoch)
         return tf.data.Dataset.from_tensor_slices(
-            (tf.gather(files, order), tf.gather(labels, order))).skip(skip)
+            (tf.gather(files, order), tf.gather(labels, order), tf.gather(samples, order),
+             tf.fill(tf.shape(order), shuffle_seed))).skip(skip)
 
     def cached(_, shuffle_seed):  # the cached bytes (at most cache_mb) shuffled in memory
         return source.shuffle(max(size, 1), seed=shuffle_seed,
-                              reshuffle_each_iteration=False).skip(skip)
+                              reshuffle_each_iteration=False).skip(skip).map(
+            lambda data, label, sample: (data, label, sample, shuffle_seed))
 
     return per_epoch(epochs, options.seed, cached if cache else names)
 
@@ -262,7 +315,7 @@ def _file_finish(dataset, image_fn, options, training, cache):
     import tensorflow as tf
 
     if not cache:  # shuffle the names, read each epoch
-        dataset = dataset.map(lambda file, label: (tf.io.read_file(file), label),
+        dataset = dataset.map(lambda file, *rest: (tf.io.read_file(file), *rest),
                               num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=options.is_deterministic(training))
     return _finish(dataset, image_fn, options, training)
@@ -326,7 +379,10 @@ def explain_errors(dataset: Dataset):
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         if LABEL_ERROR in error.message:
-            raise DataError(f"{dataset.name!r}: {tfrecord.reason(error)}") from error
+            explained = label_error(error.message)
+            if explained is None or " of shard " not in explained:
+                explained = f"{dataset.name!r}: {explained or _one_line(tfrecord.reason(error))}"
+            raise DataError(explained) from None
         raise_located(dataset.files, dataset.input_shape[-1], error)
 
 
@@ -340,11 +396,18 @@ def raise_located(files, channels, error):
         if found is None:
             raise error
         file, index, reason = found
-        raise DataError(f"corrupt record {index} in shard {file!r}: {reason}") from error
+        raise DataError(f"corrupt record {index} in shard {file!r}: {_one_line(reason)}; "
+                        "prepare the data again (keras-resnet prepare) or restore the shard "
+                        "from a good copy") from None
     found = locate_bad_image(files, channels)
     if found is None:
         raise error
-    raise DataError(f"corrupt or unreadable image {found[0]!r}: {found[1]}") from error
+    raise DataError(f"corrupt or unreadable image {found[0]!r}: {_one_line(found[1])}; "
+                    "remove or replace the file") from None
+
+
+def _one_line(reason: str) -> str:
+    return " ".join(reason.split())
 
 
 def locate_bad_image(files, channels):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import csv
 import os
 
@@ -31,7 +34,10 @@ class GradientFlowLogger(keras.callbacks.Callback):
         every_n_batches: also measure every this many batches; None measures per epoch only.
     """
 
-    def __init__(self, x, y, loss=None, csv_path=None, log_dir=None, every_n_batches=None):
+    def __init__(self, x: Any, y: Any, loss: str | Callable | None = None,
+                 csv_path: str | os.PathLike | None = None,
+                 log_dir: str | os.PathLike | None = None,
+                 every_n_batches: int | None = None) -> None:
         super().__init__()
         checks.optional_positive_int(every_n_batches, "every_n_batches")
         if loss is not None:
@@ -47,7 +53,7 @@ class GradientFlowLogger(keras.callbacks.Callback):
         self._epoch = 0
         self._step = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         _check_batch(self.model, self.x, self.y)
         if self.loss is None:
             self.loss = getattr(self.model, "loss", None)
@@ -62,19 +68,19 @@ class GradientFlowLogger(keras.callbacks.Callback):
         if self.log_dir:
             self._writer = tf.summary.create_file_writer(os.fspath(self.log_dir))
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1
         if self.every_n_batches and self._step % self.every_n_batches == 0:
             self._measure()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.history or self.history[-1][0] != self._step:
             self._measure()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
 
@@ -110,7 +116,7 @@ class TrainingError(keras.callbacks.Callback):
         batch_size: evaluation batch size for arrays.
     """
 
-    def __init__(self, data, batch_size=512):
+    def __init__(self, data: tf.data.Dataset | tuple, batch_size: int = 512) -> None:
         super().__init__()
         if isinstance(data, tuple):
             if len(data) != 2 or len(data[0]) != len(data[1]):
@@ -124,7 +130,7 @@ class TrainingError(keras.callbacks.Callback):
         self.data = data
         self.errors = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         wrong = total = 0
         for images, labels in self.data:
             predicted = np.argmax(self.model.predict_on_batch(images), axis=-1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import math
 import re
 import weakref
@@ -163,8 +166,9 @@ def _resolve_loss(loss):
 # ----------------------------------------------------------------------------- measurements
 
 
-def gradient_norms(model, x, y, loss="sparse_categorical_crossentropy", *, training=True,
-                   units="blocks"):
+def gradient_norms(model: keras.Model, x: Any, y: Any,
+                   loss: str | Callable = "sparse_categorical_crossentropy", *,
+                   training: bool = True, units: str = "blocks") -> dict[str, float]:
     """Measures the loss gradient's L2 norm over each unit's kernels at the current weights.
 
     Args:
@@ -206,7 +210,7 @@ def gradient_norms(model, x, y, loss="sparse_categorical_crossentropy", *, train
     return result
 
 
-def branch_ratios(model, x, *, training=True):
+def branch_ratios(model: keras.Model, x: Any, *, training: bool = True) -> dict[str, float]:
     """Measures ``||F(X)|| / ||shortcut(X)||`` at every residual unit's ``Add``.
 
     The shortcut is the ``Add``'s first input and the residual branch its second, as in every
@@ -236,7 +240,9 @@ def branch_ratios(model, x, *, training=True):
     return ratios
 
 
-def gradient_flow(model, x, y, loss="sparse_categorical_crossentropy", *, training=True):
+def gradient_flow(model: keras.Model, x: Any, y: Any,
+                  loss: str | Callable = "sparse_categorical_crossentropy", *,
+                  training: bool = True) -> list[dict[str, Any]]:
     """Gradient norm and branch/shortcut ratio of every unit, at the model's current weights.
 
     Call it on a freshly built model to measure the network at initialization.
@@ -254,7 +260,8 @@ def gradient_flow(model, x, y, loss="sparse_categorical_crossentropy", *, traini
             for i, (name, norm) in enumerate(norms.items(), start=1)]
 
 
-def block_identity_errors(model, x, *, training=False):
+def block_identity_errors(model: keras.Model, x: Any, *,
+                          training: bool = False) -> list[dict[str, Any]]:
     """Checks block by block whether each residual block maps its shortcut to its output.
 
     For a block ``Y = relu(S(X) + F(X))`` this measures ``max |F(X)|`` and ``max |Y - S(X)|``

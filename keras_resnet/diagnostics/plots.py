@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import os
 
 
-def plot_by_depth(curves, path=None, *, ylabel="gradient norm", title=None, log_scale=True,
-                  xlabel="depth (block)", ax=None):
+def plot_by_depth(curves: Mapping[str, Sequence], path: str | os.PathLike | None = None, *,
+                  ylabel: str = "gradient norm", title: str | None = None,
+                  log_scale: bool = True, xlabel: str = "depth (block)",
+                  ax: Any = None) -> str | os.PathLike | Any:
     """Plots one line per curve of a value against depth and saves it as an image.
 
     Args:

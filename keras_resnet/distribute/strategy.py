@@ -18,8 +18,8 @@ import logging
 
 from keras_resnet import checks
 from keras_resnet.constants import (BASE_BATCH_SIZE, DEFAULT_COLLECTIVE_TIMEOUT,
-                                    DEFAULT_STRATEGY, STRATEGIES)
-from keras_resnet.distribute.cluster import Cluster, read_cluster
+                                    DEFAULT_STRATEGY, DEFAULT_TRAIN_WORKER_TIMEOUT, STRATEGIES)
+from keras_resnet.distribute.cluster import Cluster, read_cluster, wait_for_peers
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def choose_strategy(name: str = DEFAULT_STRATEGY, *, environ=None, gpus=None) ->
 
 
 def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
-                  collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT) -> tuple:
+                  collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+                  worker_timeout: float = DEFAULT_TRAIN_WORKER_TIMEOUT) -> tuple:
     """Creates the ``tf.distribute`` strategy ``name`` picks; call it before any other TF op.
 
     ``MultiWorkerMirroredStrategy`` must be created before TensorFlow runs anything in the
@@ -81,6 +82,9 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
         collective_timeout: seconds a multi-worker all-reduce waits for a peer before the job
             stops with an error (a killed worker); TensorFlow's health check also aborts
             collectives when a peer stops answering.
+        worker_timeout: seconds a multi-worker task waits for every other task of
+            ``TF_CONFIG`` to answer on its port before it gives up (``cluster.wait_for_peers``:
+            it logs whom it waits for, and SIGTERM / SIGINT stop it).
 
     Returns:
         ``(strategy, description)``: the ``tf.distribute.Strategy`` and a JSON-ready dict
@@ -88,12 +92,14 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
         ``devices``) for ``metrics.json``.
 
     Raises:
-        TypeError, ValueError: see ``choose_strategy``; a bad ``devices`` or
-            ``collective_timeout``. All before TensorFlow starts anything.
+        TypeError, ValueError: see ``choose_strategy``; a bad ``devices``,
+            ``collective_timeout`` or ``worker_timeout``. All before TensorFlow starts anything.
+        cluster.WorkerTimeoutError: a peer still not answering after ``worker_timeout``.
     """
     devices = _devices(devices)
     collective_timeout = checks.positive_number(collective_timeout, "collective_timeout",
                                                 example="300")
+    worker_timeout = checks.positive_number(worker_timeout, "worker_timeout", example="600")
     chosen = choose_strategy(name, gpus=None if name == "auto" and devices is None
                              else len(devices or ()))
     if chosen == "multi-worker" and devices is not None:
@@ -103,11 +109,14 @@ def make_strategy(name: str = DEFAULT_STRATEGY, *, devices=None,
         raise ValueError(f"strategy 'one-device' takes one device; got devices="
                          f"{list(devices)!r}")
     cluster = read_cluster() if chosen == "multi-worker" else None
+    if cluster is not None:
+        wait_for_peers(cluster, worker_timeout)
     strategy = _create(chosen, devices, collective_timeout)
     description = describe(strategy, chosen, cluster)
     if chosen == "mirrored" and description["replicas"] == 1:
-        logger.info("MirroredStrategy found 1 device (%s): training runs as on one device",
-                    ", ".join(strategy.extended.worker_devices))
+        logger.info("MirroredStrategy has 1 device (%s): training runs as on one device; "
+                    "several GPUs (or devices=[...]) give it replicas to mirror",
+                    description["devices"][0])
     logger.debug("Training with %s: %d replica(s) on %d worker(s)%s", chosen,
                 description["replicas"], description["workers"],
                 f" (this is {cluster.task_type} {cluster.task_index})" if cluster else "")

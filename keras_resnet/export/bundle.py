@@ -8,12 +8,13 @@ Layout of ``base_dir``::
       docker-run.sh                 the tensorflow/serving:latest-gpu command for this bundle
       <name>.inferenceservice.yaml  KServe InferenceService with a GPU request
       <name>/<version>/             saved_model.pb, variables/, assets.extra/
-      .staging/                     versions being written (never under a model's base path)
+      .staging/                     versions being written (never under a model's base path;
+                                    removed when no export is writing)
 
 A version is written under ``.staging`` (same file system), flushed to disk and renamed into
-``<name>/<version>``; TF Serving polls ``<name>/`` and only ever sees complete versions.
-Temporaries of writers that died (``.tmp-<pid>-*``, in ``.staging`` and beside the config files)
-are removed by the next export.
+``<name>/<version>`` (`keras_resnet.export.layout`); TF Serving polls ``<name>/`` and only ever
+sees complete versions. Temporaries of writers that died (``.tmp-<pid>-*``, in ``.staging`` and
+beside the config files) are removed by the next export.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # keras is imported where a model is exported, not with this module
+    import keras
 
 from keras_resnet import checks, files
 from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT,
@@ -32,6 +38,9 @@ from keras_resnet.constants import (BYTES_INPUT, BYTES_SIGNATURE, CLASSIFY_INPUT
 from keras_resnet.export.deployment import (BATCHING_PARAMETERS, DOCKER_RUN, MODELS_CONFIG,
                                             write_batching_parameters, write_deployment,
                                             write_models_config)
+from keras_resnet.export.layout import (EXPORT_INFO, REFERENCE, STAGING, WARMUP_FILE,
+                                        model_names, new_staging_dir, publish,
+                                        remove_staging_if_empty, versions)
 
 __all__ = ["BATCHING_PARAMETERS", "DOCKER_RUN", "EXPORT_INFO", "MODELS_CONFIG", "REFERENCE",
            "STAGING", "WARMUP_FILE", "export_saved_model", "find_xla_attributes", "model_names",
@@ -39,30 +48,7 @@ __all__ = ["BATCHING_PARAMETERS", "DOCKER_RUN", "EXPORT_INFO", "MODELS_CONFIG", 
 
 logger = logging.getLogger(__name__)
 
-STAGING = ".staging"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-EXPORT_INFO = os.path.join("assets.extra", "keras_resnet_export.json")
-REFERENCE = os.path.join("assets.extra", "keras_reference.npz")
 XLA_ATTRIBUTES = ("_XlaMustCompile", "_XlaCompile", "_XlaScope")
-
-
-def versions(model_dir) -> list[int]:
-    """Returns the sorted integer versions under ``model_dir`` that hold a ``saved_model.pb``."""
-    if not os.path.isdir(model_dir):
-        return []
-    found = []
-    for entry in os.listdir(model_dir):
-        if entry.isdigit() and os.path.isfile(os.path.join(model_dir, entry, "saved_model.pb")):
-            found.append(int(entry))
-    return sorted(found)
-
-
-def model_names(base_dir) -> list[str]:
-    """Returns the names of the models in ``base_dir`` that have at least one complete version."""
-    if not os.path.isdir(base_dir):
-        return []
-    return sorted(name for name in os.listdir(base_dir)
-                  if not name.startswith(".") and versions(os.path.join(base_dir, name)))
 
 
 def find_xla_attributes(saved_model_dir) -> list[str]:
@@ -89,12 +75,17 @@ def find_xla_attributes(saved_model_dir) -> list[str]:
     return found
 
 
-def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=None,
-                       class_names=None, *, input_dtype="uint8", top_k=None, image_size=None,
-                       resize=False, scale=1.0, offset=0.0, logits=None,
-                       warmup_batch_sizes=None, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                       model_base_path=DEFAULT_MODEL_BASE_PATH, storage_uri=None,
-                       seed=0, version_labels=(), crop_fraction=1.0) -> str:
+def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
+                       name: str | None = None, version: int | None = None,
+                       class_names: Sequence[str] | None = None, *, input_dtype: str = "uint8",
+                       top_k: int | None = None,
+                       image_size: int | tuple[int, int] | None = None, resize: bool = False,
+                       scale: float = 1.0, offset: float = 0.0, logits: bool | None = None,
+                       warmup_batch_sizes: Sequence[int] | None = None,
+                       max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                       model_base_path: str = DEFAULT_MODEL_BASE_PATH,
+                       storage_uri: str | None = None, seed: int = 0,
+                       version_labels: Sequence[str] = (), crop_fraction: float = 1.0) -> str:
     """Exports ``model`` for TF Serving as ``base_dir/<name>/<version>/`` and returns that path.
 
     The version is written under ``base_dir/.staging`` and renamed into place, so TF Serving
@@ -130,7 +121,8 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
         The path of the new version directory (a str).
 
     Raises:
-        ValueError, TypeError: invalid options (raised before anything is written).
+        ValueError, TypeError: invalid options (raised before anything is written), or
+            ``base_dir`` cannot be created (the OS reason in the message).
         FileExistsError: ``version`` already exists.
         RuntimeError: the saved graph carries XLA compile attributes.
         TensorFlowBackendRequired: Keras runs on another backend than TensorFlow.
@@ -153,20 +145,23 @@ def export_saved_model(model, base_dir=DEFAULT_EXPORT_DIR, name=None, version=No
     spec = sig.make_spec(model, input_dtype=input_dtype, top_k=top_k, class_names=class_names,
                          image_size=image_size, resize=resize, scale=scale, offset=offset,
                          logits=logits, crop_fraction=crop_fraction)
+    checks.created_dir(base_dir, "base_dir")  # after the checks, before the work
     model_dir = os.path.join(base_dir, name)
     if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
         raise FileExistsError(f"version {version} of model {name!r} already exists at "
                               f"{os.path.join(model_dir, str(version))}; versions are never "
                               "overwritten: pass another version or version=None (next free)")
     started = time.perf_counter()
-    staging = _new_staging_dir(base_dir, name)
+    staging = new_staging_dir(base_dir, name)
     try:
         _write_version(staging, model, spec, name, warmup_batch_sizes, seed)
         os.makedirs(model_dir, exist_ok=True)
-        path = _publish(staging, model_dir, version)
+        path = publish(staging, model_dir, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        remove_staging_if_empty(base_dir)
     files.fsync_dir(model_dir)
     files.remove_stale_temporaries(base_dir)
     write_models_config(base_dir, model_base_path=model_base_path, labels={
@@ -200,14 +195,6 @@ def _warmup_sizes(warmup_batch_sizes, max_batch_size):
                  for b in sizes)
 
 
-def _new_staging_dir(base_dir, name):
-    """A fresh ``.staging/.tmp-<pid>-<name>…`` after sweeping those of dead exports."""
-    staging_root = os.path.join(base_dir, STAGING)
-    os.makedirs(staging_root, exist_ok=True)
-    files.remove_stale_temporaries(staging_root)
-    return files.make_temp_dir(staging_root, f"{name}-")
-
-
 def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
     """The complete version in ``staging``: graph, warmup, reference outputs, export record."""
     import keras
@@ -234,7 +221,7 @@ def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
             "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT,
                            CLASSIFY_SIGNATURE: CLASSIFY_INPUT}}
     with open(os.path.join(staging, EXPORT_INFO), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=1)
+        json.dump(info, handle, indent=1, ensure_ascii=False)
     _make_readable(staging)
     files.fsync_tree(staging)
 
@@ -249,27 +236,3 @@ def _make_readable(path):
     os.chmod(path, 0o755)
 
 
-def _publish(staging, model_dir, version):
-    """Renames the finished version into place; with version=None retries on a lost race."""
-    for _ in range(100):
-        number = version if version is not None else _next_version(model_dir)
-        target = os.path.join(model_dir, str(number))
-        if os.path.exists(target):
-            if version is not None:
-                raise FileExistsError(f"version {version} appeared at {target} during the export;"
-                                      " versions are never overwritten")
-            continue
-        try:
-            # rename(2) refuses a non-empty target and is atomic within one file system.
-            os.rename(staging, target)
-            return target
-        except OSError:
-            if version is not None or not os.path.exists(target):
-                raise
-    raise RuntimeError(f"could not find a free version under {model_dir}")
-
-
-def _next_version(model_dir):
-    taken = [int(e) for e in os.listdir(model_dir) if e.isdigit()] if os.path.isdir(model_dir) \
-        else []
-    return max(taken, default=0) + 1

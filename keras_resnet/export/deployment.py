@@ -14,6 +14,7 @@ import re
 from keras_resnet import checks, files
 from keras_resnet.constants import (DEFAULT_GRPC_PORT, DEFAULT_MAX_BATCH_SIZE,
                                     DEFAULT_MODEL_BASE_PATH, DEFAULT_REST_PORT)
+from keras_resnet.export.layout import model_names, versions
 
 MODELS_CONFIG = "models.config"
 BATCHING_PARAMETERS = "batching_parameters.txt"
@@ -83,8 +84,6 @@ def write_models_config(base_dir, model_base_path: str | None = DEFAULT_MODEL_BA
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2 as config_pb2
-
-    from keras_resnet.export.bundle import model_names, versions
 
     num_versions = checks.positive_int(num_versions, "num_versions")
     previous = _read_labels(base_dir)

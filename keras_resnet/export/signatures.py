@@ -283,8 +283,8 @@ def keras_reference(model, spec, signature, inputs):
         encoded = [tf.train.Example.FromString(bytes(e)).features.feature[
             EXAMPLE_IMAGE_FEATURE].bytes_list.value[0] for e in inputs]
         result = keras_reference(model, spec, BYTES_SIGNATURE, encoded)
-        return {"classes": np.asarray(class_labels(spec), dtype=object)[result["classes"]]
-                .astype(bytes), "scores": result["scores"]}
+        return {"classes": _utf8_bytes(class_labels(spec))[result["classes"]],
+                "scores": result["scores"]}
     if signature == BYTES_SIGNATURE:
         images = np.stack([_decode(spec, tf.constant(b)).numpy() for b in inputs])
         prepared = _prepare(dataclasses.replace(spec, resize=False), images)
@@ -298,5 +298,11 @@ def keras_reference(model, spec, signature, inputs):
     result = {"probabilities": raw, "scores": np.take_along_axis(raw, order, axis=-1),
               "classes": order.astype(np.int64)}
     if spec.class_names:
-        result["labels"] = np.asarray(spec.class_names, dtype=object)[order].astype(bytes)
+        result["labels"] = _utf8_bytes(spec.class_names)[order]
     return result
+
+
+def _utf8_bytes(names) -> np.ndarray:
+    """``names`` as the bytes a tf.string tensor of them holds: ``tf.constant`` stores a
+    Python str as UTF-8 (NumPy's ``astype(bytes)`` would take ASCII only)."""
+    return np.array([name.encode("utf-8") for name in names], dtype=bytes)

@@ -17,11 +17,15 @@ import tempfile
 import time
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_resnet import checks
-from keras_resnet.export import bundle
+from keras_resnet.export import layout
+
+if TYPE_CHECKING:  # this module imports no Keras: the check runs without it
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,8 @@ tf.get_logger().setLevel("ERROR")
 from tensorflow_serving.apis import prediction_log_pb2
 
 path, reference_path, atol = sys.argv[1], sys.argv[2], float(sys.argv[3])
-info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.json")))
+info = json.load(open(os.path.join(path, "assets.extra", "keras_resnet_export.json"),
+                      encoding="utf-8"))
 reference = np.load(reference_path, allow_pickle=True)
 warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
           tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]
@@ -103,7 +108,8 @@ class ExportVerificationError(RuntimeError):
     """The served outputs differ from the Keras model's, or the export does not load."""
 
 
-def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True) -> dict:
+def verify_export(path: str | os.PathLike, model: keras.Model | None = None, *,
+                  atol: float = 1e-5, timeout: float = 600, verbose: bool = True) -> dict:
     """Loads an exported version like TF Serving does and checks it against the Keras model.
 
     Args:
@@ -124,16 +130,16 @@ def verify_export(path, model=None, *, atol=1e-5, timeout=600, verbose=True) -> 
         ExportVerificationError: loading failed or the outputs differ.
     """
     path = os.path.abspath(os.fspath(path))  # the children run in a scratch directory
-    info_path = os.path.join(path, bundle.EXPORT_INFO)
+    info_path = os.path.join(path, layout.EXPORT_INFO)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isfile(info_path):
         raise FileNotFoundError(f"path {path!r} is not a version directory written by "
                                 "export_saved_model (saved_model.pb and "
-                                f"{bundle.EXPORT_INFO} expected)")
+                                f"{layout.EXPORT_INFO} expected)")
     atol = checks.non_negative(atol, "atol", example="1e-5")
     started = time.perf_counter()
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with tempfile.TemporaryDirectory(prefix="keras-resnet-verify-") as scratch:
-        reference_path = os.path.join(path, bundle.REFERENCE)
+        reference_path = os.path.join(path, layout.REFERENCE)
         if model is not None:
             reference_path = _recompute_reference(path, model, scratch)
         # TF's own signature table, in parallel with the check (each is a fresh TF process).
@@ -174,14 +180,14 @@ def _recompute_reference(path, model, scratch):
 
     from keras_resnet.export import signatures as sig
 
-    with open(os.path.join(path, bundle.EXPORT_INFO)) as handle:
+    with open(os.path.join(path, layout.EXPORT_INFO), encoding="utf-8") as handle:
         info = json.load(handle)
     spec_data = dict(info["spec"])
     spec_data["class_names"] = tuple(spec_data["class_names"] or ()) or None
     spec = sig.ServingSpec(**spec_data)
-    stored = np.load(os.path.join(path, bundle.REFERENCE), allow_pickle=True)
+    stored = np.load(os.path.join(path, layout.REFERENCE), allow_pickle=True)
     warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
-              tf.data.TFRecordDataset(os.path.join(path, bundle.WARMUP_FILE))]
+              tf.data.TFRecordDataset(os.path.join(path, layout.WARMUP_FILE))]
     warmup_inputs = [warmup_inputs_of(log) for log in warmup]
     arrays = {}
     for case in info["cases"]:

@@ -12,7 +12,8 @@ from keras_resnet.modeling import presets
 from keras_resnet.modeling.weight_files import load_weights as load_file
 
 
-def check_weights(weights, depth, compat, include_top, classes):
+def check_weights(weights: str | os.PathLike | None, depth: int, compat: str | None,
+                  include_top: bool, classes: int) -> None:
     """Checks ``ResNet``'s ``weights`` argument before anything is built.
 
     Raises:
@@ -37,7 +38,8 @@ def check_weights(weights, depth, compat, include_top, classes):
                          f"{', '.join(constants.WEIGHTS_EXTENSIONS)}")
 
 
-def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str | None = None):
+def imagenet_weights_path(depth: int, include_top: bool = True,
+                          cache_dir: str | None = None) -> str:
     """Downloads (once) keras.applications' ImageNet weights file and checks its MD5 digest.
 
     Args:
@@ -69,7 +71,8 @@ def imagenet_weights_path(depth: int, include_top: bool = True, cache_dir: str |
         raise OSError(f"weights='imagenet': could not download {url}: {error}") from error
 
 
-def load_weights(model, weights, depth, include_top):
+def load_weights(model: keras.Model, weights: str | os.PathLike, depth: int,
+                 include_top: bool) -> None:
     """Loads ``weights`` (a file path or ``"imagenet"``) into ``model``.
 
     Any supported file (torchvision/timm checkpoints, ``.keras``, ``.weights.h5``,

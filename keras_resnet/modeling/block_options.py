@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
@@ -28,8 +28,19 @@ _REGULARIZER_RULE = ("a Keras regularizer: a name such as 'l2', a config dict, o
                      "keras.regularizers.Regularizer")
 
 
-def resolve_initializer(value, argument: str = "kernel_initializer"):
+def resolve_initializer(value: str | dict | Callable,
+                        argument: str = "kernel_initializer") -> Callable:
     """Returns the Keras initializer ``value`` names (a new object for names and configs).
+
+    The one resolver of initializer names: Keras' own lookup (``keras.initializers.get``), its
+    error turned into one that names the argument.
+
+    Args:
+        value: a name (``"he_normal"``, ``"HeNormal"``), a config dict or an initializer.
+        argument: the argument's name in the caller's API (for the message).
+
+    Returns:
+        The ``keras.initializers.Initializer`` (or callable).
 
     Raises:
         TypeError: ``value`` is not a str, dict or callable.
@@ -43,7 +54,8 @@ def resolve_initializer(value, argument: str = "kernel_initializer"):
         raise ValueError(f"{argument} must be {_INITIALIZER_RULE}; got {value!r}") from None
 
 
-def resolve_activation(value, argument: str = "activation", *, allow_none: bool = False):
+def resolve_activation(value: str | dict | Callable | None, argument: str = "activation", *,
+                       allow_none: bool = False) -> str | dict | Callable | None:
     """Checks that Keras knows the activation ``value``; returns ``value`` itself.
 
     Args:
@@ -67,7 +79,8 @@ def resolve_activation(value, argument: str = "activation", *, allow_none: bool 
     return value
 
 
-def resolve_regularizer(value, argument: str = "kernel_regularizer"):
+def resolve_regularizer(value: str | dict | Callable | None,
+                        argument: str = "kernel_regularizer") -> Callable | None:
     """Returns the Keras regularizer ``value`` names, or ``None``.
 
     Raises:
@@ -158,7 +171,7 @@ class BlockOptions:
     def _set(self, argument, value):
         object.__setattr__(self, argument, value)
 
-    def initializer(self):
+    def initializer(self) -> Callable:
         """A new kernel initializer for one layer.
 
         Each layer gets its own object: an unseeded Keras initializer draws its seed when it is
@@ -170,7 +183,7 @@ class BlockOptions:
         return resolve_initializer(value)
 
     @property
-    def regularizer(self):
+    def regularizer(self) -> Callable | None:
         """The kernel regularizer (``weight_decay`` already turned into ``L2``), or None."""
         return self._regularizer
 
@@ -212,3 +225,44 @@ def options_from(options: BlockOptions | None, function: Callable, given: dict) 
         raise TypeError(f"pass options or the block options it holds, not both; got options and "
                         f"{changed[0]}={given[changed[0]]!r}")
     return options
+
+
+class BranchConv(NamedTuple):
+    """One convolution of a residual branch, in the branch's order."""
+
+    kernel_size: int
+    in_channels: int
+    filters: int
+    stride: int
+
+
+def output_filters(filters: int, options: BlockOptions) -> int:
+    """A block's output channels: ``filters``, times ``expansion`` for a bottleneck."""
+    return filters * options.expansion if options.bottleneck else filters
+
+
+def branch_plan(in_channels: int, filters: int, stride: int,
+                options: BlockOptions) -> tuple[BranchConv, ...]:
+    """The convolutions of a block's residual branch F, for every block builder.
+
+    ``residual_block`` / ``plain_block`` build their layers from it and ``RepeatedBlocks`` its
+    stacked weights (with ``stride=1`` and ``in_channels`` equal to the output channels), so
+    the looped and the unrolled blocks cannot drift apart.
+
+    Args:
+        in_channels: channels of the branch's input.
+        filters: the block's width.
+        stride: the block's stride, carried by the first conv (basic) or the one ``stride_on``
+            names (bottleneck).
+        options: the block's ``BlockOptions``.
+
+    Returns:
+        Basic: ``(3x3, 3x3)``; bottleneck: ``(1x1, 3x3, 1x1)``, the last one expanding to
+        :func:`output_filters` channels.
+    """
+    out = output_filters(filters, options)
+    if not options.bottleneck:
+        return (BranchConv(3, in_channels, filters, stride), BranchConv(3, filters, out, 1))
+    first, middle = (stride, 1) if options.stride_on == "1x1" else (1, stride)
+    return (BranchConv(1, in_channels, filters, first), BranchConv(3, filters, filters, middle),
+            BranchConv(1, filters, out, 1))

@@ -13,41 +13,41 @@ pre-activation (He et al. 2016). ``plain_block`` is the same branch without a sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import layers, ops
 
 from keras_resnet import checks, constants
 from keras_resnet.modeling.fused_batch_norm import FusedBatchNormalization
-from keras_resnet.modeling.block_options import BlockOptions, options_from
-
-# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
-SHORTCUTS = constants.SHORTCUTS
-STRIDE_ON = constants.STRIDE_ON
+from keras_resnet.modeling.block_options import (BlockOptions, branch_plan, options_from,
+                                                 output_filters)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class ZeroPadShortcut(layers.Layer):
     """The paper's option-A shortcut: spatial subsampling plus zero channels, no parameters."""
 
-    def __init__(self, filters, stride=1, **kwargs):
+    def __init__(self, filters: int, stride: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.stride = int(stride)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x = inputs[:, :: self.stride, :: self.stride, :] if self.stride > 1 else inputs
         extra = self.filters - x.shape[-1]
         if extra:
             x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         def sub(n):
             return None if n is None else -(-n // self.stride)
 
         return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.filters)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters, "stride": self.stride}
 
 
@@ -110,14 +110,8 @@ def _act(x, name, opts: BlockOptions):
 
 def _branch(x, filters, stride, name, opts: BlockOptions):
     """The residual function F: returns its output tensor (pre-activation: no final BN)."""
-    out_filters = filters * opts.expansion if opts.bottleneck else filters
-    if opts.bottleneck:
-        plan = [(filters, 1, stride if opts.stride_on == "1x1" else 1),
-                (filters, 3, stride if opts.stride_on == "3x3" else 1),
-                (out_filters, 1, 1)]
-    else:
-        plan = [(filters, 3, stride), (out_filters, 3, 1)]
-    for i, (width, kernel, conv_stride) in enumerate(plan, start=1):
+    plan = branch_plan(x.shape[-1], filters, stride, opts)
+    for i, (kernel, _, width, conv_stride) in enumerate(plan, start=1):
         last = i == len(plan)
         if opts.preact:
             if i > 1:  # the block's input BN-ReLU is shared with the shortcut (see caller)
@@ -170,11 +164,15 @@ def _shortcut(x, preactivated, out_filters, stride, name, opts: BlockOptions):
 # ----------------------------------------------------------------------------- public blocks
 
 
-def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shortcut="auto",
-                   stride_on="3x3", expansion=4, kernel_initializer="he_normal",
-                   kernel_regularizer=None, weight_decay=None, activation="relu",
-                   zero_init_residual=False, momentum=0.9, epsilon=1e-5, use_bias=False,
-                   name=None, options: BlockOptions | None = None):
+def residual_block(x: keras.KerasTensor, filters: int, stride: int = 1, *,
+                   bottleneck: bool = False, preact: bool = False, shortcut: str = "auto",
+                   stride_on: str = "3x3", expansion: int = 4,
+                   kernel_initializer: str | dict | Callable = "he_normal",
+                   kernel_regularizer: str | dict | Callable | None = None,
+                   weight_decay: float | None = None, activation: str | Callable = "relu",
+                   zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                   use_bias: bool = False, name: str | None = None,
+                   options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds one residual block and returns its output tensor.
 
     The shortcut follows the shapes: identity when ``stride == 1`` and the channels match
@@ -220,7 +218,7 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
     opts = options_from(options, residual_block, locals())
     _check_block_args(x, filters, stride)
     name = _block_name(name, "residual_block")
-    out_filters = filters * opts.expansion if opts.bottleneck else filters
+    out_filters = output_filters(filters, opts)
     if opts.preact:
         preactivated = _act(_bn(x, f"{name}_preact_bn", opts), f"{name}_preact_relu", opts)
         branch_in = preactivated
@@ -235,10 +233,14 @@ def residual_block(x, filters, stride=1, *, bottleneck=False, preact=False, shor
     return _act(y, f"{name}_out", opts)
 
 
-def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_on="3x3",
-                expansion=4, kernel_initializer="he_normal", kernel_regularizer=None,
-                weight_decay=None, activation="relu", zero_init_residual=False, momentum=0.9,
-                epsilon=1e-5, use_bias=False, name=None, options: BlockOptions | None = None):
+def plain_block(x: keras.KerasTensor, filters: int, stride: int = 1, *, bottleneck: bool = False,
+                preact: bool = False, stride_on: str = "3x3", expansion: int = 4,
+                kernel_initializer: str | dict | Callable = "he_normal",
+                kernel_regularizer: str | dict | Callable | None = None,
+                weight_decay: float | None = None, activation: str | Callable = "relu",
+                zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                use_bias: bool = False, name: str | None = None,
+                options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds the residual block's branch without a shortcut: ``Y = relu(F(X))``.
 
     This is the paper's "plain" network block, for comparisons. Arguments are those of
@@ -260,11 +262,14 @@ def plain_block(x, filters, stride=1, *, bottleneck=False, preact=False, stride_
     return y if opts.preact else _act(y, f"{name}_out", opts)
 
 
-def dense_residual_block(x, units, *, shortcut="auto", batch_norm=True, preact=False,
-                         kernel_initializer="he_normal", kernel_regularizer=None,
-                         weight_decay=None, activation="relu", zero_init_residual=False,
-                         momentum=0.9, epsilon=1e-5, use_bias=True, name=None,
-                         options: BlockOptions | None = None):
+def dense_residual_block(x: keras.KerasTensor, units: int, *, shortcut: str = "auto",
+                         batch_norm: bool = True, preact: bool = False,
+                         kernel_initializer: str | dict | Callable = "he_normal",
+                         kernel_regularizer: str | dict | Callable | None = None,
+                         weight_decay: float | None = None, activation: str | Callable = "relu",
+                         zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+                         use_bias: bool = True, name: str | None = None,
+                         options: BlockOptions | None = None) -> keras.KerasTensor:
     """Builds a fully connected residual block: ``Y = relu(W_s X + F(X))``.
 
     ``F`` is Dense -> (BN) -> ReLU -> Dense -> (BN). When the input width differs from

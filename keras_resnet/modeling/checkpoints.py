@@ -3,6 +3,8 @@ pretrained weights expect (torchvision's mean/std, keras.applications' caffe mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import os
 
 import keras
@@ -70,8 +72,11 @@ def _check_arguments(input_shape, classes, preprocessing):
         raise ValueError(f"input_shape must be (height, width, channels); got {input_shape!r}")
 
 
-def from_torch_checkpoint(path: str | os.PathLike, *, input_shape=None, classes=None,
-                          classifier_activation="softmax", preprocessing=None,
+def from_torch_checkpoint(path: str | os.PathLike, *,
+                          input_shape: tuple[int, int, int] | None = None,
+                          classes: int | None = None,
+                          classifier_activation: str | Callable | None = "softmax",
+                          preprocessing: str | None = None,
                           name: str | None = None) -> keras.Model:
     """Builds the keras_resnet model a torchvision / timm ResNet checkpoint describes, loaded.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -10,10 +12,10 @@ import numpy as np
 class FoldedBatchNorm(keras.layers.Layer):
     """Stands where a BatchNormalization was folded away: passes its input through."""
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         return inputs
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
 
@@ -37,7 +39,7 @@ def _foldable_pairs(model):
     return pairs
 
 
-def fold_batch_norm(model):
+def fold_batch_norm(model: keras.Model) -> keras.Model:
     """Returns an inference copy of ``model`` with each BN folded into the layer before it.
 
     For a convolution (or Dense) ``y = W x + b`` followed by BN with statistics ``mean``,

@@ -16,6 +16,8 @@ through Keras' own implementation.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 _FUSABLE_DTYPES = ("float16", "bfloat16", "float32")
@@ -31,7 +33,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 and self.scale and not self.renorm and not self.synchronized
                 and keras.backend.standardize_dtype(inputs.dtype) in _FUSABLE_DTYPES)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf

@@ -15,27 +15,22 @@ turns one into the other (both in ``stage_conversion.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers
 
 from keras_resnet import checks
-from keras_resnet.modeling.block_options import BlockOptions
+from keras_resnet.modeling.block_options import (BlockOptions, BranchConv, branch_plan,
+                                                 output_filters)
 
 
-def branch_plan(filters: int, options: BlockOptions):
-    """The branch's convolutions of a stride-1 block: ``[(kernel size, in, out), ...]``."""
-    out = filters * options.expansion if options.bottleneck else filters
-    if options.bottleneck:
-        return [(1, out, filters), (3, filters, filters), (1, filters, out)]
-    return [(3, out, filters), (3, filters, out)]
-
-
-def bn_names(plan, options: BlockOptions):
+def bn_names(plan: tuple[BranchConv, ...], options: BlockOptions) -> list[tuple[str, int]]:
     """Suffixes of a block's BN layers in the unrolled model, with their channels, in order."""
     if options.preact:
-        return [("preact_bn", plan[0][1])] + [(f"{i}_bn", plan[i - 1][2])
-                                             for i in range(1, len(plan))]
-    return [(f"{i}_bn", plan[i - 1][2]) for i in range(1, len(plan) + 1)]
+        return [("preact_bn", plan[0].in_channels)] + [(f"{i}_bn", plan[i - 1].filters)
+                                                      for i in range(1, len(plan))]
+    return [(f"{i}_bn", plan[i - 1].filters) for i in range(1, len(plan) + 1)]
 
 
 def _stacked_initializer(options: BlockOptions, count):
@@ -65,8 +60,8 @@ class RepeatedBlocks(layers.Layer):
         ValueError: for ``shortcut="C"`` (every block projects: nothing repeats unchanged).
     """
 
-    def __init__(self, count, filters, options=None, plain=False, recompute_grad=False,
-                 **kwargs):
+    def __init__(self, count: int, filters: int, options: BlockOptions | dict | None = None,
+                 plain: bool = False, recompute_grad: bool = False, **kwargs) -> None:
         # Variables are read in float32 (the BN statistics must stay float32, as in Keras' own
         # BatchNormalization); the kernels are cast to the compute dtype where they are used.
         kwargs.setdefault("autocast", False)
@@ -82,17 +77,19 @@ class RepeatedBlocks(layers.Layer):
             raise ValueError("loop_stages=True needs blocks that repeat unchanged, but "
                              "shortcut='C' projects in every block; use shortcut='auto', 'A', "
                              "'B' or 'D'")
-        self.plan = branch_plan(self.filters, options)
+        # A repeated block keeps its shape: stride 1, its input as wide as its output.
+        channels = output_filters(self.filters, options)
+        self.plan = branch_plan(channels, self.filters, 1, options)
         self.bns = bn_names(self.plan, options)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         opts, count = self.options, self.count
-        channels = self.plan[0][1]
+        channels = self.plan[0].in_channels
         if input_shape[-1] != channels:
             raise ValueError(f"RepeatedBlocks {self.name!r} maps {channels} channels to "
                              f"{channels}; got an input with {input_shape[-1]}")
         self.kernels, self.biases = [], []
-        for i, (size, cin, cout) in enumerate(self.plan, start=1):
+        for i, (size, cin, cout, _) in enumerate(self.plan, start=1):
             last = i == len(self.plan)
             zero = opts.preact and last and opts.zero_init_residual
             init = "zeros" if zero else _stacked_initializer(opts, count)
@@ -112,17 +109,17 @@ class RepeatedBlocks(layers.Layer):
                 for part, init in (("gamma", gamma_init), ("beta", "zeros"),
                                    ("moving_mean", "zeros"), ("moving_variance", "ones"))))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count": self.count, "filters": self.filters,
                 "options": self.options.to_config(), "plain": self.plain,
                 "recompute_grad": self.recompute_grad}
 
     # ------------------------------------------------------------------------- the loop
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         training = bool(training) and self.trainable
         if keras.backend.backend() != "tensorflow":
             return self._scan(inputs, training)
@@ -168,7 +165,7 @@ class RepeatedBlocks(layers.Layer):
             return (y, *moments)
 
         if self.recompute_grad and training:
-            block = _remat(block)
+            block = keras.remat(block)  # jax.checkpoint, torch.utils.checkpoint
 
         def step(x, weights):
             y, *moments = block(x, *weights)
@@ -279,7 +276,7 @@ class RepeatedBlocks(layers.Layer):
 
     # ------------------------------------------------------------------------- per-block view
 
-    def block_weights(self):
+    def block_weights(self) -> list[tuple[str, int, keras.Variable]]:
         """``[(unrolled layer suffix, weight position, stacked variable), ...]``.
 
         Block ``k`` of the stack (``k = 0 ... count - 1``) is the unrolled model's
@@ -296,16 +293,7 @@ class RepeatedBlocks(layers.Layer):
         return entries
 
     @property
-    def stage(self):
+    def stage(self) -> str:
         """The stage prefix, e.g. ``conv3`` for the layer ``conv3_blocks``."""
         return self.name[: -len("_blocks")] if self.name.endswith("_blocks") else self.name
 
-
-def _remat(function):
-    """``keras.remat(function)`` (``jax.checkpoint``, ``torch.utils.checkpoint``)."""
-    remat = getattr(keras, "remat", None)
-    if remat is None:
-        raise NotImplementedError(
-            f"recompute_grad=True on the {keras.backend.backend()!r} backend needs keras.remat, "
-            f"which Keras {keras.__version__} lacks: upgrade Keras, or set recompute_grad=False")
-    return remat(function)

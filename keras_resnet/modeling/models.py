@@ -8,6 +8,9 @@ thousands of layers recursively (a flat ResNet-1202 overflows Python's recursion
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+
 import keras
 from keras import layers
 
@@ -19,9 +22,6 @@ from keras_resnet.modeling.looped_stages import RepeatedBlocks
 from keras_resnet.modeling.block_options import BlockOptions, resolve_activation
 from keras_resnet.modeling.applications_weights import check_weights, load_weights
 
-# Re-exported for code that imported the choices from here; they live in keras_resnet.constants.
-STEMS = constants.STEMS
-COMPAT = tuple(c for c in constants.COMPATS if c is not None)
 # Above this many blocks the stages become sub-models (see the module docstring).
 _FLAT_BLOCK_LIMIT = 120
 
@@ -200,14 +200,22 @@ def _head(x, opts: BlockOptions, include_top, pooling, classes, classifier_activ
     return x
 
 
-def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_shape=None,
-           pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-           stage_depths=None, widths=presets.IMAGENET_WIDTHS, bottleneck=None, stem="imagenet",
-           plain=False, preact=False, shortcut="auto", stride_on="3x3", expansion=4,
-           kernel_initializer="he_normal", kernel_regularizer=None, weight_decay=None,
-           activation="relu", zero_init_residual=False, momentum=0.9, epsilon=1e-5,
-           use_bias=False, compat=None, stage_models=None, loop_stages=False,
-           recompute_grad=False):
+def ResNet(depth: int | None = None, include_top: bool = True,
+           weights: str | os.PathLike | None = None,
+           input_tensor: keras.KerasTensor | None = None,
+           input_shape: tuple[int | None, int | None, int] | None = None,
+           pooling: str | None = None, classes: int = 1000,
+           classifier_activation: str | Callable | None = "softmax", name: str | None = None, *,
+           stage_depths: Sequence[int] | None = None,
+           widths: Sequence[int] = presets.IMAGENET_WIDTHS, bottleneck: bool | None = None,
+           stem: str = "imagenet", plain: bool = False, preact: bool = False,
+           shortcut: str = "auto", stride_on: str = "3x3", expansion: int = 4,
+           kernel_initializer: str | dict | Callable = "he_normal",
+           kernel_regularizer: str | dict | Callable | None = None,
+           weight_decay: float | None = None, activation: str | Callable = "relu",
+           zero_init_residual: bool = False, momentum: float = 0.9, epsilon: float = 1e-5,
+           use_bias: bool = False, compat: str | None = None, stage_models: bool | None = None,
+           loop_stages: bool = False, recompute_grad: bool = False) -> keras.Model:
     """Builds a residual network from data: a stem, stages of blocks and a classifier head.
 
     Args:
@@ -295,9 +303,12 @@ def ResNet(depth=None, include_top=True, weights=None, input_tensor=None, input_
 
 
 def _imagenet(depth):
-    def constructor(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                    pooling=None, classes=1000, classifier_activation="softmax", name=None,
-                    **options):
+    def constructor(include_top: bool = True, weights: str | os.PathLike | None = None,
+                    input_tensor: keras.KerasTensor | None = None,
+                    input_shape: tuple[int | None, int | None, int] | None = None,
+                    pooling: str | None = None, classes: int = 1000,
+                    classifier_activation: str | Callable | None = "softmax",
+                    name: str | None = None, **options) -> keras.Model:
         return ResNet(depth, include_top, weights, input_tensor, input_shape, pooling, classes,
                       classifier_activation, name, **options)
 
@@ -319,10 +330,15 @@ ResNet101 = _imagenet(101)
 ResNet152 = _imagenet(152)
 
 
-def CifarResNet(depth=20, include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=presets.CIFAR_CLASSES, classifier_activation="softmax",
-                name=None, *, bottleneck=False, preact=False, plain=False, shortcut=None,
-                widths=presets.CIFAR_WIDTHS, **options):
+def CifarResNet(depth: int = 20, include_top: bool = True,
+                weights: str | os.PathLike | None = None,
+                input_tensor: keras.KerasTensor | None = None,
+                input_shape: tuple[int | None, int | None, int] | None = None,
+                pooling: str | None = None, classes: int = presets.CIFAR_CLASSES,
+                classifier_activation: str | Callable | None = "softmax",
+                name: str | None = None, *, bottleneck: bool = False, preact: bool = False,
+                plain: bool = False, shortcut: str | None = None,
+                widths: Sequence[int] = presets.CIFAR_WIDTHS, **options) -> keras.Model:
     """The CIFAR ResNets of He et al.: 6n+2 layers (basic blocks) or 9n+2 (bottlenecks).
 
     A 3x3 stem with 16 filters, three stages of 16/32/64 filters (bottleneck outputs 64/128/256)
@@ -363,7 +379,7 @@ def CifarResNet(depth=20, include_top=True, weights=None, input_tensor=None, inp
                   shortcut=shortcut, **options)
 
 
-def build(model_name, **kwargs):
+def build(model_name: str, **kwargs) -> keras.Model:
     """Builds a named network (``"resnet50"``, ``"cifar-resnet20"``, ``"cifar-plain56"``, ...).
 
     Args:
@@ -377,7 +393,7 @@ def build(model_name, **kwargs):
         ValueError: for an unknown name (the message lists the valid ones).
         TypeError: for a name that is not a str.
     """
-    checks.model_name(model_name, "model_name")
+    presets.check_model_name(model_name, "model_name")
     family, preset = presets.MODEL_PRESETS[model_name]
     arguments = {**preset, **kwargs}
     if family == "cifar":

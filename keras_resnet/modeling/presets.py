@@ -55,6 +55,27 @@ def cifar_blocks_per_stage(depth: int, bottleneck: bool = False) -> int:
     return (depth - 2) // per_stage
 
 
+def cifar_depth(blocks_per_stage: int, bottleneck: bool = False) -> int:
+    """The depth of a CIFAR ResNet with ``blocks_per_stage`` blocks per stage: 6n+2 or 9n+2.
+
+    The inverse of :func:`cifar_blocks_per_stage`.
+
+    Args:
+        blocks_per_stage: n, the blocks of each of the three stages.
+        bottleneck: bottleneck blocks (9n+2) instead of basic ones (6n+2).
+
+    Returns:
+        The network's weighted layers.
+
+    Raises:
+        TypeError: ``blocks_per_stage`` is not an int or ``bottleneck`` not a bool.
+        ValueError: ``blocks_per_stage`` is below 1.
+    """
+    checks.positive_int(blocks_per_stage, "blocks_per_stage")
+    checks.boolean(bottleneck, "bottleneck")
+    return 3 * CIFAR_LAYERS_PER_BLOCK[bottleneck] * blocks_per_stage + 2
+
+
 # Trainable parameters (1000 classes) of torchvision's resnet18 ... resnet152.
 TORCHVISION_PARAMS = {
     18: 11_689_512,
@@ -94,7 +115,7 @@ MODEL_PRESETS = {
 }
 
 # Training recipes, named like the models: the ``TrainConfig`` values each one sets
-# (``keras_resnet.modeling.recipe.resolve_recipe``); explicit options override them.
+# (``keras_resnet.training.recipe_options.resolve_recipe``); explicit options override them.
 RECIPES = {
     # He et al. 2015, section 4.2 (CIFAR-10): the defaults of `train`.
     "cifar": {"epochs": 30, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
@@ -115,3 +136,25 @@ RECIPES = {
 # decays at the same thirds), after the same 5 linear warm-up epochs.
 RECIPES["imagenet-step"] = {**RECIPES["imagenet"], "schedule": "step",
                             "step_boundaries": (30 / 90, 60 / 90, 80 / 90)}
+
+
+def check_model_name(value: object, argument: str = "model") -> str:
+    """Returns ``value`` if it is a key of ``MODEL_PRESETS`` (the CLI's and ``build``'s names).
+
+    Args:
+        value: the name to check.
+        argument: its name in the caller's API.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        ValueError: no preset has that name.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a model name (a str); got {value!r}")
+    if value not in MODEL_PRESETS:
+        raise ValueError(f"unknown model {value!r}; {argument} must be one of: "
+                         f"{', '.join(MODEL_PRESETS)}")
+    return value

@@ -18,9 +18,15 @@ of training (32k and 48k of 64k iterations), weight decay 1e-4, and for ResNet-1
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import keras
+from keras.optimizers.schedules import LearningRateSchedule
 
 from keras_resnet import checks
+from keras_resnet.modeling import presets
+from keras_resnet.modeling.block_options import resolve_initializer
 from keras_resnet.constants import (DEFAULT_INITIALIZER, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
                                     DEFAULT_WEIGHT_DECAY, JIT_COMPILE_VALUES, SCHEDULES,
                                     WARMUP_LEARNING_RATE, WARMUP_MAX_ERROR)
@@ -54,9 +60,11 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         TypeError, ValueError: for a bad argument (``keras_resnet.checks``' messages).
     """
 
-    def __init__(self, initial_learning_rate=DEFAULT_LEARNING_RATE, total_steps=64000,
-                 kind="step", boundaries=(0.5, 0.75), decay=0.1, warmup_learning_rate=None,
-                 name="paper_schedule", warmup_steps=0):
+    def __init__(self, initial_learning_rate: float = DEFAULT_LEARNING_RATE,
+                 total_steps: int = 64000, kind: str = "step",
+                 boundaries: Sequence[float] = (0.5, 0.75), decay: float = 0.1,
+                 warmup_learning_rate: float | None = None, name: str = "paper_schedule",
+                 warmup_steps: int = 0) -> None:
         super().__init__()
         self.initial_learning_rate = checks.positive_number(
             initial_learning_rate, "initial_learning_rate", example="0.1")
@@ -80,7 +88,7 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
                                          name="warming_up", dtype="float32")
 
     @property
-    def boundary_steps(self):
+    def boundary_steps(self) -> list[int]:
         """The optimizer steps where step decay happens (``int(fraction * total_steps)``)."""
         # (+1e-9: a fraction such as 29/100 of 100 steps is 28.999999999999996 in floats)
         return tuple(int(b * self.total_steps + 1e-9) for b in self.boundaries)
@@ -117,7 +125,7 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
                              rate)
         return rate
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"initial_learning_rate": self.initial_learning_rate,
                 "total_steps": self.total_steps, "kind": self.kind,
                 "boundaries": list(self.boundaries), "decay": self.decay,
@@ -149,14 +157,15 @@ class PaperWarmup(keras.callbacks.Callback):
         metric: the accuracy entry of the logs.
     """
 
-    def __init__(self, schedule, max_error=WARMUP_MAX_ERROR, metric="accuracy"):
+    def __init__(self, schedule: PaperSchedule, max_error: float = WARMUP_MAX_ERROR,
+                 metric: str = "accuracy") -> None:
         super().__init__()
         self.schedule = schedule
         self.max_error = checks.fraction(max_error, "max_error", allow_one=True)
         self.metric = metric
         self.ended_at_step = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.ended_at_step is not None or not logs or self.metric not in logs:
             return
         if float(self.schedule.warming_up.numpy()) and 1 - float(logs[self.metric]) < \
@@ -173,11 +182,11 @@ class LearningRateLogger(keras.callbacks.Callback):
         schedule: the optimizer's ``LearningRateSchedule``; None reads the optimizer's rate.
     """
 
-    def __init__(self, schedule=None):
+    def __init__(self, schedule: LearningRateSchedule | None = None) -> None:
         super().__init__()
         self.schedule = schedule
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         if self.schedule is None:
@@ -192,13 +201,13 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
     """Cross-entropy on integer labels with optional label smoothing (Keras' sparse loss has
     none): the labels are one-hot encoded and passed to ``categorical_crossentropy``."""
 
-    def __init__(self, label_smoothing=0.0, from_logits=False,
-                 name="sparse_categorical_crossentropy", **kwargs):
+    def __init__(self, label_smoothing: float = 0.0, from_logits: bool = False,
+                 name: str = "sparse_categorical_crossentropy", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
         self.from_logits = from_logits
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         from keras import ops
 
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
@@ -206,12 +215,13 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(
             one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "label_smoothing": self.label_smoothing,
                 "from_logits": self.from_logits}
 
 
-def check_compile_arguments(*, momentum, weight_decay, label_smoothing, jit_compile):
+def check_compile_arguments(*, momentum: float, weight_decay: float, label_smoothing: float,
+                            jit_compile: bool | str) -> None:
     """Checks ``compile_model``'s options (``keras_resnet.checks``' messages); returns None.
 
     Raises:
@@ -224,9 +234,12 @@ def check_compile_arguments(*, momentum, weight_decay, label_smoothing, jit_comp
     checks.one_of(jit_compile, "jit_compile", JIT_COMPILE_VALUES)
 
 
-def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAULT_MOMENTUM,
-                  weight_decay=DEFAULT_WEIGHT_DECAY, label_smoothing=0.0, nesterov=False,
-                  jit_compile="auto", from_logits=False, one_hot_labels=False):
+def compile_model(model: keras.Model, *,
+                  learning_rate: float | LearningRateSchedule = DEFAULT_LEARNING_RATE,
+                  momentum: float = DEFAULT_MOMENTUM, weight_decay: float = DEFAULT_WEIGHT_DECAY,
+                  label_smoothing: float = 0.0, nesterov: bool = False,
+                  jit_compile: bool | str = "auto", from_logits: bool = False,
+                  one_hot_labels: bool = False) -> keras.Model:
     """Compiles ``model`` with the paper's recipe: SGD + momentum, L2 on kernels, cross-entropy.
 
     Weight decay is the paper's (coupled) L2 penalty: every kernel without a regularizer gets
@@ -289,31 +302,7 @@ def compile_model(model, *, learning_rate=DEFAULT_LEARNING_RATE, momentum=DEFAUL
     return model
 
 
-def resolve_initializer(value, argument="initializer"):
-    """A Keras initializer from anything ``keras.initializers.get`` accepts.
-
-    Args:
-        value: a name (``"he_normal"``, ``"HeNormal"``), a config dict or an initializer.
-        argument: the argument's name in the caller's API (for the message).
-
-    Returns:
-        The ``keras.initializers.Initializer`` (or callable).
-
-    Raises:
-        TypeError: ``value`` is not a name, dict or callable.
-        ValueError: Keras does not know the name or config.
-    """
-    accepted = ("a Keras initializer (a name such as 'he_normal' or 'HeNormal', a config dict "
-                "or a keras.initializers.Initializer)")
-    if not isinstance(value, (str, dict)) and not callable(value):
-        raise TypeError(f"{argument} must be {accepted}; got {value!r}")
-    try:
-        return keras.initializers.get(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{argument} must be {accepted}; got {value!r}") from None
-
-
-def normalization_layer(data):
+def normalization_layer(data: Any) -> keras.layers.Normalization:
     """The ``keras.layers.Normalization`` for ``data``'s raw pixels.
 
     Uses the statistics the data source computed in its one pass over the unaugmented training
@@ -329,7 +318,9 @@ def normalization_layer(data):
     return layer
 
 
-def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True, **options):
+def build_model(model: str | keras.Model, data: Any, *,
+                initializer: str | dict | Callable = DEFAULT_INITIALIZER, normalize: bool = True,
+                **options) -> keras.Model:
     """A network for ``data``: ``images -> Normalization -> ResNet`` (raw 0..255 pixels in).
 
     Args:
@@ -352,7 +343,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
     from keras_resnet.modeling.models import build
 
     if not isinstance(model, keras.Model):
-        checks.model_name(model)
+        presets.check_model_name(model)
     classes = options.pop("classes", data.num_classes)
     if classes != data.num_classes:
         raise ValueError(f"model head has classes={classes!r} but data {data.name!r} has "
@@ -361,7 +352,7 @@ def build_model(model, data, *, initializer=DEFAULT_INITIALIZER, normalize=True,
     inputs = keras.Input(shape=data.input_shape, name="images")
     x = normalization_layer(data)(inputs) if normalize else inputs
     if isinstance(model, str):
-        resolve_initializer(initializer)  # Keras' own lookup, with a clear message
+        resolve_initializer(initializer, "initializer")  # Keras' own lookup, with a clear message
         net = build(model, input_tensor=x, classes=classes, kernel_initializer=initializer,
                     **options)
         return net if normalize else keras.Model(inputs, net.output, name=net.name)

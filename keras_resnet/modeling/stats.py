@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import math
 
 import keras
@@ -9,7 +12,7 @@ import keras
 from keras_resnet.modeling.looped_stages import RepeatedBlocks
 
 
-def leaf_layers(model):
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     """Yields the model's layers, looking into nested sub-models (the stages of deep nets)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -18,7 +21,7 @@ def leaf_layers(model):
             yield layer
 
 
-def multiply_adds(model):
+def multiply_adds(model: keras.Model) -> int:
     """Counts the multiply-adds of one forward pass over one image (batch 1).
 
     Convolutions count ``H_out * W_out * C_out * k_h * k_w * C_in / groups`` and Dense layers
@@ -52,11 +55,11 @@ def multiply_adds(model):
                 raise ValueError(f"multiply_adds needs a fixed input size; layer {layer.name!r} "
                                  f"has output shape {layer.output.shape}")
             total += layer.count * height * width * sum(
-                size * size * cin * cout for size, cin, cout in layer.plan)
+                conv.kernel_size ** 2 * conv.in_channels * conv.filters for conv in layer.plan)
     return total
 
 
-def layer_count(model):
+def layer_count(model: keras.Model) -> int:
     """Counts the leaf layers (sub-models are looked into; the input layers are not counted).
 
     A looped stage (``RepeatedBlocks``) counts as one layer: it is one layer of the graph.
@@ -65,7 +68,7 @@ def layer_count(model):
                if not isinstance(layer, keras.layers.InputLayer))
 
 
-def weighted_layer_count(model):
+def weighted_layer_count(model: keras.Model) -> int:
     """Counts the convolution and Dense layers off the shortcuts: the "depth" of the papers."""
     return sum(layer.count * len(layer.plan) if isinstance(layer, RepeatedBlocks) else 1
                for layer in leaf_layers(model)
@@ -73,7 +76,7 @@ def weighted_layer_count(model):
                and not layer.name.endswith(("_0_conv", "_0_dense")))
 
 
-def model_stats(model):
+def model_stats(model: keras.Model) -> dict[str, Any]:
     """Summarises a model: parameters, multiply-adds, layers and depth.
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 
 import keras
 
@@ -20,9 +21,19 @@ def _is_keras_applications(model):
     return conv is not None and conv.use_bias
 
 
+def _check_keras_zip(path: str) -> None:
+    """A ``.keras`` file is a zip archive: refuse one that is not, before Keras opens it."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"weights file {path!r} is not a readable .keras (zip) file; it may be "
+                         "cut short (an interrupted download or copy): save or copy it again")
+
+
 def _load_keras_file(model, path, kind):
     try:
         model.load_weights(path)
+    except zipfile.BadZipFile as error:  # a damaged member (bad CRC) inside a complete archive
+        raise ValueError(f"weights file {path!r} is not a readable .keras (zip) file; it may be "
+                         f"cut short or corrupt ({error}): save or copy it again") from None
     except (ValueError, KeyError, OSError) as error:
         raise ValueError(f"weights file {path!r} ({kind}) does not fit model {model.name!r}: "
                          f"{error}") from error
@@ -46,7 +57,8 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> LoadResult:
         A ``LoadResult``.
 
     Raises:
-        ValueError: for another extension, a missing file, or weights that do not fit.
+        ValueError: for another extension, a missing file, a ``.keras`` file that is not a
+            readable zip archive (cut short or corrupt), or weights that do not fit.
         ImportError: for a torch pickle without torch installed.
     """
     if not isinstance(model, keras.Model):
@@ -63,6 +75,7 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> LoadResult:
     if is_torch_file(path):
         return load_state_dict(model, read_state_dict(path), path)
     if lower.endswith(".keras"):
+        _check_keras_zip(path)
         return _load_keras_file(model, path, ".keras model")
     if lower.endswith(".weights.h5"):
         return _load_keras_file(model, path, "Keras .weights.h5")

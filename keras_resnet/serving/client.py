@@ -128,7 +128,8 @@ class Client:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                # TF Serving writes a string output's bytes as they are: text if UTF-8
+                return json.loads(response.read().decode("utf-8", "replace"))
         except urllib.error.HTTPError as error:
             text = error.read().decode(errors="replace")
             try:
@@ -210,19 +211,22 @@ class Client:
         return self._request(url, body)
 
     def classify_images(self, model, images=None, encoded=None, version=None):
-        """Top-k rows for uint8 images [batch, h, w, c] or for encoded JPEG/PNG bytes.
+        """`predict` on uint8 images [batch, h, w, c] or on encoded JPEG/PNG bytes.
+
+        Images go to ``serving_default``; encoded files to ``serving_bytes`` as ``{"b64": ...}``.
 
         Returns:
-            One dict per image with ``scores``, ``classes`` and (when exported) ``labels``.
+            The decoded JSON reply, as `predict` returns it: ``{"predictions": [...]}`` with one
+            dict per image of ``probabilities``, ``scores``, ``classes`` and (when exported)
+            ``labels``.
         """
         if (images is None) == (encoded is None):
             raise ValueError("pass exactly one of images= (uint8 array) or encoded= (list of "
                              "JPEG/PNG bytes)")
         if images is not None:
-            return self.predict(model, instances=np.asarray(images), version=version)[
-                "predictions"]
+            return self.predict(model, instances=np.asarray(images), version=version)
         return self.predict(model, instances=[bytes(b) for b in encoded],
-                            signature_name=BYTES_SIGNATURE, version=version)["predictions"]
+                            signature_name=BYTES_SIGNATURE, version=version)
 
     def classify(self, model, examples=None, encoded=None, signature_name=CLASSIFY_SIGNATURE,
                  version=None, label=None):

@@ -26,6 +26,7 @@ from keras_resnet.serving.repository import BadRequest
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|(-NaN|-?Inf(?!inity))')
 _SPELLING = {"-NaN": "NaN", "Inf": "Infinity", "-Inf": "-Infinity"}
 _OPEN = re.compile(r'"(?:[^"\\]|\\.)*"|([\[\]{}])')
+TOO_DEEP = "The document nests arrays and objects too deeply for keras-resnet serve."
 _MESSAGES = {
     "Expecting value": "Invalid value.",
     "Expecting property name enclosed in double quotes": "Missing a name for object member.",
@@ -46,18 +47,27 @@ def loads(body: bytes):
     if not body:
         raise BadRequest("JSON Parse error: The document is empty")
     text = body.decode("utf-8", "surrogateescape")  # RapidJSON does not validate UTF-8
+    # RapidJSON's recursive parser reads any depth its stack holds; Python's stops near its
+    # recursion limit (about 1,000 levels), which must not end the connection unanswered.
+    too_deep = BadRequest(f"JSON Parse error: {TOO_DEEP}")
     try:
         return json.loads(text)
+    except RecursionError:
+        raise too_deep from None
     except ValueError as error:
         failure, failed_text = error, text
     rewritten, shifts = _rewrite_tokens(text)
     if shifts:
         try:
             return json.loads(rewritten)
+        except RecursionError:
+            raise too_deep from None
         except ValueError as error:
             failure, failed_text = error, rewritten
     else:
         shifts = []
+    if not isinstance(failure, json.JSONDecodeError):  # e.g. an integer of over 4,300 digits
+        raise BadRequest(f"JSON Parse error: {failure}") from None
     message = _message(failure, failed_text, failure.pos)
     position = failure.pos - sum(delta for end, delta in shifts if end <= failure.pos)
     offset = len(text[:position].encode("utf-8", "surrogateescape"))

@@ -204,7 +204,7 @@ class Repository:
 
     def scan(self) -> list[str]:
         """Loads new and replaced versions, unloads removed ones; returns the changes as text."""
-        from keras_resnet.export.bundle import model_names, versions
+        from keras_resnet.export.layout import model_names, versions
         from keras_resnet.export.deployment import read_max_batch_size
 
         self.max_batch_size = read_max_batch_size(self.base_dir)

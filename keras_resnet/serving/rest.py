@@ -11,6 +11,8 @@ the JSON rules of ``util/json_tensor.cc`` (a uint8 input takes JSON integers onl
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 import urllib.parse
 
@@ -27,6 +29,21 @@ STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/la
                          r"(?:/(metadata))?", re.IGNORECASE)
 API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 
+logger = logging.getLogger(__name__)
+
+
+def response_bytes(payload: dict) -> bytes:
+    """The JSON text of an answer as TF Serving writes it: strings as UTF-8, not ``\\u`` escapes.
+
+    A string output's bytes that are not UTF-8 are written as they are, as RapidJSON's
+    ``Writer::String`` does (they arrive here surrogate-escaped, see `_json_values`).
+    """
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate of a request's own \uD800 escape, echoed
+        return text.encode("utf-8", "backslashreplace")
+
 
 def handle(repository: Repository, method: str, path: str, body: bytes) -> tuple[int, dict]:
     """Answers one request as TF Serving's REST API does; returns (HTTP status, JSON body)."""
@@ -34,6 +51,11 @@ def handle(repository: Repository, method: str, path: str, body: bytes) -> tuple
         return 200, _dispatch(repository, method, path, body)
     except ServingStatus as status:
         return status.http_status, {"error": status.message}
+    except RecursionError:  # a document that parsed but nests too deeply to walk (or show)
+        return 400, {"error": f"JSON Value: {json_text.TOO_DEEP}"}
+    except Exception as error:  # noqa: BLE001 (answer rather than drop the connection)
+        logger.exception("%s %s failed", method, path)
+        return 500, {"error": f"Internal: {type(error).__name__}: {error}"}
 
 
 def _dispatch(repository, method, path, body):
@@ -323,7 +345,9 @@ def _json_values(alias, array):
         if alias.endswith("_bytes"):  # kBytesTensorNameSuffix: binary outputs as {"b64": ...}
             convert = lambda b: {"b64": base64.b64encode(b).decode("ascii")}  # noqa: E731
         else:
-            convert = lambda b: b.decode("utf-8", "replace")  # noqa: E731
+            # Writer::String copies the bytes: UTF-8 text stays text (`response_bytes` writes
+            # it unescaped), other bytes go out as they are (surrogateescape carries them).
+            convert = lambda b: b.decode("utf-8", "surrogateescape")  # noqa: E731
         return np.vectorize(convert, otypes=[object])(array).tolist()
     if array.dtype == np.float32:  # WriteDecimal: %g, else %.9g; NaN, Infinity, -Infinity
         return np.vectorize(json_text.decimal_value, otypes=[object])(array).tolist()

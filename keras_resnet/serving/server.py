@@ -20,7 +20,7 @@ import urllib.parse
 from keras_resnet import checks
 from keras_resnet.constants import (DEFAULT_EXPORT_DIR, DEFAULT_HOST, DEFAULT_POLL_SECONDS,
                                     DEFAULT_REST_PORT, MAX_BODY_BYTES, MIN_BODY_BYTES)
-from keras_resnet.serving import rest
+from keras_resnet.serving import rest, try_page
 from keras_resnet.serving.repository import Repository
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        path = urllib.parse.urlsplit(self.path).path  # TF Serving matches the path only
+        path = request_target(self.path)
+        if method in ("GET", "HEAD") and urllib.parse.urlsplit(path).path in try_page.PAGE_PATHS:
+            return self._send(200, try_page.page(self.server.repository),
+                              "text/html; charset=utf-8")
         if not rest.API_PATH.fullmatch(path):
             # TF Serving registers no handler outside /v1/: its HTTP server's plain 404
             return self._send(404, b"Not Found", "text/plain")
         status, payload = rest.handle(self.server.repository, method, path, body)
-        self._send(status, json.dumps(payload).encode(), "application/json")
+        self._send(status, rest.response_bytes(payload), "application/json")
 
     def _read_body(self):
         """The request body (chunked or not, gzip-decoded), or None after refusing it."""
@@ -126,6 +129,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+def request_target(target: str) -> str:
+    """The path, query and fragment that TF Serving's routes match (``uri_path()``).
+
+    libevent's ``EvHTTPRequest::uri_path`` is the parsed URI's path followed by ``?query`` and
+    ``#fragment`` when present (evhttp_request.cc), so ``:predict?x=1`` matches no route and is
+    a ``Malformed request``. An absolute-form target (``http://host/v1/...``) gives its path.
+    """
+    if target.startswith("/"):
+        return target
+    parts = urllib.parse.urlsplit(target)
+    return ((parts.path or "/") + ("?" + parts.query if "?" in target else "")
+            + ("#" + parts.fragment if "#" in target else ""))
+
+
 def _gunzip(body, limit):
     """The gzip-decoded body, or None when it would exceed ``limit`` bytes."""
     import zlib
@@ -154,6 +171,10 @@ class RestServer(http.server.ThreadingHTTPServer):
                                        "machine") from None
         except OSError as error:
             raise _address_error(error, host, port, "port") from None
+
+    def handle_error(self, request, client_address):
+        """Logs what ended a connection (socketserver would print it to stderr)."""
+        logger.exception("connection from %s ended by an error", client_address[0])
 
 
 def _address_error(error, host, port, argument):

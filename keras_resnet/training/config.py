@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_resnet import checks
+from keras_resnet import checks, constants
 from keras_resnet.constants import (DEFAULT_BATCH_SIZE, DEFAULT_DATA, DEFAULT_DETERMINISTIC,
                                     DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR, DEFAULT_INITIALIZER,
                                     DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
@@ -79,6 +79,8 @@ class TrainConfig:
             linearly to the (global) batch size. None: used as given.
         step_boundaries: ``schedule="step"``: fractions of training where the rate is divided
             by 10 (None: 0.5 and 0.75; the ``imagenet-step`` recipe: epochs 30, 60, 80 of 90).
+        worker_timeout: multi-worker: seconds to wait for every task of ``TF_CONFIG`` to start
+            before stopping with an error naming the missing ones.
 
     Raises:
         TypeError, ValueError: on construction, for a bad value (``keras_resnet.checks``'
@@ -120,6 +122,7 @@ class TrainConfig:
     sync_bn: bool = False
     lr_batch_size: int | None = None
     step_boundaries: tuple | None = None
+    worker_timeout: float = constants.DEFAULT_TRAIN_WORKER_TIMEOUT
 
     def __post_init__(self):
         self._check_numbers()
@@ -131,6 +134,7 @@ class TrainConfig:
         checks.positive_int(self.epochs, "epochs")
         checks.optional_positive_int(self.batch_size, "batch_size")
         checks.positive_number(self.learning_rate, "learning_rate", example="0.1")
+        checks.positive_number(self.worker_timeout, "worker_timeout", example="600")
         checks.optional_positive_int(self.early_stopping, "early_stopping")
         checks.positive_int(self.seed, "seed", minimum=0)
         checks.positive_int(self.warmup_steps, "warmup_steps", minimum=0)
@@ -142,7 +146,8 @@ class TrainConfig:
         checks.optional_positive_int(self.backup_every_steps, "backup_every_steps")
 
     def _check_choices(self):
-        from keras_resnet.modeling.recipe import check_compile_arguments, resolve_initializer
+        from keras_resnet.modeling.block_options import resolve_initializer
+        from keras_resnet.modeling.recipe import check_compile_arguments
 
         check_compile_arguments(momentum=self.momentum, weight_decay=self.weight_decay,
                                 label_smoothing=self.label_smoothing,
@@ -171,7 +176,7 @@ class TrainConfig:
         checks.one_of(self.strategy, "strategy", STRATEGIES)
         checks.boolean(self.sync_bn, "sync_bn")
         checks.optional_positive_int(self.lr_batch_size, "lr_batch_size")
-        resolve_initializer(self.initializer)
+        resolve_initializer(self.initializer, "initializer")
         for argument in ("model_options", "data_options"):
             if not isinstance(getattr(self, argument), dict):
                 raise TypeError(f"{argument} must be a dict of keyword options; got "

@@ -12,7 +12,7 @@ stay in inference mode unless ``train_batch_norm=True``.
 ``train(weights=PATH)``: fine-tune pretrained weights in one run directory.
 
 The model: a torchvision / timm checkpoint builds its own network
-(``keras_resnet.modeling.weight_files.from_torch_checkpoint`` with torchvision's input normalization inside,
+(``keras_resnet.modeling.checkpoints.from_torch_checkpoint`` with torchvision's input normalization inside,
 a new head for the data's classes); any other weights file is loaded into the named network
 ``build_model`` makes (``keras_resnet.modeling.weight_files.load_weights``). Training is
 ``keras_resnet.training.fine_tuning.fine_tune``'s two phases, each a ``fit`` with the run's callbacks
@@ -32,6 +32,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -152,10 +154,11 @@ def _check_arguments(model, head_epochs, fine_tune_from, fine_tune_epochs, head_
     return stage, total, initial_epoch
 
 
-def fine_tune(model: keras.Model, train_data, val_data=None, *, head_epochs: int,
+def fine_tune(model: keras.Model, train_data: Any, val_data: Any = None, *, head_epochs: int,
               fine_tune_from: str | int | None = None, fine_tune_epochs: int = 0,
               head_lr: float = 1e-3, fine_tune_lr: float = 1e-4, train_batch_norm: bool = False,
-              batch_size: int = 32, callbacks=(), optimizer=None,
+              batch_size: int = 32, callbacks: Sequence[keras.callbacks.Callback] = (),
+              optimizer: Callable[[float], keras.optimizers.Optimizer] | None = None,
               initial_epoch: int = 0) -> FineTuneResult:
     """Trains a pretrained model on a new task: the head first, then optionally the top stages.
 

@@ -15,10 +15,12 @@ import logging
 import math
 import os
 import time
+from typing import TYPE_CHECKING
 
 import keras
 
-from keras_resnet import checks, files
+from keras_resnet import files
+from keras_resnet.modeling import presets
 from keras_resnet.data import mixing as data_mixing
 from keras_resnet.data.position import PositionBackup
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RECIPE,
@@ -30,6 +32,9 @@ from keras_resnet.training.history import plot_history, read_history
 from keras_resnet.training import recipe_options
 from keras_resnet.training.recipe_options import resolve_recipe
 from keras_resnet.training.run_files import RunFiles
+
+if TYPE_CHECKING:
+    from keras_resnet.data import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ class TrainResult:
     history: dict
 
 
-def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None = None,
+def train(model: str | keras.Model = DEFAULT_MODEL,
+          data: str | os.PathLike | Dataset = DEFAULT_DATA, *, config: TrainConfig | None = None,
           **options) -> TrainResult:
     """Trains a ResNet with the paper's recipe; writes ``runs/<name>/`` and exports it.
 
@@ -107,7 +113,8 @@ def train(model=DEFAULT_MODEL, data=DEFAULT_DATA, *, config: TrainConfig | None 
     if keras.backend.backend() == "jax":
         return _train_on_jax(config, model, data)
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
-    strategy, distribution = distribute.make_strategy(config.strategy)
+    strategy, distribution = distribute.make_strategy(config.strategy,
+                                                       worker_timeout=config.worker_timeout)
     if distribution["strategy"] == "multi-worker" and (
             not isinstance(data, (str, os.PathLike)) or config.weights is not None):
         raise ValueError("strategy 'multi-worker' needs data as a name or path (each worker "
@@ -191,7 +198,7 @@ def _make_config(model, data, config, options):
     if isinstance(model, keras.Model):
         model_name = model.name
     else:
-        model_name = checks.model_name(model)
+        model_name = presets.check_model_name(model)
     data_name = source_name(data)
     options = {key: value for key, value in options.items() if key not in ("model", "data")}
     if options.get("name") is None:

@@ -47,7 +47,7 @@ class RunFiles:
         return None
 
     def phase_markers(self):
-        """Fine-tuning's per-phase backups and the finished head (see ``finetuning``)."""
+        """Fine-tuning's per-phase backups and the finished head (see ``training.fine_tuning``)."""
         return (os.path.join(self.path("backup"), "head", BACKUP_METADATA),
                 os.path.join(self.path("backup"), "fine_tune", BACKUP_METADATA),
                 os.path.join(self.run_dir, "head.weights.h5"))

@@ -69,19 +69,22 @@ def fit(config, model, dataset, strategy, distribution, callbacks, steps) -> dic
             position.fit(model, dataset, epochs=config.epochs, callbacks=callbacks,
                          verbose=config.verbose)
             return model.evaluate(dataset.test, verbose=0, return_dict=True)
-    shard = functools.partial(_load_shard, config, dataset.batch_size)
-    workers = distribution["workers"]
-    validation = (None if dataset.validation is None
-                  else lambda context: shard(context).validation)
-    distribute.fit(model, strategy, lambda context: shard(context).train, epochs=config.epochs,
-                   steps_per_epoch=steps, validation_fn=validation,
-                   validation_steps=distribute.steps_for(dataset.validation_size,
-                                                         dataset.batch_size, workers,
-                                                         strategy.num_replicas_in_sync),
-                   callbacks=callbacks, verbose=config.verbose)
-    return distribute.evaluate(model, strategy, lambda context: shard(context).test,
-                               steps=distribute.steps_for(dataset.test_size, dataset.batch_size,
-                                                          workers, strategy.num_replicas_in_sync))
+    with explain_errors(dataset):  # a bad record or label: one line naming the shard
+        shard = functools.partial(_load_shard, config, dataset.batch_size)
+        workers = distribution["workers"]
+        validation = (None if dataset.validation is None
+                      else lambda context: shard(context).validation)
+        replicas = strategy.num_replicas_in_sync
+        distribute.fit(model, strategy, lambda context: shard(context).train,
+                       epochs=config.epochs, steps_per_epoch=steps, validation_fn=validation,
+                       validation_steps=distribute.steps_for(dataset.validation_size,
+                                                             dataset.batch_size, workers,
+                                                             replicas),
+                       callbacks=callbacks, verbose=config.verbose)
+        return distribute.evaluate(model, strategy, lambda context: shard(context).test,
+                                   steps=distribute.steps_for(dataset.test_size,
+                                                              dataset.batch_size, workers,
+                                                              replicas))
 
 
 def _load_shard(config, batch_size, context):

@@ -6,6 +6,7 @@ import keras
 
 from keras_resnet import checks
 from keras_resnet.constants import STEMS
+from keras_resnet.modeling import presets
 
 CIFAR_SHORTCUTS = ("A", "B")          # the paper's options: zero padding, projection
 BOTTLENECK_SHORTCUTS = ("B", "C", "D")  # projections only: zero padding wastes 3/4 of a bottleneck
@@ -25,7 +26,7 @@ def check_choices(choices, family, input_shape):
         ValueError: a value out of range or unknown to Keras, or a network that downsamples
             more than the input allows.
     """
-    from keras_resnet.modeling.recipe import resolve_initializer
+    from keras_resnet.modeling.block_options import resolve_initializer
 
     c = choices
     for name in ("zero_init_residual", "bottleneck", "preact"):
@@ -35,7 +36,7 @@ def check_choices(choices, family, input_shape):
         if not isinstance(value, str):  # a search space holds names
             raise TypeError(f"initializer must be a Keras initializer name (a str); got "
                             f"{value!r}")
-        resolve_initializer(value)
+        resolve_initializer(value, "initializer")
     for value in c["activation"]:
         _check_activation(value)
     if c["shortcut"] is not None:
@@ -87,5 +88,7 @@ def _check_cifar_depth(value):
                 "per stage n is reused for bottlenecks (9n+2 layers)")
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"depth must be {accepted}; got {value!r}")
-    if value < 8 or (value - 2) % 6:
-        raise ValueError(f"depth must be {accepted}; got {value!r}")
+    try:
+        presets.cifar_blocks_per_stage(value)
+    except ValueError:
+        raise ValueError(f"depth must be {accepted}; got {value!r}") from None

@@ -14,6 +14,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from keras_resnet import files
 from keras_resnet.constants import (DEFAULT_MAX_TRIALS, DEFAULT_TUNE_BATCH_SIZE,
@@ -21,6 +23,9 @@ from keras_resnet.constants import (DEFAULT_MAX_TRIALS, DEFAULT_TUNE_BATCH_SIZE,
 from keras_resnet.tuning import chief_worker, fresh, kt_internals
 from keras_resnet.tuning import results as results_module
 from keras_resnet.tuning.config import TuneConfig
+
+if TYPE_CHECKING:
+    import keras_tuner
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +94,9 @@ def objective_names(classes, has_validation):
     return names + ([f"val_{m}" for m in names] if has_validation else [])
 
 
-def tune(data="digits", *, hyperparameters=None, log=None, **options) -> TuneResult:
+def tune(data: str | os.PathLike | Any = "digits", *,
+         hyperparameters: keras_tuner.HyperParameters | None = None,
+         log: Callable[[str], Any] | None = None, **options) -> TuneResult:
     """Searches ResNet depth, initializers and the rest of ``HyperResNet``'s space.
 
     Trials train with the recipe of ``keras-resnet train``; the search lives in

@@ -11,6 +11,8 @@ conditional scopes, so inactive ones never show up in a trial.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import keras_tuner
@@ -79,9 +81,10 @@ class HyperResNet(keras_tuner.HyperModel):
             initializer or activation, a depth outside the family, or an input too small.
     """
 
-    def __init__(self, input_shape, classes, family="cifar", *, data=None, seed=DEFAULT_SEED,
-                 data_options=None, steps_per_epoch=None, schedule=DEFAULT_SCHEDULE,
-                 deterministic=DEFAULT_DETERMINISTIC, **fixed):
+    def __init__(self, input_shape: tuple[int, int, int], classes: int, family: str = "cifar",
+                 *, data: Any = None, seed: int = DEFAULT_SEED, data_options: dict | None = None,
+                 steps_per_epoch: int | None = None, schedule: str = DEFAULT_SCHEDULE,
+                 deterministic: bool = DEFAULT_DETERMINISTIC, **fixed) -> None:
         super().__init__(name=f"hyper_resnet_{family}", tunable=True)
         self.family = checks.one_of(family, "family", FAMILIES)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
@@ -170,7 +173,8 @@ class HyperResNet(keras_tuner.HyperModel):
         with hp.conditional_scope("bottleneck", [bottleneck]):
             return declare()
 
-    def declare_architecture(self, hp):
+    def declare_architecture(self, hp: keras_tuner.HyperParameters
+                             ) -> tuple[Callable[..., keras.Model], dict[str, Any]]:
         """Declares the architecture's hyperparameters on ``hp`` and returns the model options.
 
         Args:
@@ -213,15 +217,15 @@ class HyperResNet(keras_tuner.HyperModel):
         options.update(bottleneck=bottleneck, shortcut=shortcut)
         if self.family == "cifar":
             options["widths"] = tuple(max(1, round(w * multiplier)) for w in presets.CIFAR_WIDTHS)
-            n = (depth - 2) // 6
-            options["depth"] = (9 if bottleneck else 6) * n + 2
+            options["depth"] = presets.cifar_depth(presets.cifar_blocks_per_stage(depth),
+                                                   bottleneck)
             return CifarResNet, options
         options["widths"] = tuple(max(1, round(w * multiplier))
                                   for w in presets.IMAGENET_WIDTHS[:stages])
         options.update(stage_depths=tuple(stage_depths), stem=stem)
         return ResNet, options
 
-    def build(self, hp):
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Builds the network of ``hp`` (``Normalization`` in front with data); ``fit`` compiles
         it (its learning-rate schedule needs the trial's batch size, declared there).
 
@@ -243,7 +247,7 @@ class HyperResNet(keras_tuner.HyperModel):
 
     # ------------------------------------------------------------------------- training
 
-    def dataset(self, batch_size=None):
+    def dataset(self, batch_size: int | None = None) -> Any:
         """The ``data`` given to the constructor at ``batch_size`` (None: as loaded), loaded or
         re-batched once per batch size and cut to ``steps_per_epoch`` batches per epoch.
 
@@ -278,7 +282,9 @@ class HyperResNet(keras_tuner.HyperModel):
             self._datasets[batch_size] = base
         return self._datasets[batch_size]
 
-    def fit(self, hp, model, *args, epochs=1, callbacks=None, verbose="auto", **kwargs):
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, epochs: int = 1,
+            callbacks: list | None = None, verbose: str | int = "auto",
+            **kwargs) -> keras.callbacks.History:
         """Trains ``model`` with the recipe of ``keras-resnet train``; declares ``batch_size``.
 
         Compiles ``model`` (``keras_resnet.modeling.recipe.compile_model``); the learning rate follows
@@ -338,8 +344,8 @@ def layer_count(values, family):
     """Weighted layers (convolutions + the Dense head) of a trial's hyperparameter values."""
     bottleneck = bool(values.get("bottleneck", False))
     if family == "cifar":
-        n = (int(values["depth"]) - 2) // 6
-        return (9 if bottleneck else 6) * n + 2
+        return presets.cifar_depth(presets.cifar_blocks_per_stage(int(values["depth"])),
+                                   bottleneck)
     blocks = sum(int(values[f"stage{i}_depth"]) for i in range(1, int(values["stages"]) + 1))
     stem = {"imagenet": 1, "cifar": 1, "deep": 3}[values.get("stem", "imagenet")]
     return (3 if bottleneck else 2) * blocks + stem + 1
