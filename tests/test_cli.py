@@ -145,6 +145,8 @@ def test_library_names_become_flags_only_where_they_are_arguments():
     # plain words stay words unless they open a "... must ..." sentence
     assert as_flags("the model has 3 epochs of data; model must be one of: a, b", names) == (
         "the model has 3 epochs of data; --model must be one of: a, b")
+    assert as_flags("it needs weights=PATH; got no weights", names) == (
+        "it needs --weights=PATH; got no weights")
     assert as_flags("file 'batch_size' and model.batch_size", names) == (
         "file 'batch_size' and model.batch_size")
 

@@ -56,10 +56,11 @@ def as_flags(message: str, names: dict) -> str:
     """``message`` with the library's argument names written as the command's flags
     (``batch_size must be ...`` -> ``--batch-size must be ...``). A name with an underscore is
     replaced wherever it stands alone; a plain word (``workers``) only where it opens a sentence
-    with ``must``, so that words stay words."""
+    with ``must`` or is followed by ``=``, so that words stay words."""
     for name in sorted(names, key=len, reverse=True):
         alone = rf"(?<![\w\-./'\"]){re.escape(name)}(?![\w\-/'\"])"
-        pattern = alone if "_" in name else rf"(?:^|(?<=; )){re.escape(name)}(?= must )"
+        pattern = alone if "_" in name else \
+            rf"(?:^|(?<=; )){re.escape(name)}(?= must )|(?<![\w\-./'\"]){re.escape(name)}(?==)"
         message = re.sub(pattern, names[name], message)
     return message
 
