@@ -62,7 +62,7 @@ def as_flags(message: str, names: dict) -> str:
         pattern = alone if "_" in name else \
             rf"(?:^|(?<=; )){re.escape(name)}(?= must )|(?<![\w\-./'\"]){re.escape(name)}(?==)"
         message = re.sub(pattern, names[name], message)
-    return message
+    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", message)  # "--x (--x)": the library's hint
 
 
 def os_error_message(error: OSError, args, names: dict) -> str:
