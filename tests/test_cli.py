@@ -143,6 +143,9 @@ def test_library_names_become_flags_only_where_they_are_arguments():
         "--warmup-epochs=1")
     assert as_flags("pass a smaller warmup_epochs (--warmup-epochs)", names) == (
         "pass a smaller --warmup-epochs")
+    assert as_flags("num_classes is 4; drop num_classes (--num-classes) or pass "
+                    "num_classes (--num-classes N)", names) == (
+        "--num-classes is 4; drop --num-classes or pass --num-classes N")
     assert as_flags("learning_rate must be > 0; got 0.0", names) == "--lr must be > 0; got 0.0"
     # plain words stay words unless they open a "... must ..." sentence
     assert as_flags("the model has 3 epochs of data; model must be one of: a, b", names) == (

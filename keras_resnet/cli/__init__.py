@@ -56,13 +56,16 @@ def as_flags(message: str, names: dict) -> str:
     """``message`` with the library's argument names written as the command's flags
     (``batch_size must be ...`` -> ``--batch-size must be ...``). A name with an underscore is
     replaced wherever it stands alone; a plain word (``workers``) only where it opens a sentence
-    with ``must`` or is followed by ``=``, so that words stay words."""
+    as its subject (``workers must``, ``data is``) or is followed by ``=``, so that words stay
+    words."""
     for name in sorted(names, key=len, reverse=True):
         alone = rf"(?<![\w\-./'\"]){re.escape(name)}(?![\w\-/'\"])"
         pattern = alone if "_" in name else \
-            rf"(?:^|(?<=; )){re.escape(name)}(?= must )|(?<![\w\-./'\"]){re.escape(name)}(?==)"
+            rf"(?:^|(?<=; )){re.escape(name)}(?= (?:must|and|is|needs?) )|" \
+            rf"(?<![\w\-./'\"]){re.escape(name)}(?==)"
         message = re.sub(pattern, names[name], message)
-    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", message)  # "--x (--x)": the library's hint
+    # "--x (--x N)": the library's own hint, now said once
+    return re.sub(r"(--[\w-]+) \(\1( [^)]*)?\)", r"\1\2", message)
 
 
 def os_error_message(error: OSError, args, names: dict) -> str:
