@@ -183,3 +183,10 @@ def test_convert_names_the_model_after_the_checkpoint_and_counts_tensors(tmp_pat
         "(num_batches_tracked counters have no Keras weight); ")
     assert lines[2] == "skipped fc.weight, fc.bias: a new 5-class head"
     assert keras.models.load_model(out).name == "tv_resnet18"
+
+
+def test_the_old_manifest_module_says_where_the_command_went():
+    result = _python("-m", "keras_resnet.distribute.manifest", "job")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("python -m keras_resnet.distribute.manifest is now `keras-resnet "
+                             "manifest` (the same arguments)\n")

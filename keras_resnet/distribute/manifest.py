@@ -143,3 +143,8 @@ def _scalar(value):
     if isinstance(value, (dict, list)):
         return "{}" if isinstance(value, dict) else "[]"
     return json.dumps(value)
+
+
+if __name__ == "__main__":  # the 0.1 way in: say where it went (exit status 1)
+    raise SystemExit("python -m keras_resnet.distribute.manifest is now `keras-resnet manifest` "
+                     "(the same arguments)")
