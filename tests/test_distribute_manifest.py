@@ -62,7 +62,8 @@ def test_bad_manifest_arguments(kwargs, error, message):
 
 def test_command_line_writes_the_manifest_atomically(tmp_path, capsys):
     out = tmp_path / "job.yaml"
-    assert main(["manifest", "job", "--workers", "2", "--gpus-per-worker", "8", "--out", str(out), "--",
+    assert main(["manifest", "job", "--workers", "2", "--gpus-per-worker", "8", "--out", str(out),
+                 "--",
                  "keras-resnet", "train", "--strategy", "multi-worker"]) == 0
     job = yaml.safe_load(out.read_text())
     worker = job["spec"]["tfReplicaSpecs"]["Worker"]

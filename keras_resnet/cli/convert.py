@@ -30,7 +30,8 @@ def register(subparsers):
                              "on raw 0..255 pixels, the default) or none")
     parser.add_argument("--logits", action="store_true",
                         help="end with logits instead of softmax probabilities")
-    parser.add_argument("--name", default=None, help="model name (default: the checkpoint file's name, e.g. "
+    parser.add_argument("--name", default=None,
+                        help="model name (default: the checkpoint file's name, e.g. "
                              "resnet50 for resnet50.safetensors)")
     parser.set_defaults(func=run)
 

@@ -14,7 +14,8 @@ from keras_resnet.constants import (DEFAULT_TFJOB_IMAGE as DEFAULT_IMAGE,
 def register(subparsers):
     """Adds the `manifest` subcommand."""
     parser = subparsers.add_parser(
-        "manifest", usage="keras-resnet manifest [options] NAME [-- COMMAND ...]", help="write a Kubeflow TFJob for multi-worker GPU training",
+        "manifest", usage="keras-resnet manifest [options] NAME [-- COMMAND ...]",
+        help="write a Kubeflow TFJob for multi-worker GPU training",
         description="Writes a Kubeflow TFJob (one Chief and --workers Worker pods sharing a "
                     "volume) whose pods run keras-resnet train --strategy multi-worker.",
         epilog="Anything after -- is the pods' command (default: keras-resnet train --strategy "

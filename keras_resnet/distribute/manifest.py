@@ -37,7 +37,8 @@ def default_command(mount_path: str = DEFAULT_MOUNT) -> list:
 
 
 def tfjob_manifest(name: str, *, workers: int = 1, gpus_per_worker: int = 1,
-                   image: str = DEFAULT_IMAGE, command=None, volume_claim: str = DEFAULT_TFJOB_VOLUME_CLAIM,
+                   image: str = DEFAULT_IMAGE, command=None,
+                   volume_claim: str = DEFAULT_TFJOB_VOLUME_CLAIM,
                    mount_path: str = DEFAULT_MOUNT, namespace: str | None = None) -> str:
     """The YAML text of a ``kubeflow.org/v1`` ``TFJob``: one chief and ``workers`` workers.
 
