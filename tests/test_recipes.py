@@ -143,8 +143,8 @@ def test_cli_recipe_warmup_longer_than_the_run_exits_2(tmp_path, capsys):
                    str(tmp_path / "runs"), "--no-export"])
     assert status == 2
     error = capsys.readouterr().err
-    assert error == ("keras-resnet train: error: warmup_epochs must be less than epochs (3); "
-                     "got 5 (recipe 'imagenet'); pass a smaller warmup_epochs (--warmup-epochs) "
+    assert error == ("keras-resnet train: error: --warmup-epochs must be less than epochs (3); "
+                     "got 5 (recipe 'imagenet'); pass a smaller --warmup-epochs "
                      "or more epochs\n")
     assert not (tmp_path / "runs").exists()
 

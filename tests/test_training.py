@@ -194,8 +194,8 @@ def test_normalization_is_adapted_when_the_data_has_no_statistics():
                                                     "'digits' has 10"),
     ({"model": "resnet50"}, ValueError, r"height 8 is too small; this network downsamples by "
                                         "32"),
-    ({"batch_size": 100000}, ValueError, "batch_size must be at most the 1293 images of "
-                                         "'digits'\\'s training split; got 100000"),
+    ({"batch_size": 100000}, ValueError, "batch_size must be at most the 1293 images of the "
+                                         "'digits' training split; got 100000"),
     ({"epochs_per_run": 3}, TypeError, "train\\(\\) got unexpected option\\(s\\) "
                                        "epochs_per_run"),
 ])
@@ -227,7 +227,7 @@ def test_cli_unwritable_export_fails_before_training(tmp_path, capsys):
                    str(tmp_path / "file" / "exports")])
     assert status == 2
     error = capsys.readouterr().err
-    assert error.startswith("keras-resnet train: error: export_dir must be a directory path; ")
+    assert error.startswith("keras-resnet train: error: --export must be a directory path; ")
     assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
@@ -256,14 +256,14 @@ def test_a_keras_model_whose_head_disagrees_with_the_data():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs must be a positive int (1, 2, 64, ...); got 0"),
-    (["--batch-size", "-1"], "batch_size must be a positive int (1, 2, 64, ...); got -1"),
-    (["--batch-size", "100000"], "batch_size must be at most the 1293 images of 'digits''s "
-                                 "training split; got 100000"),
-    (["--model", "resnet9"], "unknown model 'resnet9'; model must be one of: resnet18"),
-    (["--initializer", "kaiming"], "initializer must be a Keras initializer"),
+    (["--epochs", "0"], "--epochs must be a positive int (1, 2, 64, ...); got 0"),
+    (["--batch-size", "-1"], "--batch-size must be a positive int (1, 2, 64, ...); got -1"),
+    (["--batch-size", "100000"], "--batch-size must be at most the 1293 images of the "
+                                 "'digits' training split; got 100000"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; --model must be one of: resnet18"),
+    (["--initializer", "kaiming"], "--initializer must be a Keras initializer"),
     (["--data", "no/such/folder"], "unknown data set 'no/such/folder'"),
-    (["--classes", "3"], "model head has classes=3 but data 'digits' has 10 classes"),
+    (["--classes", "3"], "model head has --classes=3 but data 'digits' has 10 classes"),
 ])
 def test_cli_bad_input(tmp_path, capsys, argv, message):
     status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *argv])
@@ -456,11 +456,11 @@ def test_cli_data_flags_reach_the_pipeline(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--image-size", "12x"], "--image-size must be N or HxW (e.g. 64 or 160x128); got '12x'"),
     (["--model", "resnet18", "--image-size", "16"],
-     "image_size must be at least 32x32 for 'resnet18' (its total stride); got 16"),
-    (["--crop-fraction", "1.5"], "crop_fraction must be a number in (0, 1]"),
-    (["--shuffle-buffer", "0"], "shuffle_buffer must be a positive int"),
-    (["--cache-mb", "-1"], "cache_mb must be a number >= 0"),
-    (["--label-offset", "-1"], "label_offset must be an int >= 0; got -1"),
+     "--image-size must be at least 32x32 for 'resnet18' (its total stride); got 16"),
+    (["--crop-fraction", "1.5"], "--crop-fraction must be a number in (0, 1]"),
+    (["--shuffle-buffer", "0"], "--shuffle-buffer must be a positive int"),
+    (["--cache-mb", "-1"], "--cache-mb must be a number >= 0"),
+    (["--label-offset", "-1"], "--label-offset must be an int >= 0; got -1"),
 ])
 def test_cli_bad_data_flags_exit_2_before_training(tmp_path, capsys, flags, message):
     status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *flags])

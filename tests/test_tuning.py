@@ -342,7 +342,7 @@ def test_cli_shows_the_library_errors(tmp_path, capsys):
 
     status = main(["tune", "--max-trials", "0", "--directory", str(tmp_path)])
     assert status == 2
-    assert capsys.readouterr().err == ("keras-resnet tune: error: max_trials must be a positive "
+    assert capsys.readouterr().err == ("keras-resnet tune: error: --max-trials must be a positive "
                                        "int (1, 2, 64, ...); got 0\n")
 
 

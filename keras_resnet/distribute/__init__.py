@@ -11,7 +11,7 @@
   out of the run.
 * ``manifest.tfjob_manifest(...)``: a Kubeflow ``TFJob`` (chief + workers, GPU requests, the
   shared volume) running ``keras-resnet train --strategy multi-worker``;
-  ``python -m keras_resnet.distribute.manifest`` writes one.
+  ``keras-resnet manifest`` writes one.
 """
 
 from keras_resnet.distribute.cluster import Cluster, read_cluster

@@ -215,8 +215,8 @@ def _load_data(config, data, named_model=True):
         dataset = data_module.load_dataset(config.data, batch_size=default_batch_size(config),
                                            seed=config.seed, **config.data_options)
     if dataset.batch_size > dataset.train_size:
-        raise ValueError(f"batch_size must be at most the {dataset.train_size} images of "
-                         f"{dataset.name!r}'s training split; got {dataset.batch_size}")
+        raise ValueError(f"batch_size must be at most the {dataset.train_size} images of the "
+                         f"{dataset.name!r} training split; got {dataset.batch_size}")
     return dataset
 
 
