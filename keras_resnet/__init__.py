@@ -1,9 +1,11 @@
 """keras_resnet: residual networks for Keras 3 — blocks, models, training, tuning and export.
 
 The modules that register Keras serializables (the custom layers, the learning-rate schedule
-and the loss) are imported eagerly, so ``keras.models.load_model`` reads any keras_resnet
-``.keras`` file after a plain ``import keras_resnet``; the other public names are imported on
-first use (PEP 562).
+and the loss) are imported together with Keras: at once when Keras is already imported, else
+right after Keras' own import, so ``keras.models.load_model`` reads any keras_resnet ``.keras``
+file after a plain ``import keras_resnet`` while the package import itself (and with it the
+command line's ``--help``) loads neither Keras nor TensorFlow. The other public names are
+imported on first use (PEP 562).
 
 The package import and the modelling core (blocks, models, presets, stats, folding, the recipe's
 compile/fit pieces, ``.safetensors`` checkpoints) need no TensorFlow and run on every Keras
@@ -12,12 +14,50 @@ raise ``keras_resnet._tensorflow.TensorFlowRequired`` naming the extra to instal
 """
 
 import importlib as _importlib
+import importlib.util as _importlib_util
+import sys as _sys
 
 __version__ = "0.1.0"
 
-# Registers ZeroPadShortcut, RepeatedBlocks, FusedBatchNormalization, FoldedBatchNorm,
-# PaperSchedule and the loss with Keras (the modelling storey imports no TensorFlow).
-import keras_resnet.modeling  # noqa: F401
+
+class _RegisterWithKeras:
+    """A one-shot import hook: once ``keras`` has been imported, imports
+    ``keras_resnet.modeling``, which registers ZeroPadShortcut, RepeatedBlocks,
+    FusedBatchNormalization, FoldedBatchNorm, PaperSchedule and the loss with Keras.
+
+    Safe inside our own imports: modeling imports nothing above it, so when a module of
+    modeling is the one importing Keras the package is returned half-built and finishes itself.
+    """
+
+    finding = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        # importlib.util.find_spec("keras") asks too and loads nothing: the hook stays until
+        # Keras is really imported.
+        if fullname != "keras" or self.finding:
+            return None
+        self.finding = True
+        try:
+            spec = _importlib_util.find_spec("keras")
+        finally:
+            self.finding = False
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_then_register(module):
+                if self in _sys.meta_path:
+                    _sys.meta_path.remove(self)
+                run(module)
+                _importlib.import_module("keras_resnet.modeling")
+
+            spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in _sys.modules:
+    import keras_resnet.modeling  # noqa: F401  (registers the serializables now)
+elif not any(isinstance(finder, _RegisterWithKeras) for finder in _sys.meta_path):
+    _sys.meta_path.insert(0, _RegisterWithKeras())
 
 # public name -> the module that defines it
 _EXPORTS = {

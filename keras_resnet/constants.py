@@ -12,6 +12,14 @@ DENSE_SHORTCUTS = ("auto", "identity", "C")
 STEMS = ("imagenet", "cifar", "deep")
 POOLINGS = (None, "avg", "max")
 COMPATS = (None, "keras.applications")
+# the keys of keras_resnet.modeling.presets.MODEL_PRESETS, for the CLI's parser (which imports
+# no Keras); tests/test_cli.py keeps the two equal
+MODEL_NAMES = (*(f"resnet{d}" for d in (18, 34, 50, 101, 152, 200)),
+               *(f"preact-resnet{d}" for d in (18, 34, 50, 101, 152, 200)),
+               "plain18", "plain34",
+               *(f"cifar-resnet{d}" for d in (20, 32, 44, 56, 110, 1202)),
+               *(f"cifar-plain{d}" for d in (20, 32, 44, 56, 110)),
+               "cifar-preact-resnet164", "cifar-preact-resnet1001")
 SUMMARY_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # benchmarks/bench.py of a source checkout (run by `keras-resnet bench`)
 BENCHMARKS = ("roofline", "resnet50", "precision", "cifar56", "resnet1202", "serving",
@@ -44,6 +52,7 @@ WARMUP_LEARNING_RATE = 0.01
 WARMUP_MAX_ERROR = 0.8
 # the recipe `train` uses unless told (keras_resnet.modeling.presets.RECIPES)
 DEFAULT_RECIPE = "cifar"
+RECIPE_NAMES = ("cifar", "imagenet", "imagenet-step")  # its keys, for the CLI's parser
 # fine-tuning a pretrained model (keras_resnet.training.fine_tuning.fine_tune): Adam learning rates
 DEFAULT_HEAD_LEARNING_RATE = 1e-3
 DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-4
@@ -130,3 +139,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_BODY_MB = 32
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_MB * 1024 * 1024
 MIN_BODY_BYTES = 1024
+
+# ------------------------------------------------------------------ distribute (TFJob manifest)
+DEFAULT_TFJOB_IMAGE = "keras-resnet:latest"
+DEFAULT_TFJOB_MOUNT = "/shared"
+DEFAULT_TFJOB_VOLUME_CLAIM = "keras-resnet"

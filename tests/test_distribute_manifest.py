@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from keras_resnet.distribute.manifest import default_command, main, tfjob_manifest
+from keras_resnet.cli import main
+from keras_resnet.distribute.manifest import default_command, tfjob_manifest
 
 
 def test_tfjob_has_a_chief_workers_gpus_the_shared_volume_and_the_train_command():
@@ -61,7 +62,8 @@ def test_bad_manifest_arguments(kwargs, error, message):
 
 def test_command_line_writes_the_manifest_atomically(tmp_path, capsys):
     out = tmp_path / "job.yaml"
-    assert main(["job", "--workers", "2", "--gpus-per-worker", "8", "--out", str(out), "--",
+    assert main(["manifest", "job", "--workers", "2", "--gpus-per-worker", "8", "--out", str(out),
+                 "--",
                  "keras-resnet", "train", "--strategy", "multi-worker"]) == 0
     job = yaml.safe_load(out.read_text())
     worker = job["spec"]["tfReplicaSpecs"]["Worker"]
@@ -70,7 +72,23 @@ def test_command_line_writes_the_manifest_atomically(tmp_path, capsys):
     assert container["command"] == ["keras-resnet", "train", "--strategy", "multi-worker"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert [p.name for p in tmp_path.iterdir()] == ["job.yaml"]  # no temporary left
-    assert main(["Bad"]) == 2
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert main(["manifest", "Bad"]) == 2
     assert capsys.readouterr().err == (
-        "keras_resnet.distribute.manifest: error: name must be a Kubernetes name (lower-case "
+        "keras-resnet manifest: error: name must be a Kubernetes name (lower-case "
         "letters, digits and '-', at most 63); got 'Bad'\n")
+
+
+def test_command_line_prints_the_default_manifest(capsys):
+    assert main(["manifest", "job", "--gpus-per-worker", "0"]) == 0
+    job = yaml.safe_load(capsys.readouterr().out)
+    container = job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]
+    assert container["command"] == default_command()
+    assert "resources" not in container
+
+
+def test_words_after_double_dash_belong_to_manifest_only(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["summary", "--", "resnet18"])
+    assert exit_.value.code == 2
+    assert "keras-resnet: error: unrecognized arguments: -- resnet18" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_train_stops_when_a_worker_never_starts(tmp_path):
     assert process.returncode == 2, (out, err)
     assert f"waiting for worker 1 at 127.0.0.1:{ports[1]}" in out
     assert err.strip().splitlines()[-1] == (
-        f"keras-resnet train: error: worker 0 waited 3 s (worker_timeout) for worker 1 at "
+        f"keras-resnet train: error: worker 0 waited 3 s (--worker-timeout) for worker 1 at "
         f"127.0.0.1:{ports[1]}; start every task of TF_CONFIG's cluster, check the addresses "
         "and firewalls, or raise --worker-timeout")
     assert elapsed < 15 + 10  # TensorFlow's import on a busy machine, then the 3 s

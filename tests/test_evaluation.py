@@ -234,8 +234,8 @@ def test_grad_cam_on_jax_matches_tensorflow(tmp_path):
     (["MODEL", "--data", "digits", "--batch-size", "0"], "--batch-size must be a positive int"),
     (["MODEL", "--data", "digits", "--mistakes", "-1"], "--mistakes must be an int in [0, 256]"),
     (["MODEL"], "data is needed for"),
-    (["MODEL", "--data", "digits", "--grpc", "127.0.0.1:1"], "grpc and served_model need "
-                                                             "server=URL"),
+    (["MODEL", "--data", "digits", "--grpc", "127.0.0.1:1"], "--grpc and --served-model "
+                                                             "need --server=URL"),
     (["MODEL", "--data", "nowhere"], "unknown data set 'nowhere'"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):

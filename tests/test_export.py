@@ -430,7 +430,7 @@ def saved_keras_file(tmp_path_factory):
     ("out_is_file", "--out must be a directory; got '{out}', which is a file"),
     ("truncated", "is not a readable .keras file (not a zip archive: truncated or corrupt?)"),
     ("garbage", "is not a readable .keras file (not a zip archive: truncated or corrupt?)"),
-    ("top_k", "top_k must be an int in [1, 3]; got 100"),
+    ("top_k", "--top-k must be an int in [1, 3]; got 100"),
 ])
 def test_cli_export_bad_input_is_one_line_exit_2(case, message, saved_keras_file, tmp_path,
                                                  capsys):

@@ -57,11 +57,11 @@ def _train(tmp_path, *flags):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--fine-tune-from", "conv7"], "fine_tune_from must be a stage of model 'tiny_resnet' "
+    (["--fine-tune-from", "conv7"], "--fine-tune-from must be a stage of model 'tiny_resnet' "
                                     "(conv2, conv3, conv4, conv5, or its number); got 'conv7'"),
     (["--fine-tune-from", "conv5", "--epochs", "1"],
-     "epochs must be at least 2 with fine_tune_from (one epoch per phase); got 1"),
-    (["--head-epochs", "3", "--epochs", "2"], r"head_epochs must be an int in [1, 2]; got 3"),
+     "--epochs must be at least 2 with --fine-tune-from (one epoch per phase); got 1"),
+    (["--head-epochs", "3", "--epochs", "2"], r"--head-epochs must be an int in [1, 2]; got 3"),
 ])
 def test_bad_fine_tuning_input_exits_2_before_training(tmp_path, capsys, flags, message):
     _, path = _checkpoint(tmp_path)
@@ -77,8 +77,8 @@ def test_fine_tuning_flags_need_weights(tmp_path, capsys):
     status = main(["train", "--fine-tune-from", "conv5", "--out", str(tmp_path / "runs"),
                    "--no-export"])
     assert status == 2
-    assert ("fine_tune_from fine-tunes pretrained weights: it needs weights=PATH; got "
-            "fine_tune_from='conv5' without weights") in capsys.readouterr().err
+    assert ("--fine-tune-from fine-tunes pretrained weights: it needs --weights=PATH; got "
+            "--fine-tune-from='conv5' without weights") in capsys.readouterr().err
 
 
 @pytest.mark.slow

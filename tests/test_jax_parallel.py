@@ -246,10 +246,10 @@ def test_jax_strategy_errors_exit_2_before_training(tmp_path):
     result = json.loads(run_python(code, env=JAX_TWO_DEVICES).strip().splitlines()[-1])
     mirrored, auto, multi_worker, cluster, export = result["results"]
     prefix = "keras-resnet train: error: "
-    assert mirrored == [2, prefix + "batch_size must be a multiple of the 2 devices strategy "
+    assert mirrored == [2, prefix + "--batch-size must be a multiple of the 2 devices strategy "
                         "'mirrored' splits it over on backend 'jax' (it is the global batch); "
                         "got 33\n"]
-    assert auto == [2, prefix + "batch_size must be a multiple of the 2 devices strategy "
+    assert auto == [2, prefix + "--batch-size must be a multiple of the 2 devices strategy "
                     "'mirrored' splits it over on backend 'jax' (it is the global batch); "
                     "got 7\n"]
     way_out = ("on backend 'jax': run with KERAS_BACKEND=tensorflow, or train on this "

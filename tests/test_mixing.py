@@ -130,7 +130,7 @@ def test_train_with_mixup_and_cutmix_on_digits(tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "mix"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["data_options"] == {"mixup": 0.2, "cutmix": 1.0}
+    assert metrics["config"]["data_options"] == {"mixup": 0.2, "cutmix": 1.0}
     assert np.isfinite(metrics["test_loss"]) and 0 <= metrics["test_accuracy"] <= 1
     model = keras.models.load_model(run / "model.keras")
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)

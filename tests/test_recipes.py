@@ -143,8 +143,8 @@ def test_cli_recipe_warmup_longer_than_the_run_exits_2(tmp_path, capsys):
                    str(tmp_path / "runs"), "--no-export"])
     assert status == 2
     error = capsys.readouterr().err
-    assert error == ("keras-resnet train: error: warmup_epochs must be less than epochs (3); "
-                     "got 5 (recipe 'imagenet'); pass a smaller warmup_epochs (--warmup-epochs) "
+    assert error == ("keras-resnet train: error: --warmup-epochs must be less than epochs (3); "
+                     "got 5 (recipe 'imagenet'); pass a smaller --warmup-epochs "
                      "or more epochs\n")
     assert not (tmp_path / "runs").exists()
 
@@ -192,12 +192,12 @@ def test_tiny_imagenet_recipe_run_on_64px_images(tmp_path, monkeypatch, capsys):
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
     metrics = json.loads((tmp_path / "runs" / "tiny" / "metrics.json").read_text())
     config = metrics["config"]
-    assert metrics["recipe"] == config["recipe"] == "imagenet"
+    assert config["recipe"] == "imagenet"
     assert config["learning_rate"] == 0.1 * 4 / 256 and config["schedule"] == "cosine"
     assert config["model_options"] == {"zero_init_residual": True}
     assert config["data_options"] == {"crop": "inception"}
     assert config["warmup_epochs"] == 1 and config["batch_size"] == 4
-    assert metrics["label_smoothing"] == 0.1 and metrics["momentum"] == 0.9
+    assert config["label_smoothing"] == 0.1 and config["momentum"] == 0.9
     # One warm-up epoch (a linear ramp), then cosine to 0 over the last epoch.
     steps = -(-metrics["train_size"] // 4)
     rate = 0.1 * 4 / 256
@@ -252,7 +252,7 @@ def test_backup_every_steps_resumes_from_the_last_backed_up_step(tmp_path):
     assert (f"Resuming epoch {epoch + 1} after its batch {batch + 1} (the data skips the "
             f"{batch + 1} batches done)") in again.stdout
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] == epoch and metrics["backup_every_steps"] == 2
+    assert metrics["resumed_from_epoch"] == epoch and metrics["config"]["backup_every_steps"] == 2
     # The optimizer step went on from the backup and the resumed epoch ran only its remaining
     # steps, so every epoch ends where an uninterrupted run's does: its last step is
     # (k + 1) * 6 - 1 (the rate logged is the one that step used).
@@ -274,7 +274,7 @@ def test_imagenet_step_recipe_run_records_the_decayed_rates(tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "runs" / "step" / "metrics.json").read_text())
     assert metrics["config"]["step_boundaries"] == [1 / 3, 2 / 3, 8 / 9]
-    assert metrics["schedule"] == "step" and metrics["learning_rate"] == 0.1
+    assert metrics["config"]["schedule"] == "step" and metrics["config"]["learning_rate"] == 0.1
     steps = -(-metrics["train_size"] // 256)
     history = read_history(str(tmp_path / "runs" / "step" / "history.csv"))
     # epoch 1: the ramp's last step (the first decay is at step `steps`); epoch 2: /10;

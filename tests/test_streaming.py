@@ -354,7 +354,7 @@ def test_train_cli_names_the_shard_of_a_bad_label_and_of_a_corrupt_record(tmp_pa
     assert len(error.splitlines()) == 1
     assert re.fullmatch(r"keras-resnet train: error: label out of range: record \d of shard "
                         rf"'{labels}/train-0000[01]-of-00002' stores label [3-7]; minus "
-                        r"label_offset 0 it must be in \[0, 3\) .*prepare the data again",
+                        r"--label-offset 0 it must be in \[0, 3\) .*prepare the data again",
                         error), error
     corrupt = tmp_path / "corrupt"
     _corrupt_record(corrupt)
@@ -374,8 +374,8 @@ def test_train_cli_takes_num_classes_and_says_when_it_is_missing(imagenet_like, 
     common = ["train", "--out", str(tmp_path / "runs"), "--no-export", "--epochs", "1"]
     assert main([*common, "--data", imagenet_like, "--label-offset", "1"]) == 2
     error = capsys.readouterr().err
-    assert "has no dataset.json naming its classes; pass num_classes (--num-classes N)" in error
+    assert "has no dataset.json naming its classes; pass --num-classes N" in error
     assert len(error.strip().splitlines()) == 1
     assert main([*common, "--data", "digits", "--num-classes", "4"]) == 2
-    assert ("num_classes is 4 but 'digits' has 10 classes; drop num_classes (--num-classes) or "
+    assert ("--num-classes is 4 but 'digits' has 10 classes; drop --num-classes or "
             "pass 10") in capsys.readouterr().err

@@ -194,8 +194,8 @@ def test_normalization_is_adapted_when_the_data_has_no_statistics():
                                                     "'digits' has 10"),
     ({"model": "resnet50"}, ValueError, r"height 8 is too small; this network downsamples by "
                                         "32"),
-    ({"batch_size": 100000}, ValueError, "batch_size must be at most the 1293 images of "
-                                         "'digits'\\'s training split; got 100000"),
+    ({"batch_size": 100000}, ValueError, "batch_size must be at most the 1293 images of the "
+                                         "'digits' training split; got 100000"),
     ({"epochs_per_run": 3}, TypeError, "train\\(\\) got unexpected option\\(s\\) "
                                        "epochs_per_run"),
 ])
@@ -227,7 +227,7 @@ def test_cli_unwritable_export_fails_before_training(tmp_path, capsys):
                    str(tmp_path / "file" / "exports")])
     assert status == 2
     error = capsys.readouterr().err
-    assert error.startswith("keras-resnet train: error: export_dir must be a directory path; ")
+    assert error.startswith("keras-resnet train: error: --export must be a directory path; ")
     assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
@@ -256,14 +256,14 @@ def test_a_keras_model_whose_head_disagrees_with_the_data():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs must be a positive int (1, 2, 64, ...); got 0"),
-    (["--batch-size", "-1"], "batch_size must be a positive int (1, 2, 64, ...); got -1"),
-    (["--batch-size", "100000"], "batch_size must be at most the 1293 images of 'digits''s "
-                                 "training split; got 100000"),
-    (["--model", "resnet9"], "unknown model 'resnet9'; model must be one of: resnet18"),
-    (["--initializer", "kaiming"], "initializer must be a Keras initializer"),
+    (["--epochs", "0"], "--epochs must be a positive int (1, 2, 64, ...); got 0"),
+    (["--batch-size", "-1"], "--batch-size must be a positive int (1, 2, 64, ...); got -1"),
+    (["--batch-size", "100000"], "--batch-size must be at most the 1293 images of the "
+                                 "'digits' training split; got 100000"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; --model must be one of: resnet18"),
+    (["--initializer", "kaiming"], "--initializer must be a Keras initializer"),
     (["--data", "no/such/folder"], "unknown data set 'no/such/folder'"),
-    (["--classes", "3"], "model head has classes=3 but data 'digits' has 10 classes"),
+    (["--classes", "3"], "model head has --classes=3 but data 'digits' has 10 classes"),
 ])
 def test_cli_bad_input(tmp_path, capsys, argv, message):
     status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *argv])
@@ -300,8 +300,10 @@ def test_end_to_end_on_a_small_synthetic_set(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics == result.metrics
     assert metrics["epochs"] == 2 and metrics["parameters"] == result.model.count_params()
-    assert metrics["test_size"] == 12 and metrics["schedule"] == "cosine"
-    assert metrics["deterministic"] is True
+    assert metrics["test_size"] == 12 and metrics["config"]["schedule"] == "cosine"
+    assert metrics["config"]["deterministic"] is True and metrics["test_split"] == "test"
+    # the configuration once, under "config"; the results beside it
+    assert not {"name", "schedule", "learning_rate", "seed", "data_options"} & set(metrics)
     assert TrainConfig.from_dict(metrics["config"]) == TrainConfig(
         data="synthetic", epochs=2, out_dir=str(tmp_path / "runs"), export_dir=None,
         name="smoke", verbose=0, schedule="cosine", warmup=True, label_smoothing=0.1,
@@ -449,17 +451,16 @@ def test_cli_data_flags_reach_the_pipeline(tmp_path, monkeypatch, capsys):
     assert dataset.augmentation.get("rand_augment") is True
     metrics = json.loads((tmp_path / "runs" / "flags" / "metrics.json").read_text())
     assert metrics["config"]["data_options"] == {**expected, "image_size": [16, 12]}
-    assert metrics["data_options"] == metrics["config"]["data_options"]
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--image-size", "12x"], "--image-size must be N or HxW (e.g. 64 or 160x128); got '12x'"),
     (["--model", "resnet18", "--image-size", "16"],
-     "image_size must be at least 32x32 for 'resnet18' (its total stride); got 16"),
-    (["--crop-fraction", "1.5"], "crop_fraction must be a number in (0, 1]"),
-    (["--shuffle-buffer", "0"], "shuffle_buffer must be a positive int"),
-    (["--cache-mb", "-1"], "cache_mb must be a number >= 0"),
-    (["--label-offset", "-1"], "label_offset must be an int >= 0; got -1"),
+     "--image-size must be at least 32x32 for 'resnet18' (its total stride); got 16"),
+    (["--crop-fraction", "1.5"], "--crop-fraction must be a number in (0, 1]"),
+    (["--shuffle-buffer", "0"], "--shuffle-buffer must be a positive int"),
+    (["--cache-mb", "-1"], "--cache-mb must be a number >= 0"),
+    (["--label-offset", "-1"], "--label-offset must be an int >= 0; got -1"),
 ])
 def test_cli_bad_data_flags_exit_2_before_training(tmp_path, capsys, flags, message):
     status = main(["train", "--out", str(tmp_path / "runs"), "--no-export", *flags])
@@ -488,6 +489,9 @@ def test_a_corrupt_record_met_in_training_stops_with_the_shard_and_index(tmp_pat
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
     assert "corrupt record 11 in shard '" in error and "train-00000-of-00001'" in error
+    # nothing was trained: no empty history.csv, no logs/ left behind
+    assert not list((tmp_path / "runs").rglob("history.csv"))
+    assert not list((tmp_path / "runs").rglob("logs"))
 
 
 @pytest.mark.slow
@@ -504,3 +508,117 @@ def test_cli_loop_stages_trains_the_looped_network(tmp_path, capsys):
     assert len(looped) == 3
     assert all(layer.get_config()["recompute_grad"] for layer in looped)
     assert metrics["parameters"] == model.count_params()
+
+
+@pytest.mark.parametrize("flag, argument, path, reason", [
+    ("--export", "export_dir", "/proc/keras-resnet/exports", "No such file or directory"),
+    ("--out", "out_dir", "/sys/keras-resnet-runs", "Operation not permitted"),
+])
+def test_cli_directories_that_cannot_be_created_fail_before_training(tmp_path, capsys, flag,
+                                                                     argument, path, reason):
+    """Root's os.access says yes under /proc and /sys: the directory is made to find out."""
+    if os.geteuid() != 0 and not os.access(os.path.dirname(path), os.W_OK):
+        pytest.skip("os.access already refuses this path to this user")
+    argv = ["train", "--epochs", "1", "--out", str(tmp_path / "runs"),
+            "--export", str(tmp_path / "exports"), flag, path]
+    status = main(argv)
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error == (f"keras-resnet train: error: {argument} ({flag}) {path!r} cannot be "
+                     f"created or written: {reason}\n")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "exports").exists()
+
+
+def test_check_creatable_removes_what_it_created(tmp_path):
+    from keras_resnet.training.run_files import check_creatable
+
+    check_creatable(tmp_path / "a" / "b" / "c", "out_dir", "--out")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    check_creatable(tmp_path / "kept", "out_dir", "--out")
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+
+def test_a_run_that_fails_before_any_epoch_leaves_no_history_or_logs(tmp_path):
+    import tensorflow as tf
+
+    data = load_dataset("synthetic", image_size=(8, 8), num_classes=3, num_examples=40,
+                        batch_size=8)
+    broken = data.train.map(lambda x, y: (tf.debugging.check_numerics(x * np.nan, "bad image"),
+                                          y))
+    data = dataclasses.replace(data, train=broken, train_order=None)
+    small = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")], name="small")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bad image"):
+        train(small, data, epochs=1, out_dir=str(tmp_path), export_dir=None, name="broken",
+              verbose=0)
+    assert not (tmp_path / "broken").exists()
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_after_training_keeps_the_run_and_the_cli_finishes_it(
+        tmp_path, capsys):
+    import shlex
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "kept").write_text("a file where the export's model directory goes")
+    status = main(["train", "--data", "digits", "--epochs", "1", "--batch-size", "256",
+                   "--out", str(tmp_path / "runs"), "--export", str(exports), "--name", "kept",
+                   "--verbose", "0"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith(f"keras-resnet train: error: the run is trained and saved in "
+                            f"{tmp_path / 'runs' / 'kept'} (model.keras, metrics.json), but its "
+                            f"export to {exports} failed: ")
+    run = tmp_path / "runs" / "kept"
+    assert (run / "model.keras").is_file() and (run / "curves.png").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["export_path"] is None and metrics["epochs"] == 1
+    assert not (run / "backup").exists()  # complete: a re-run would train anew
+    command = error.split("`")[1]
+    (exports / "kept").unlink()
+    assert shlex.split(command)[:2] == ["keras-resnet", "export"]
+    assert main(shlex.split(command)[1:]) == 0, capsys.readouterr().err
+    assert (exports / "kept" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_split_of_test_accuracy_is_named(tmp_path):
+    """TFRecord shards without test-* shards test on the validation split: metrics.json and
+    the CLI say so."""
+    from imagefolders import make_jpeg_folder
+
+    from keras_resnet.data import prepare
+    from keras_resnet.training.outcome import test_split_name
+
+    folder = make_jpeg_folder(str(tmp_path / "pets"), classes=2, per_class=8, size=(12, 12))
+    prepare(folder, str(tmp_path / "shards"), shards=1, validation_split=0.25)
+    shards = load_dataset(str(tmp_path / "shards"), batch_size=4)
+    assert test_split_name(shards) == "validation (TFRecord data has no test split)"
+    assert test_split_name(load_dataset(folder, batch_size=4)) == "test"
+    assert test_split_name(load_dataset("synthetic", image_size=(8, 8), num_classes=2,
+                                        num_examples=20, batch_size=4)) == "test"
+
+
+@pytest.mark.slow
+def test_non_ascii_class_names_train_save_and_export(tmp_path, capsys):
+    """Folders named ñandú, "blue jay" and 🦜: the run trains, saves and exports their names."""
+    from imagefolders import make_jpeg_folder
+
+    folder = make_jpeg_folder(str(tmp_path / "birds"), classes=3, per_class=6, size=(16, 16))
+    names = ["ñandú", "blue jay", "🦜"]
+    for old, new in zip(sorted(os.listdir(folder)), names):
+        os.rename(os.path.join(folder, old), os.path.join(folder, new))
+    status = main(["train", "--data", folder, "--model", "cifar-resnet20", "--epochs", "1",
+                   "--batch-size", "4", "--out", str(tmp_path / "runs"), "--export",
+                   str(tmp_path / "exports"), "--name", "birds", "--verbose", "0"])
+    assert status == 0, capsys.readouterr().err
+    run = tmp_path / "runs" / "birds"
+    assert (run / "model.keras").is_file()
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    export = tmp_path / "exports" / "birds" / "1"
+    assert metrics["export_path"] == str(export) and (export / "saved_model.pb").is_file()
+    record = json.loads((export / "assets.extra" / "keras_resnet_export.json")
+                        .read_text(encoding="utf-8"))
+    assert sorted(record["spec"]["class_names"]) == sorted(names)

@@ -342,5 +342,27 @@ def test_cli_shows_the_library_errors(tmp_path, capsys):
 
     status = main(["tune", "--max-trials", "0", "--directory", str(tmp_path)])
     assert status == 2
-    assert capsys.readouterr().err == ("keras-resnet tune: error: max_trials must be a positive "
+    assert capsys.readouterr().err == ("keras-resnet tune: error: --max-trials must be a positive "
                                        "int (1, 2, 64, ...); got 0\n")
+
+
+def test_a_rebatched_trial_does_not_run_out_of_data(tmp_path):
+    """Data loaded once and re-batched per trial keeps its number of batches: Keras ends no
+    epoch with "Your input ran out of data" (each trial's first epoch did)."""
+    import warnings
+
+    from keras_resnet.data import load_dataset
+
+    data = load_dataset("synthetic", image_size=(8, 8), num_classes=2, num_examples=60,
+                        batch_size=16, seed=0)
+    hypermodel = HyperResNet((8, 8, 3), 2, "cifar", data=data, seed=0)
+    rebatched = hypermodel.dataset(7)
+    for split, size in ((rebatched.train, data.train_size), (rebatched.test, data.test_size)):
+        assert int(split.cardinality()) == -(-size // 7) == sum(1 for _ in split)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(data, directory=str(tmp_path), max_trials=1, epochs=2, depth=8,
+                      width_multiplier=0.5, batch_size=7, trial_process="same",
+                      export_dir=None, verbose=0)
+    assert result.rows and result.rows[0]["status"] == "completed"
+    assert not [w for w in caught if "ran out of data" in str(w.message)]

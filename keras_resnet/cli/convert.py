@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
 
@@ -29,7 +30,9 @@ def register(subparsers):
                              "on raw 0..255 pixels, the default) or none")
     parser.add_argument("--logits", action="store_true",
                         help="end with logits instead of softmax probabilities")
-    parser.add_argument("--name", default=None, help="model name (default: resnet)")
+    parser.add_argument("--name", default=None,
+                        help="model name (default: the checkpoint file's name, e.g. "
+                             "resnet50 for resnet50.safetensors)")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +50,16 @@ def _input_shape(text):
     return shape
 
 
+def _model_name(source):
+    """The checkpoint file's name without its extension, as a Keras name."""
+    stem = os.path.basename(source)
+    for extension in TORCH_CHECKPOINT_EXTENSIONS:
+        if stem.lower().endswith(extension):
+            stem = stem[:-len(extension)]
+            break
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "resnet"
+
+
 def run(args):
     """Converts the checkpoint and prints what was mapped."""
     if not args.out.endswith(".keras"):
@@ -61,12 +74,14 @@ def run(args):
     shape = _input_shape(args.input_shape)
     from keras_resnet.files import atomic_path
     from keras_resnet.modeling.checkpoints import from_torch_checkpoint
+    from keras_resnet.modeling.torch_weights import describe_load
 
     preprocessing = None if args.preprocessing == "none" else args.preprocessing
     try:
         model = from_torch_checkpoint(args.source, input_shape=shape, classes=args.classes,
                                       classifier_activation=None if args.logits else "softmax",
-                                      preprocessing=preprocessing, name=args.name)
+                                      preprocessing=preprocessing,
+                                      name=args.name or _model_name(args.source))
     except ImportError as error:  # a .pth without torch: a usage error, not a crash
         raise ValueError(str(error)) from None
     result = model.pretrained_load
@@ -75,8 +90,9 @@ def run(args):
     print(f"{args.source}: {kind} blocks, stage_depths {architecture.stage_depths}, widths "
           f"{architecture.widths}, stem={architecture.stem}, shortcut={architecture.shortcut}, "
           f"classes {architecture.classes}")
-    print(f"mapped {len(result.loaded)} tensors onto {model.name!r} "
-          f"({model.count_params():,} parameters, input {model.input_shape[1:]})")
+    weights = sum(not key.endswith("num_batches_tracked") for key in result.loaded)
+    print(f"{describe_load(result.loaded, result.skipped, weights, model.name)}; "
+          f"{model.count_params():,} parameters, input {model.input_shape[1:]}")
     if result.skipped:
         print(f"skipped {', '.join(result.skipped)}: a new {model.output_shape[-1]}-class head")
     print(f"preprocessing: {args.preprocessing}")

@@ -32,6 +32,9 @@ def run(args):
 
     checks.optional_positive_int(args.top_k, "--top-k")
     for path in args.images:
+        if os.path.isdir(path):
+            raise ValueError(f"IMAGE {path!r} is a directory; give image files (JPEG, PNG, BMP "
+                             f"or GIF), e.g. {os.path.join(path, '*.jpg')}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image {path!r} does not exist")
     encoded = []

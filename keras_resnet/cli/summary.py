@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from keras_resnet import constants
-from keras_resnet.modeling import presets
 
 DEFAULT_MODELS = constants.SUMMARY_MODELS
 
@@ -13,7 +12,7 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "summary", help="table of depth, parameters, multiply-adds and layers per model",
         description="Builds each model and counts its parameters and multiply-adds from its own "
-                    "layers. Valid names: " + ", ".join(presets.MODEL_PRESETS))
+                    "layers. Valid names: " + ", ".join(constants.MODEL_NAMES))
     parser.add_argument("models", nargs="*", metavar="MODEL", default=list(DEFAULT_MODELS),
                         help="model names (default: the ImageNet ResNet-18 ... 152)")
     parser.add_argument("--stride-on", choices=constants.STRIDE_ON, default=None,
@@ -25,6 +24,8 @@ def register(subparsers):
 
 def run(args):
     """Prints the table."""
+    from keras_resnet.modeling import presets
+
     for name in args.models:
         presets.check_model_name(name, "MODEL")
     from keras_resnet.modeling.models import build

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from keras_resnet.modeling import presets
-from keras_resnet.cli import add_reproducibility_arguments
+from keras_resnet.cli.arguments import add_reproducibility_arguments
 from keras_resnet.constants import DEFAULT_TRAIN_WORKER_TIMEOUT
 from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB, DEFAULT_DATA,
                                     DEFAULT_EPOCHS, DEFAULT_EXPORT_DIR,
@@ -17,7 +16,8 @@ from keras_resnet.constants import (CROPS, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_MB,
                                     DEFAULT_MODEL, DEFAULT_PRECISION, DEFAULT_RECIPE,
                                     DEFAULT_RUNS_DIR, DEFAULT_SHUFFLE_BUFFER,
                                     DEFAULT_STRATEGY, DEFAULT_WEIGHT_DECAY, JIT_COMPILE,
-                                    JIT_COMPILE_FLAGS, PRECISIONS, SCHEDULES, STRATEGIES)
+                                    JIT_COMPILE_FLAGS, MODEL_NAMES, PRECISIONS, RECIPE_NAMES,
+                                    SCHEDULES, STRATEGIES)
 
 
 def register(subparsers):
@@ -31,19 +31,34 @@ def register(subparsers):
                     "logs/) and exports a SavedModel version under EXPORT/NAME/. Run the same "
                     "command again after a crash to resume from the last backup (every epoch, or "
                     "every --backup-every-steps N steps). "
-                    "Models: " + ", ".join(presets.MODEL_PRESETS))
+                    "Models: " + ", ".join(MODEL_NAMES))
+    _model_arguments(parser)
+    _schedule_arguments(parser)
+    _training_arguments(parser)
+    _data_arguments(parser)
+    _fine_tune_arguments(parser)
+    _evaluate_argument(parser)
+    _output_arguments(parser)
+    _distribution_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _model_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"network name (default {DEFAULT_MODEL})")
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="digits|cifar10|synthetic|PATH",
                         help="data set, a folder with one sub-folder of images per class, or a "
                              "directory of TFRecord shards (keras-resnet prepare's output, "
                              f"ImageNet TFRecords) (default {DEFAULT_DATA})")
-    parser.add_argument("--recipe", choices=tuple(presets.RECIPES), default=DEFAULT_RECIPE,
+    parser.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
                         help="named recipe: cifar (He et al. 2015 sec. 4.2, the default) or "
                              "imagenet (batch 256, lr 0.1 x batch/256, 5 warm-up epochs + "
                              "cosine over 90, label smoothing 0.1, zero-init last BN, Inception "
                              "crop) or imagenet-step (the same, /10 at epochs 30, 60, 80 of 90); "
                              "the flags below override its values")
+
+
+def _schedule_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (cifar recipe {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -71,6 +86,9 @@ def register(subparsers):
     parser.add_argument("--label-smoothing", type=float, default=None,
                         help=f"label smoothing in [0, 1) (cifar recipe "
                              f"{DEFAULT_LABEL_SMOOTHING:g}, imagenet 0.1)")
+
+
+def _training_arguments(parser):
     parser.add_argument("--initializer", default=DEFAULT_INITIALIZER,
                         help="kernel initializer: any keras.initializers name "
                              f"(default {DEFAULT_INITIALIZER})")
@@ -92,9 +110,9 @@ def register(subparsers):
     parser.add_argument("--backup-every-steps", type=int, default=None, metavar="N",
                         help="back the training state up every N steps instead of every epoch "
                              "(long epochs)")
-    _data_arguments(parser)
-    _fine_tune_arguments(parser)
-    _evaluate_argument(parser)
+
+
+def _output_arguments(parser):
     parser.add_argument("--out", default=DEFAULT_RUNS_DIR,
                         help=f"parent of the run directory ({DEFAULT_RUNS_DIR})")
     parser.add_argument("--export", default=DEFAULT_EXPORT_DIR, metavar="DIR",
@@ -105,6 +123,9 @@ def register(subparsers):
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a "
                              "terminal, else 2)")
+
+
+def _distribution_arguments(parser):
     parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                         help="tf.distribute strategy: multi-worker when TF_CONFIG names several "
                              "tasks, mirrored over several GPUs, else one device "
@@ -119,7 +140,6 @@ def register(subparsers):
                         help="the batch --lr is given for: the rate is scaled linearly to "
                              "--batch-size (e.g. --lr 0.1 --lr-batch-size 128)")
     _worker_timeout_argument(parser)
-    parser.set_defaults(func=run)
 
 
 def _worker_timeout_argument(parser):
@@ -220,6 +240,12 @@ _DATA_FLAGS = {"crop": "crop", "crop_fraction": "crop_fraction",
                "shuffle_buffer": "shuffle_buffer",
                "cache_mb": "cache_mb"}
 
+# TrainConfig's names that differ from the flags' (keras_resnet.cli.main's messages)
+LIBRARY_NAMES = {**{option: f"--{flag.replace('_', '-')}"
+                    for flag, option in {**_RECIPE_FLAGS, **_DATA_FLAGS}.items()
+                    if flag != option},
+                 "out_dir": "--out", "export_dir": "--export"}
+
 
 def run(args):
     """Trains, then prints where everything went."""
@@ -277,11 +303,19 @@ def _log_to_stdout():
     logger.setLevel(logging.INFO)
 
 
+def _count(number, noun):
+    """``1 epoch``, ``2 epochs``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _print_result(result):
     metrics = result.metrics
-    print(f"\n{metrics['model']} on {metrics['data']}: test accuracy "
+    split = metrics.get("test_split", "test")
+    accuracy = "test accuracy" if split == "test" else \
+        split.replace("validation", "validation accuracy", 1)
+    print(f"\n{metrics['model']} on {metrics['data']}: {accuracy} "
           f"{metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) after "
-          f"{metrics['epochs']} epochs, {metrics['parameters']:,} parameters, "
+          f"{_count(metrics['epochs'], 'epoch')}, {metrics['parameters']:,} parameters, "
           f"{metrics['wall_time_seconds']:.0f} s")
     distribution = metrics.get("distribution")
     if distribution:  # fine-tuning runs record none

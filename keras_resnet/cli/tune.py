@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from keras_resnet.cli import add_reproducibility_arguments
+from keras_resnet.cli.arguments import add_reproducibility_arguments
 from keras_resnet.constants import (DEFAULT_DATA, DEFAULT_EXPORT_DIR,
                                     DEFAULT_FAMILY, DEFAULT_MAX_TRIALS, DEFAULT_OBJECTIVE,
                                     DEFAULT_TUNE_EPOCHS, DEFAULT_TUNER,
@@ -38,6 +38,12 @@ def register(subparsers):
                         help=f"search ({DEFAULT_TUNER})")
     parser.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS,
                         help=f"trials of the search ({DEFAULT_MAX_TRIALS})")
+    _search_arguments(parser)
+    _process_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _search_arguments(parser):
     parser.add_argument("--epochs", type=int, default=DEFAULT_TUNE_EPOCHS,
                         help=f"training epochs per trial ({DEFAULT_TUNE_EPOCHS})")
     parser.add_argument("--objective", default=DEFAULT_OBJECTIVE,
@@ -58,6 +64,9 @@ def register(subparsers):
                         help="fix (one value) or narrow (several) a hyperparameter, e.g. "
                              "--set depth=8,14 --set initializer=he_normal,orthogonal "
                              "--set learning_rate=0.05; repeatable")
+
+
+def _process_arguments(parser):
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="train on at most this many batches per epoch (quick searches)")
     parser.add_argument("--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT,
@@ -80,7 +89,6 @@ def register(subparsers):
                                           f"({DEFAULT_TRIALS_PER_PROCESS})")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                         help="model.fit verbosity inside trials (0)")
-    parser.set_defaults(func=run)
 
 
 def _value(text):

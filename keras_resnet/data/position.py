@@ -237,12 +237,13 @@ def fit(model, dataset, *, epochs: int, callbacks: list, verbose="auto"):
         else:
             log.info("Resuming epoch %d after its batch %d (the data skips the %d batches "
                      "done)", epoch + 1, done, done)
+            keep = backup.keep
             backup.batch_offset, backup.keep = done, True
             try:
                 history = model.fit(order.remainder(epoch, done), initial_epoch=epoch,
                                     epochs=epoch + 1, callbacks=callbacks, **common)
             finally:
-                backup.batch_offset, backup.keep = 0, False
+                backup.batch_offset, backup.keep = 0, keep
             if model.stop_training or epoch + 1 >= epochs:
                 return history
     return model.fit(dataset.train, epochs=epochs, callbacks=callbacks, **common)

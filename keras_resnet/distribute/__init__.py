@@ -5,13 +5,13 @@
 * ``synchronize_batch_norm(model)``: cross-replica batch statistics (``--sync-bn``);
   ``replicate(model, strategy)``: a model built outside the strategy's scope, rebuilt in it.
 * ``scaled_learning_rate``: the linear scaling rule for the global batch.
-* ``fit(...)``: a training loop over ``strategy.run`` driving the model's own ``train_step``
+* ``fit(...)`` (``step_loop.run_loop``): a training loop over ``strategy.run`` driving the model's own ``train_step``
   and Keras callbacks, for ``MultiWorkerMirroredStrategy`` (Keras 3's ``fit`` fails under it,
   keras-team/keras#20585), and ``evaluate``; ``worker_dir`` keeps non-chief workers' files
   out of the run.
 * ``manifest.tfjob_manifest(...)``: a Kubeflow ``TFJob`` (chief + workers, GPU requests, the
   shared volume) running ``keras-resnet train --strategy multi-worker``;
-  ``python -m keras_resnet.distribute.manifest`` writes one.
+  ``keras-resnet manifest`` writes one.
 """
 
 from keras_resnet.distribute.cluster import Cluster, read_cluster
@@ -24,7 +24,11 @@ __all__ = ["Cluster", "WorkerError", "choose_strategy", "describe", "evaluate",
 
 
 def __getattr__(name):
-    if name in ("fit", "evaluate", "worker_dir", "WorkerError", "explain_collective_errors",
+    if name == "fit":  # the public name of the multi-worker loop
+        from keras_resnet.distribute.step_loop import run_loop
+
+        return run_loop
+    if name in ("evaluate", "worker_dir", "WorkerError", "explain_collective_errors",
                 "steps_for"):
         from keras_resnet.distribute import step_loop
 

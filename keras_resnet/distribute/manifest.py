@@ -6,26 +6,24 @@ every pod runs ``keras-resnet train --strategy multi-worker`` on the same shared
 chief's run directory, backups and export are where a restarted job resumes from. Only the
 chief writes there (``keras_resnet.distribute.fit``).
 
-    python -m keras_resnet.distribute.manifest resnet50 --workers 3 --gpus-per-worker 4 \\
+    keras-resnet manifest resnet50 --workers 3 --gpus-per-worker 4 \\
         --image registry.example.com/keras-resnet:latest --volume-claim training-data \\
         --out resnet50.tfjob.yaml [-- keras-resnet train --strategy multi-worker ...]
     kubectl apply -f resnet50.tfjob.yaml
 
 The YAML is written without a YAML library (block style, strings JSON-quoted, which YAML
-reads as they are) and atomically (``keras_resnet.files``).
+reads as they are); ``keras-resnet manifest`` writes it atomically (``keras_resnet.files``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 
-from keras_resnet import checks, files
-
-DEFAULT_IMAGE = "keras-resnet:latest"
-DEFAULT_MOUNT = "/shared"
+from keras_resnet import checks
+from keras_resnet.constants import (DEFAULT_TFJOB_IMAGE as DEFAULT_IMAGE,
+                                    DEFAULT_TFJOB_MOUNT as DEFAULT_MOUNT,
+                                    DEFAULT_TFJOB_VOLUME_CLAIM)
 CONTAINER = "tensorflow"  # the container name the TFJob operator looks for
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -39,7 +37,8 @@ def default_command(mount_path: str = DEFAULT_MOUNT) -> list:
 
 
 def tfjob_manifest(name: str, *, workers: int = 1, gpus_per_worker: int = 1,
-                   image: str = DEFAULT_IMAGE, command=None, volume_claim: str = "keras-resnet",
+                   image: str = DEFAULT_IMAGE, command=None,
+                   volume_claim: str = DEFAULT_TFJOB_VOLUME_CLAIM,
                    mount_path: str = DEFAULT_MOUNT, namespace: str | None = None) -> str:
     """The YAML text of a ``kubeflow.org/v1`` ``TFJob``: one chief and ``workers`` workers.
 
@@ -147,43 +146,6 @@ def _scalar(value):
     return json.dumps(value)
 
 
-def main(argv=None) -> int:
-    """``python -m keras_resnet.distribute.manifest NAME ...``: writes (or prints) a TFJob."""
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_resnet.distribute.manifest",
-        description="Writes a Kubeflow TFJob for multi-worker GPU training "
-                    "(keras-resnet train --strategy multi-worker).")
-    parser.add_argument("name", help="job name (a Kubernetes name)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="Worker replicas besides the Chief (1)")
-    parser.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per pod (1)")
-    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"image ({DEFAULT_IMAGE})")
-    parser.add_argument("--volume-claim", default="keras-resnet",
-                        help="PersistentVolumeClaim shared by the pods (keras-resnet)")
-    parser.add_argument("--mount-path", default=DEFAULT_MOUNT,
-                        help=f"where it is mounted ({DEFAULT_MOUNT})")
-    parser.add_argument("--namespace", default=None)
-    parser.add_argument("--out", default=None, help="write here (default: print)")
-    parser.epilog = ("Anything after -- is the pods' command (default: keras-resnet train "
-                     "--strategy multi-worker on cifar10, runs and export under the volume).")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
-    try:
-        text = tfjob_manifest(args.name, workers=args.workers,
-                              gpus_per_worker=args.gpus_per_worker, image=args.image,
-                              command=command or None, volume_claim=args.volume_claim,
-                              mount_path=args.mount_path, namespace=args.namespace)
-    except (TypeError, ValueError) as error:
-        print(f"keras_resnet.distribute.manifest: error: {error}", file=sys.stderr)
-        return 2
-    if args.out:
-        files.write_text(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the 0.1 way in: say where it went (exit status 1)
+    raise SystemExit("python -m keras_resnet.distribute.manifest is now `keras-resnet manifest` "
+                     "(the same arguments)")

@@ -1,7 +1,8 @@
 """A Keras training loop over ``strategy.run``, for ``MultiWorkerMirroredStrategy``.
 
 Keras 3's ``Model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585:
-its per-replica log reduction only sees the local replicas). ``fit`` here is the small part of
+its per-replica log reduction only sees the local replicas). ``run_loop`` here (exported as
+``keras_resnet.distribute.fit``) is the small part of
 ``Model.fit`` that the strategy needs, and nothing else is new: each step runs the compiled
 model's own ``train_step`` (forward pass, loss with regularization and the strategy's loss
 scaling, ``optimizer.apply_gradients`` which all-reduces the gradients, metric updates) in
@@ -35,9 +36,9 @@ class WorkerError(RuntimeError):
     """A collective failed: a worker died, was preempted or stopped answering in time."""
 
 
-def fit(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch: int,
-        validation_fn=None, validation_steps: int | None = None, callbacks=(),
-        verbose=1) -> keras.callbacks.History:
+def run_loop(model: keras.Model, strategy, train_fn, *, epochs: int, steps_per_epoch: int,
+             validation_fn=None, validation_steps: int | None = None, callbacks=(),
+             verbose=1) -> keras.callbacks.History:
     """Trains a compiled ``model`` with ``strategy.run``, driving Keras callbacks like ``fit``.
 
     Build and compile ``model`` under ``strategy.scope()``. Each worker reads its own shard:

@@ -19,7 +19,9 @@ from keras_resnet.evaluation.metrics import StreamingMetrics
 logger = logging.getLogger(__name__)
 
 
-def evaluate(model, data=None, *, split: str = "test", out_dir=None, batch_size=None,
+def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike | None = None, *,
+             split: str = "test", out_dir: str | os.PathLike | None = None,
+             batch_size: int | None = None,
              mistakes: int = 16, server: str | None = None, served_model: str | None = None,
              grpc: str | None = None, verbose: int = 1) -> dict:
     """Evaluates a model on a data split and writes a report directory.

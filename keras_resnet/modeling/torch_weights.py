@@ -196,6 +196,15 @@ def _plan(model, state):
     return assignments, loaded, tuple(skipped), architecture
 
 
+def describe_load(loaded, skipped, weights: int, model_name: str) -> str:
+    """One wording for what a load did, used by the log and ``keras-resnet convert``: the
+    checkpoint's tensors (every key, ``num_batches_tracked`` included), those loaded, and the
+    model weights they filled (``num_batches_tracked`` fills none)."""
+    total = len(loaded) + len(skipped)
+    return (f"loaded {len(loaded)} of the checkpoint's {total} tensors into {weights} weights "
+            f"of model {model_name!r} (num_batches_tracked counters have no Keras weight)")
+
+
 def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
                     path: str = "<state_dict>") -> LoadResult:
     """Loads a torchvision / timm ``state_dict`` (NumPy arrays) into ``model``.
@@ -220,12 +229,12 @@ def load_state_dict(model: keras.Model, state: dict[str, np.ndarray],
         variable.assign(value.astype(variable.dtype))
     if not skipped and not any(key in HEAD_KEYS for key in loaded) and \
             any(layer.name == HEAD_LAYER for layer in leaf_layers(model)):
-        logger.info("%s: the checkpoint has no fc; model %r's head keeps its initial "
+        logger.info("%s: the checkpoint has no fc; the head of model %r keeps its initial "
                     "weights", path, model.name)
     if skipped:
-        logger.info("%s: kept model %r's own head; skipped %s (the checkpoint's classifier has "
+        logger.info("%s: model %r keeps its own head; skipped %s (the checkpoint's classifier has "
                     "another number of classes)", path, model.name, ", ".join(skipped))
-    logger.info("%s: loaded %d tensors into model %r", path, len(assignments), model.name)
+    logger.info("%s: %s", path, describe_load(loaded, skipped, len(assignments), model.name))
     return LoadResult(path=path, format="torch", loaded=loaded, skipped=skipped,
                       architecture=architecture)
 

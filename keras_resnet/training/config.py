@@ -277,3 +277,10 @@ def make_reproducible(seed: int, deterministic: bool) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def is_torch_checkpoint(path) -> bool:
+    """Whether ``path`` names a torchvision / timm checkpoint (by its extension)."""
+    from keras_resnet.constants import TORCH_CHECKPOINT_EXTENSIONS
+
+    return path is not None and os.fspath(path).lower().endswith(TORCH_CHECKPOINT_EXTENSIONS)

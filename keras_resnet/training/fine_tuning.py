@@ -15,7 +15,8 @@ The model: a torchvision / timm checkpoint builds its own network
 (``keras_resnet.modeling.checkpoints.from_torch_checkpoint`` with torchvision's input normalization inside,
 a new head for the data's classes); any other weights file is loaded into the named network
 ``build_model`` makes (``keras_resnet.modeling.weight_files.load_weights``). Training is
-``keras_resnet.training.fine_tuning.fine_tune``'s two phases, each a ``fit`` with the run's callbacks
+``keras_resnet.training.fine_tuning.fine_tune``'s two phases, each the run's one resuming
+``fit`` (``keras_resnet.training.fitting``) with the run's callbacks
 (history, curves, best checkpoint, TensorBoard, ``BackupAndRestore``); the evaluation, the
 saved model, ``metrics.json`` and the export are those of every run.
 
@@ -30,7 +31,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,7 +42,10 @@ from keras_resnet.modeling.torch_weights import HEAD_LAYER
 from keras_resnet.modeling.stats import leaf_layers
 from keras_resnet import files
 from keras_resnet.modeling.recipe import build_model
-from keras_resnet.training.run import is_torch_checkpoint, RunFiles, finish_run, run_callbacks
+from keras_resnet.training.config import is_torch_checkpoint
+from keras_resnet.training.fitting import fit, run_callbacks
+from keras_resnet.training.outcome import finish_run
+from keras_resnet.training.run_files import RunFiles
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +117,6 @@ def _loss(model):
     activation = getattr(model.get_layer(HEAD_LAYER), "activation", None)
     logits = getattr(activation, "__name__", "") != "softmax"
     return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
-
-
-def _fit(model, train_data, val_data, epochs, initial_epoch, batch_size, callbacks):
-    if isinstance(train_data, tuple):
-        return model.fit(*train_data, batch_size=batch_size, epochs=epochs,
-                         initial_epoch=initial_epoch, validation_data=val_data,
-                         callbacks=list(callbacks), verbose=0)
-    # A dataset shuffles itself (Keras would ignore shuffle=True and warn).
-    return model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
-                     validation_data=val_data, callbacks=list(callbacks), verbose=0)
 
 
 def _check_arguments(model, head_epochs, fine_tune_from, fine_tune_epochs, head_lr,
@@ -205,15 +198,16 @@ def fine_tune(model: keras.Model, train_data: Any, val_data: Any = None, *, head
         model.compile(optimizer=make(head_lr), loss=_loss(model), metrics=["accuracy"])
         logger.info("phase 1: training the head of %r for %d epochs", model.name,
                     head_epochs - initial_epoch)
-        head = _fit(model, train_data, val_data, head_epochs, initial_epoch, batch_size,
-                    callbacks)
+        head = fit(model, train_data, val_data, epochs=head_epochs, initial_epoch=initial_epoch,
+                   batch_size=batch_size, callbacks=callbacks, verbose=0)
     if stage is not None:
         trainable = freeze_backbone(model, stage, train_batch_norm)
         model.compile(optimizer=make(fine_tune_lr), loss=_loss(model), metrics=["accuracy"])
         start = max(initial_epoch, head_epochs)
         logger.info("phase 2: training %d layers from %s up for %d epochs at learning rate %g",
                     len(trainable), stage, total - start, fine_tune_lr)
-        tuned = _fit(model, train_data, val_data, total, start, batch_size, callbacks)
+        tuned = fit(model, train_data, val_data, epochs=total, initial_epoch=start,
+                    batch_size=batch_size, callbacks=callbacks, verbose=0)
     return FineTuneResult(head=head, fine_tune=tuned)
 
 
@@ -247,8 +241,6 @@ def pretrained_model(config, model, dataset) -> keras.Model:
 
 def check_stage(model, fine_tune_from):
     """Raises ``ValueError`` unless ``fine_tune_from`` is None or a stage of ``model``."""
-    from keras_resnet.training.fine_tuning import model_stages
-
     if fine_tune_from is None:
         return
     stages = model_stages(model)
@@ -268,7 +260,6 @@ def run_fine_tuning(config, model, dataset):
         The ``TrainResult``; ``metrics["phase_epochs"]`` is ``[head, fine-tune]``.
     """
     from keras_resnet.data import explain_errors
-    from keras_resnet.training.fine_tuning import fine_tune
 
     net = pretrained_model(config, model, dataset)
     started = time.perf_counter()
@@ -287,9 +278,13 @@ def run_fine_tuning(config, model, dataset):
         else:
             if resumed_from is not None:
                 logger.info("Resuming %s in phase 1 (the head)", config.run_dir)
-            fine_tune(net, dataset.train, dataset.validation, **common,
-                      callbacks=_callbacks(config, dataset, run_files, resumed_from is not None,
-                                           backups["head"], 1))
+            try:
+                fine_tune(net, dataset.train, dataset.validation, **common,
+                          callbacks=_callbacks(config, dataset, run_files,
+                                               resumed_from is not None, backups["head"], 1))
+            except BaseException:
+                run_files.discard_untrained()
+                raise
             if tune_epochs:
                 with files.atomic_path(head_weights) as temporary:
                     net.save_weights(temporary)
@@ -302,12 +297,9 @@ def run_fine_tuning(config, model, dataset):
     extra = {"phase_epochs": [head_epochs, tune_epochs], "pretrained_model": net.name}
     if is_torch_checkpoint(config.weights) and not isinstance(model, keras.Model):
         extra["model"] = net.name  # the checkpoint's network, not config.model
-    result = finish_run(config, net, dataset, run_files, resumed_from=resumed_from,
-                        started=started, **extra)
-    if os.path.exists(head_weights):
-        os.remove(head_weights)
-    shutil.rmtree(run_files.path("backup"), ignore_errors=True)
-    return result
+    # finish_run removes the backups and the head's weights once the run is saved
+    return finish_run(config, net, dataset, run_files, resumed_from=resumed_from,
+                      started=started, **extra)
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 from keras_resnet import files
 
@@ -85,6 +87,30 @@ class RunFiles:
         if not os.path.exists(self.backup_metadata):
             return 0  # a fine-tuning run; it finds its phase itself
         return read_backup_epoch(self.backup_metadata)
+
+
+    def discard_untrained(self):
+        """After a failure before anything was trained (no backup, no epoch in
+        ``history.csv``): removes the empty history, the TensorBoard logs and, when nothing
+        else is left, the run directory, so that a failed start leaves no half run behind."""
+        if self.resume_marker() is not None or _has_rows(self.path("history")):
+            return
+        if os.path.exists(self.path("history")):
+            os.remove(self.path("history"))
+        shutil.rmtree(self.path("logs"), ignore_errors=True)
+        shutil.rmtree(self.path("backup"), ignore_errors=True)
+        try:
+            os.rmdir(self.run_dir)
+        except OSError:  # it holds other files (or is gone): leave it
+            pass
+
+
+def _has_rows(path):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return sum(1 for line in stream if line.strip()) > 1
+    except OSError:
+        return False
 
 
 def read_backup_epoch(path: str) -> int:
@@ -166,3 +192,34 @@ def repair_backup(directory: str) -> str:
     logger.warning("The backup in %s was cut short by a kill (%s) and there is no whole "
                    "previous backup: the run starts again from scratch", directory, problem)
     return "removed"
+
+
+def check_creatable(path, argument: str, flag: str) -> None:
+    """Creates the directory ``path`` and a file in it, then removes what it created: finds
+    before any work a directory the run could not write (``/proc/x``, ``/sys/...``, where
+    ``os.access`` answers yes for root).
+
+    Raises:
+        ValueError: naming ``argument``, its command-line ``flag``, the path and the OS's
+            reason.
+    """
+    path = os.path.abspath(os.fspath(path))
+    created = []
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        os.makedirs(path, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(handle)
+        os.remove(temporary)
+    except OSError as error:
+        raise ValueError(f"{argument} ({flag}) {path!r} cannot be created or written: "
+                         f"{error.strerror or error}") from None
+    finally:
+        for directory in created:  # the deepest first
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass

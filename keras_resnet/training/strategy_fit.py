@@ -2,9 +2,11 @@
 
 One device and ``MirroredStrategy`` train with Keras' own ``model.fit``; under
 ``MultiWorkerMirroredStrategy``, where Keras 3's ``fit`` fails (keras-team/keras#20585), each
-worker loads its own shard of the data and ``keras_resnet.distribute.fit`` runs the compiled
-model's ``train_step`` with ``strategy.run``. Only the chief writes the run directory; the other
-workers' callbacks write to a temporary directory that is removed afterwards.
+worker loads its own shard of the data (``strategy_loop``) and the one resuming fit
+(``keras_resnet.training.fitting.fit``) runs the compiled model's ``train_step`` with
+``strategy.run`` (``keras_resnet.distribute.step_loop.run_loop``). Only the chief writes the
+run directory; the other workers' callbacks write to a temporary directory that is removed
+afterwards.
 """
 
 from __future__ import annotations
@@ -57,34 +59,39 @@ def worker_run_files(config, distribution):
         yield RunFiles(directory)
 
 
-def fit(config, model, dataset, strategy, distribution, callbacks, steps) -> dict:
-    """Fits ``model`` for ``config.epochs``; returns the test metrics (all-reduced over the
-    workers of a multi-worker run)."""
+def strategy_loop(config, dataset, strategy, distribution, steps):
+    """The multi-worker loop's inputs (each worker loads its own shard), or None when Keras'
+    ``model.fit`` trains (one machine)."""
     from keras_resnet import distribute
-    from keras_resnet.data import explain_errors, position
+    from keras_resnet.training.fitting import StrategyLoop
 
     if not is_multi_worker(distribution):
-        with explain_errors(dataset):
-            # model.fit, resuming a killed epoch after its last backed-up batch
-            position.fit(model, dataset, epochs=config.epochs, callbacks=callbacks,
-                         verbose=config.verbose)
-            return model.evaluate(dataset.test, verbose=0, return_dict=True)
+        return None
+    shard = functools.partial(_load_shard, config, dataset.batch_size)
+    validation = (None if dataset.validation is None
+                  else lambda context: shard(context).validation)
+    return StrategyLoop(strategy, lambda context: shard(context).train, steps, validation,
+                        distribute.steps_for(dataset.validation_size, dataset.batch_size,
+                                             distribution["workers"],
+                                             strategy.num_replicas_in_sync))
+
+
+def evaluate_test(config, model, dataset, strategy, distribution) -> dict:
+    """The test metrics of the fitted ``model`` (all-reduced over the workers of a
+    multi-worker run)."""
+    from keras_resnet import distribute
+
+    from keras_resnet.data import explain_errors
+
     with explain_errors(dataset):  # a bad record or label: one line naming the shard
+        if not is_multi_worker(distribution):
+            return model.evaluate(dataset.test, verbose=0, return_dict=True)
         shard = functools.partial(_load_shard, config, dataset.batch_size)
-        workers = distribution["workers"]
-        validation = (None if dataset.validation is None
-                      else lambda context: shard(context).validation)
-        replicas = strategy.num_replicas_in_sync
-        distribute.fit(model, strategy, lambda context: shard(context).train,
-                       epochs=config.epochs, steps_per_epoch=steps, validation_fn=validation,
-                       validation_steps=distribute.steps_for(dataset.validation_size,
-                                                             dataset.batch_size, workers,
-                                                             replicas),
-                       callbacks=callbacks, verbose=config.verbose)
         return distribute.evaluate(model, strategy, lambda context: shard(context).test,
                                    steps=distribute.steps_for(dataset.test_size,
-                                                              dataset.batch_size, workers,
-                                                              replicas))
+                                                              dataset.batch_size,
+                                                              distribution["workers"],
+                                                              strategy.num_replicas_in_sync))
 
 
 def _load_shard(config, batch_size, context):

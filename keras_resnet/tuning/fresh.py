@@ -29,8 +29,8 @@ from keras_resnet.tuning import results as results_module
 
 SPEC = "trial_process.json"
 _HOST = "127.0.0.1"
-_CHILD = ("import sys; from keras_resnet.tuning.fresh import run_one; "
-          "run_one(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
+# the trial process: keras_resnet/tuning/trial_process.py
+_CHILD_MODULE = "keras_resnet.tuning.trial_process"
 
 
 def resolve(config, data, hyperparameters, role, log) -> str:
@@ -172,8 +172,8 @@ def run_worker_trials(config, hyperparameters, log, runs_per_process=1):
 def _run_process(spec_path, project_dir, runs_per_process, environment):
     """Runs one trial process; returns its exit status and the trial runs it recorded."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, spec_path, str(os.getpid()), str(runs_per_process)],
-        env=environment)
+        [sys.executable, "-m", _CHILD_MODULE, spec_path, str(os.getpid()),
+         str(runs_per_process)], env=environment)
     code = process.wait()
     runs = [run for run in results_module.read_trial_runs(project_dir)
             if run.get("pid") == process.pid]
@@ -197,58 +197,11 @@ def _finished(oracle, max_trials):
 
 
 def _environment(tuner_id, host, port):
-    import keras_resnet
-
     environment = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
+    # the folder holding this keras_resnet package, so that the child imports the same one
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environment["PYTHONPATH"] = os.pathsep.join(
         [root] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
     environment.update({chief_worker.ENV_TUNER_ID: tuner_id, chief_worker.ENV_ORACLE_IP: host,
                         chief_worker.ENV_ORACLE_PORT: str(port)})
     return environment
-
-
-def _die_with(parent_pid):
-    """Linux: this process gets SIGKILL when the tuner dies (``PR_SET_PDEATHSIG``), so a
-    killed search leaves no trial running behind it."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the tuner died before prctl took effect
-        os._exit(1)
-
-
-def run_one(spec_path, parent_pid=None, max_runs=1):
-    """A trial process: joins the search as a worker, runs up to ``max_runs`` trials and
-    returns their ids."""
-    if parent_pid is not None:
-        _die_with(parent_pid)
-    import keras_tuner
-
-    from keras_resnet.training import make_reproducible
-    from keras_resnet.tuning import search
-
-    with open(spec_path) as file:
-        spec = json.load(file)
-    settings = dict(spec["config"])
-    data, fixed = settings.pop("data"), settings.pop("fixed")
-    settings.update(overwrite=False, trial_process="same", export_dir=None)
-    hyperparameters = None if spec["hyperparameters"] is None \
-        else keras_tuner.HyperParameters.from_config(spec["hyperparameters"])
-    config = search._make_config(data, {**settings, **fixed})
-    make_reproducible(config.seed, config.deterministic)
-    dataset = search._load_data(config, data)
-    hypermodel = search._hypermodel(config, dataset, hyperparameters)
-    tuner, _ = search._make_tuner(config, hypermodel, hyperparameters, "worker",
-                                  max_runs=max_runs)
-    try:
-        search._search(config, tuner, None, "worker", print)
-    except search.RunsDone:
-        pass
-    return list(type(tuner).ran)

@@ -352,13 +352,33 @@ def layer_count(values, family):
 
 
 def _rebatched(data, batch_size):
-    """``data`` (a ``Dataset``) with every split re-batched to ``batch_size``."""
+    """``data`` (a ``Dataset``) with every split re-batched to ``batch_size``, its number of
+    batches known (an unknown one ends each first epoch with Keras' "Your input ran out of
+    data" warning)."""
     import dataclasses
 
     if batch_size is None or batch_size == data.batch_size:
         return data
     return dataclasses.replace(
-        data, train=data.train.unbatch().batch(batch_size),
+        data, train=_rebatch(data.train, data.train_size, data.batch_size, batch_size),
         validation=None if data.validation is None
-        else data.validation.unbatch().batch(batch_size),
-        test=data.test.unbatch().batch(batch_size), batch_size=batch_size)
+        else _rebatch(data.validation, data.validation_size, data.batch_size, batch_size),
+        test=_rebatch(data.test, data.test_size, data.batch_size, batch_size),
+        batch_size=batch_size)
+
+
+def _rebatch(split, size, old_batch_size, batch_size):
+    """``split`` (``size`` images in batches of ``old_batch_size``) re-batched, its number of
+    batches known when the old one was."""
+    import tensorflow as tf
+
+    batches = int(split.cardinality())
+    rebatched = split.unbatch().batch(batch_size)
+    if batches == math.ceil(size / old_batch_size):
+        images = size
+    elif batches == size // old_batch_size:  # the partial last batch was dropped
+        images = batches * old_batch_size
+    else:  # unknown, infinite or cut: nothing to carry over
+        return rebatched
+    return rebatched.apply(tf.data.experimental.assert_cardinality(
+        math.ceil(images / batch_size)))
