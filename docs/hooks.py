@@ -80,6 +80,38 @@ def _defines(tree, name):
     return False
 
 
+def _names_tested(test):
+    """The names an ``if name == "x"`` or ``if name in ("x", "y")`` of ``__getattr__`` covers."""
+    if not (isinstance(test, ast.Compare) and len(test.comparators) == 1):
+        return ()
+    right = test.comparators[0]
+    if isinstance(right, ast.Constant):
+        return (right.value,)
+    if isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+        return tuple(e.value for e in right.elts if isinstance(e, ast.Constant))
+    return ()
+
+
+def _lazy_rename(tree, name):
+    """``(module, name_there)`` where a PEP 562 ``__getattr__`` answers ``name`` by importing
+    (``if name == "fit": from M import run_loop`` or
+    ``if name in (...): from P import module; return getattr(module, name)``), else None."""
+    for function in tree.body:
+        if not (isinstance(function, ast.FunctionDef) and function.name == "__getattr__"):
+            continue
+        for node in ast.walk(function):
+            if not (isinstance(node, ast.If) and name in _names_tested(node.test)):
+                continue
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and len(statement.names) == 1:
+                    imported = statement.names[0].name
+                    submodule = f"{statement.module}.{imported}"
+                    if _module_file(submodule).is_file():
+                        return submodule, name
+                    return statement.module, imported
+    return None
+
+
 def defining_path(module, name):
     """Where ``module.name`` is defined, following ``from X import name`` re-exports and,
     for a package that resolves names lazily (PEP 562), its own modules."""
@@ -90,10 +122,15 @@ def defining_path(module, name):
     if _defines(tree, name):
         return f"{module}.{name}"
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
-                "keras_resnet") and any(alias.name == name and alias.asname in (None, name)
-                                        for alias in node.names):
-            return defining_path(node.module, name)
+        if not (isinstance(node, ast.ImportFrom) and node.module
+                and node.module.startswith("keras_resnet")):
+            continue
+        for alias in node.names:
+            if (alias.asname or alias.name) == name:  # ``import X as name`` too
+                return defining_path(node.module, alias.name)
+    renamed = _lazy_rename(tree, name)  # ``if name == "fit": from M import run_loop``
+    if renamed:
+        return defining_path(*renamed)
     if path.name == "__init__.py":
         for child in sorted(path.parent.glob("*.py")):
             if child.name != "__init__.py" and _defines(ast.parse(child.read_text()), name):
