@@ -84,7 +84,8 @@ def test_the_core_installs_without_tensorflow():
              for d in project["dependencies"]]
     assert names == ["keras", "numpy", "safetensors"]
     extras = project["optional-dependencies"]
-    assert sorted(extras) == ["all", "dev", "jax", "tensorflow", "torch"]
+    assert sorted(extras) == ["all", "dev", "docs", "jax", "tensorflow", "torch"]
+    assert any(d.startswith("mkdocs-material") for d in extras["docs"])
     assert "tensorflow==2.21.0" in extras["tensorflow"]
     assert "tensorflow-serving-api==2.21.0" in extras["tensorflow"]
     assert "keras-tuner==1.4.8" in extras["tensorflow"]
@@ -95,4 +96,5 @@ def test_make_installs_every_backend_ci_tests():
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "Makefile")) as f:
         makefile = f.read()
-    assert '-e ".[all,dev]"' in makefile
+    # the docs extra too: the suite builds the site (tests/test_docs.py)
+    assert '-e ".[all,dev,docs]"' in makefile
