@@ -1,14 +1,16 @@
 """Where mixed_bfloat16 goes: op counts and dtypes of one traced training step.
 
 Traces one SGD training step (forward, ``tf.GradientTape`` backward, update) of our ResNet under
-``mixed_bfloat16`` with ``tf.function`` and counts, in the concrete function's graph (before
-grappler and before the oneDNN layout pass, which rename but do not add casts): Cast ops in the
-forward and backward halves, casts of variable reads (weight casts, per variable per step), and
-the dtype ``T`` of every FusedBatchNormV3/Grad and Conv2D/Backprop op. Structure, not time: the
-counts do not depend on how busy the machine is.
+``mixed_bfloat16`` with ``tf.function`` and counts, in the concrete function's graph and again
+after grappler's default CPU passes (the remapper's fusions): Cast ops in the forward and
+backward halves, casts of variable reads (weight casts, per variable per step), and the dtype
+``T`` of every FusedBatchNormV3/Grad, fused op and Conv2D/Backprop op. The oneDNN layout pass
+that runs after grappler renames kernels but adds no casts. Structure, not time: the counts do
+not depend on how busy the machine is (``profile_ops.py`` has the time per op type).
 
     .venv/bin/python benchmarks/profile_bf16.py                 # ResNet-18, 64x64, batch 2
     .venv/bin/python benchmarks/profile_bf16.py --depth 50 --float32
+    .venv/bin/python benchmarks/profile_bf16.py --inference
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ _WATCHED = ("FusedBatchNormV3", "FusedBatchNormGradV3", "Conv2D", "Conv2DBackpro
             "Conv2DBackpropFilter", "MatMul", "Relu", "ReluGrad", "AddV2", "Mean", "Mul")
 
 
-def traced_step(depth, policy, size=64, batch=2):
-    """The graph of one traced training step of ResNet-``depth`` under ``policy``."""
+def traced_step(depth, policy, train=True, size=64, batch=2):
+    """The graph of one traced training step (or inference call) of ResNet-``depth``."""
     keras.config.set_dtype_policy(policy)
     try:
         model = ResNet(depth, input_shape=(size, size, 3))
@@ -41,6 +43,8 @@ def traced_step(depth, policy, size=64, batch=2):
 
     @tf.function
     def step(x, y):
+        if not train:
+            return model(x, training=False)
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
@@ -51,38 +55,47 @@ def traced_step(depth, policy, size=64, batch=2):
     return step.get_concrete_function(*spec).graph, len(model.trainable_variables)
 
 
-def _half(op):
-    return "backward" if op.name.startswith("gradient_tape/") else "forward"
+def optimized_nodes(graph):
+    """The graph's nodes after grappler's default CPU passes (remapper fusions included)."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    meta = tf.compat.v1.train.export_meta_graph(graph_def=graph.as_graph_def(), graph=graph)
+    fetch = meta.collection_def["train_op"].node_list.value
+    fetch.extend([t.name for t in graph.outputs] + [op.name for op in graph.control_outputs])
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta)
+    return list(optimized.node) + [n for f in optimized.library.function for n in f.node_def]
 
 
-def _dtype(op):
-    try:
-        return op.get_attr("T").name
-    except ValueError:
-        return "-"
+def _dtype(node, attr="T"):
+    return tf.as_dtype(node.attr[attr].type).name if attr in node.attr else "-"
 
 
-def count_ops(graph):
-    """``{(op type, half, dtype): count}`` plus the number of casts of variable reads."""
+def count_ops(nodes):
+    """``{(op type, half, dtype): count}`` of NodeDefs, plus the casts of variable reads."""
+    types = {node.name: node.op for node in nodes}
     counts = collections.Counter()
     weight_casts = 0
-    for op in graph.get_operations():
-        if op.type == "Cast":
-            source, target = op.get_attr("SrcT").name, op.get_attr("DstT").name
-            counts[("Cast", _half(op), f"{source}->{target}")] += 1
-            if op.inputs[0].op.type == "ReadVariableOp":
-                weight_casts += 1
-        elif op.type in _WATCHED:
-            counts[(op.type, _half(op), _dtype(op))] += 1
+    for node in nodes:
+        half = "backward" if node.name.startswith("gradient_tape/") else "forward"
+        if node.op == "Cast":
+            counts[("Cast", half, f"{_dtype(node, 'SrcT')}->{_dtype(node, 'DstT')}")] += 1
+            source = node.input[0].split(":")[0].lstrip("^")
+            weight_casts += types.get(source) == "ReadVariableOp"
+        elif node.op in _WATCHED or node.op.startswith("_Fused"):
+            counts[(node.op, half, _dtype(node))] += 1
     return counts, weight_casts
 
 
-def format_counts(counts, weight_casts, variables):
-    lines = ["| op | half | dtype | count |", "|---|---|---|---:|"]
-    for (kind, half, dtype), n in sorted(counts.items()):
-        lines.append(f"| {kind} | {half} | {dtype} | {n} |")
-    lines.append(f"| Cast of ReadVariableOp (weight casts) | forward | - | {weight_casts} |")
-    lines.append(f"| trainable variables | - | - | {variables} |")
+def format_counts(before, after, variables):
+    """A Markdown table: each counted op, in the traced graph and after grappler."""
+    (counts, casts), (optimized, optimized_casts) = before, after
+    lines = ["| op | half | dtype | traced | after grappler |", "|---|---|---|---:|---:|"]
+    for key in sorted(set(counts) | set(optimized)):
+        lines.append(f"| {' | '.join(key)} | {counts[key]} | {optimized[key]} |")
+    lines.append(f"| Cast of ReadVariableOp (weight casts) | forward | - | {casts} | "
+                 f"{optimized_casts} |")
+    lines.append(f"| trainable variables | - | - | {variables} | {variables} |")
     return "\n".join(lines)
 
 
@@ -90,14 +103,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth (18 is cheap)")
     parser.add_argument("--float32", action="store_true", help="also count the float32 step")
+    parser.add_argument("--inference", action="store_true",
+                        help="count an inference call instead of a training step")
     args = parser.parse_args(argv)
-    policies = ["mixed_bfloat16"] + (["float32"] if args.float32 else [])
-    for policy in policies:
-        graph, variables = traced_step(args.depth, policy)
-        counts, weight_casts = count_ops(graph)
-        print(f"\n### ResNet-{args.depth} training step, {policy} "
-              f"({len(graph.get_operations())} ops)\n")
-        print(format_counts(counts, weight_casts, variables), flush=True)
+    what = "inference call" if args.inference else "training step"
+    for policy in ["mixed_bfloat16"] + (["float32"] if args.float32 else []):
+        graph, variables = traced_step(args.depth, policy, train=not args.inference)
+        before = count_ops(list(graph.as_graph_def().node))
+        after = count_ops(optimized_nodes(graph))
+        print(f"\n### ResNet-{args.depth} {what}, {policy}\n")
+        print(format_counts(before, after, variables), flush=True)
 
 
 if __name__ == "__main__":
