@@ -11,6 +11,7 @@ not depend on how busy the machine is (``profile_ops.py`` has the time per op ty
     .venv/bin/python benchmarks/profile_bf16.py                 # ResNet-18, 64x64, batch 2
     .venv/bin/python benchmarks/profile_bf16.py --depth 50 --float32
     .venv/bin/python benchmarks/profile_bf16.py --inference
+    .venv/bin/python benchmarks/profile_bf16.py --runtime      # op types run, after oneDNN
 """
 
 from __future__ import annotations
@@ -99,13 +100,42 @@ def format_counts(before, after, variables):
     return "\n".join(lines)
 
 
+def runtime_op_types(policy, train, size=32, batch=2):
+    """The op types TensorFlow ran (after grappler and oneDNN) for a small CIFAR ResNet-8."""
+    import numpy as np
+
+    from keras_resnet import CifarResNet
+    from op_profiler import op_times
+
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = CifarResNet(8)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    images = np.random.default_rng(0).uniform(0, 1, (batch, size, size, 3)).astype("float32")
+    if train:
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+        return sorted(op_times(lambda: model.train_on_batch(images, np.arange(batch)), repeats=1))
+    call = tf.function(lambda x: model(x, training=False))
+    tensor = tf.constant(images)
+    return sorted(op_times(lambda: call(tensor).numpy(), repeats=1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth (18 is cheap)")
     parser.add_argument("--float32", action="store_true", help="also count the float32 step")
     parser.add_argument("--inference", action="store_true",
                         help="count an inference call instead of a training step")
+    parser.add_argument("--runtime", action="store_true",
+                        help="list the op types a CIFAR ResNet-8 ran (TensorFlow profiler)")
     args = parser.parse_args(argv)
+    if args.runtime:
+        for policy in ("float32", "mixed_bfloat16"):
+            for train in (False, True):
+                ops = runtime_op_types(policy, train)
+                print(f"{policy} {'training' if train else 'inference'} ran: {', '.join(ops)}")
+        return
     what = "inference call" if args.inference else "training step"
     for policy in ["mixed_bfloat16"] + (["float32"] if args.float32 else []):
         graph, variables = traced_step(args.depth, policy, train=not args.inference)
