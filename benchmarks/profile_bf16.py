@@ -100,11 +100,14 @@ def format_counts(before, after, variables):
     return "\n".join(lines)
 
 
-def runtime_op_types(policy, train, size=32, batch=2):
-    """The op types TensorFlow ran (after grappler and oneDNN) for a small CIFAR ResNet-8."""
+def runtime_op_types(policy, train, fold=False, size=32, batch=2):
+    """The op types TensorFlow ran (after grappler and oneDNN) for a small CIFAR ResNet-8.
+
+    ``fold`` runs the inference of ``fold_batch_norm(model)`` instead of the model.
+    """
     import numpy as np
 
-    from keras_resnet import CifarResNet
+    from keras_resnet import CifarResNet, fold_batch_norm
     from op_profiler import op_times
 
     keras.config.set_dtype_policy(policy)
@@ -116,6 +119,8 @@ def runtime_op_types(policy, train, size=32, batch=2):
     if train:
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
         return sorted(op_times(lambda: model.train_on_batch(images, np.arange(batch)), repeats=1))
+    if fold:
+        model = fold_batch_norm(model)
     call = tf.function(lambda x: model(x, training=False))
     tensor = tf.constant(images)
     return sorted(op_times(lambda: call(tensor).numpy(), repeats=1))
@@ -135,6 +140,8 @@ def main(argv=None):
             for train in (False, True):
                 ops = runtime_op_types(policy, train)
                 print(f"{policy} {'training' if train else 'inference'} ran: {', '.join(ops)}")
+        ops = runtime_op_types("mixed_bfloat16", False, fold=True)
+        print(f"mixed_bfloat16 inference, BN folded, ran: {', '.join(ops)}")
         return
     what = "inference call" if args.inference else "training step"
     for policy in ["mixed_bfloat16"] + (["float32"] if args.float32 else []):

@@ -32,7 +32,7 @@ def test_quick_bench_runs_every_benchmark(tmp_path):
     assert payload["quick"] is True
     benchmarks = {row["benchmark"] for row in payload["rows"]}
     assert {"roofline", "resnet50", "precision", "cifar56", "serving", "accuracy",
-            "resnet20", "bf16train", "torchvision"} <= benchmarks
+            "resnet20", "bf16", "torchvision"} <= benchmarks
     for row in payload["rows"]:
         if row["note"].startswith("unavailable: "):
             continue
@@ -49,17 +49,19 @@ _ROW_FIELDS = {"benchmark", "metric", "ours", "reference", "unit", "higher_is_be
 def test_quick_bf16_training_and_torchvision_rows(tmp_path):
     path = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "keras_resnet", "bench", "bf16train", "torchvision", "--quick",
+        [sys.executable, "-m", "keras_resnet", "bench", "bf16", "torchvision", "--quick",
          "--json", str(path)], capture_output=True, text=True, timeout=900,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(path.read_text())["rows"]
     assert all(set(row) == _ROW_FIELDS for row in rows)
-    train, *peer = rows
-    assert (train["benchmark"], train["metric"], train["unit"], train["reference_name"],
-            train["note"]) == ("bf16train", "ResNet-50 training batch 4", "img/s", "float32",
-                               "ours = mixed_bfloat16")
-    assert train["ours"] > 0 and train["reference"] > 0 and train["ratio"] > 0
+    train, infer, *peer = rows
+    assert [(r["benchmark"], r["metric"], r["unit"], r["reference_name"], r["note"])
+            for r in (train, infer)] == [
+        ("bf16", "ResNet-50 training batch 4", "img/s", "float32", "ours = mixed_bfloat16"),
+        ("bf16", "ResNet-50 inference batch 4", "img/s", "float32",
+         "ours = mixed_bfloat16, BN folded")]
+    assert all(r["ours"] > 0 and r["reference"] > 0 and r["ratio"] > 0 for r in (train, infer))
     reason = torch_peer.unavailable()
     if reason:
         assert [(r["benchmark"], r["metric"], r["note"]) for r in peer] == [

@@ -161,3 +161,14 @@ def test_profile_bf16_runtime_op_types_show_fused_batch_norm_in_both_precisions(
         assert "Rsqrt" not in ops, (policy, ops)
     inference = profile_bf16.runtime_op_types("float32", train=False)
     assert not [op for op in inference if "BatchNorm" in op], inference  # folded into the convs
+
+
+def test_folding_brings_the_convolution_fusion_back_to_bf16_inference():
+    import profile_bf16
+
+    # TensorFlow's remapper folds FusedBatchNormV3 into the convolution only in float32;
+    # fold_batch_norm does it in the model, so bfloat16 inference runs fused convolutions too.
+    ops = profile_bf16.runtime_op_types("mixed_bfloat16", train=False, fold=True)
+    convolutions = [op for op in ops if "Conv2D" in op]
+    assert convolutions and all(_is_fused_convolution(op) for op in convolutions), ops
+    assert not [op for op in ops if "BatchNorm" in op], ops
