@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 # pytest workers; CI and this machine have 2 cores
 JOBS   ?= 2
 
-.PHONY: install train summary test test-fast clean chromium
+.PHONY: install train summary test test-fast docs clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,5 +39,9 @@ test: install chromium
 test-fast: install
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q
 
+# The documentation site (docs/, mkdocs.yml) -> site/; warnings are errors.
+docs: install
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

@@ -198,19 +198,6 @@ def test_scaled_learning_rate_checks():
         scaled_learning_rate("0.1", 32)
 
 
-@pytest.mark.slow
-def test_readme_distributed_training_snippet_runs():
-    text = open(os.path.join(ROOT, "README.md")).read()
-    section = text.split("\n### Distributed training\n", 1)[1].split("\n## ", 1)[0]
-    snippets = section.split("```python\n")[1:]
-    assert len(snippets) == 1
-    code = snippets[0].split("```", 1)[0]
-    out = run_python(code + "\nprint('steps', int(model.optimizer.iterations.numpy()))\n",
-                     timeout=300)
-    assert "'strategy': 'one-device', 'replicas': 1" in out
-    assert out.strip().splitlines()[-1] == "steps 20"
-
-
 @pytest.mark.parametrize("name", ["digits", "synthetic"])
 def test_workers_read_disjoint_shards_that_cover_the_training_split(name):
     """What each worker's ``load_dataset(..., input_context=context)`` reads (2 workers, one

@@ -186,24 +186,6 @@ def test_cli_prepare(tmp_path, capsys):
         f"{str(tmp_path / 'file')!r}, which is a file")
 
 
-@pytest.mark.slow
-def test_readme_data_snippet_runs(tmp_path, monkeypatch):
-    import pathlib
-    import re
-
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("\n### Data that does not fit in memory", 1)[1]
-    section = section.split("\nBad input fails before training", 1)[0]
-    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(snippets) == 1
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(snippets[0], "README.md (data)", "exec"), namespace)
-    assert namespace["report"].counts == {"train": 32, "validation": 8}
-    assert namespace["data"].augmentation == {"crop": "inception", "flip": True}
-    assert namespace["data"].input_shape == (64, 64, 3)
-
-
 def test_progress_counts_every_image(tmp_path):
     make_mixed_folder(str(tmp_path / "src"))
     done = []

@@ -378,28 +378,6 @@ def test_the_cli_names_a_cut_keras_file_in_one_line(tmp_path, capsys):
     assert "Traceback" not in err and "BadZipFile" not in err
 
 
-# ------------------------------------------------------------------ README
-
-
-@pytest.mark.slow
-def test_readme_pretrained_snippets_run(tmp_path, monkeypatch):
-    import pathlib
-    import re
-
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("\n## Pretrained weights\n", 1)[1].split("\n## ", 1)[0]
-    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert snippets
-    os.symlink(fixture("tv_resnet18.safetensors"), tmp_path / "resnet18.safetensors")
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    for snippet in snippets:
-        exec(compile(snippet, "README.md (Pretrained weights)", "exec"), namespace)
-    assert namespace["model"].pretrained_load.skipped == ("fc.weight", "fc.bias")
-    assert len(namespace["result"].fine_tune.history["val_accuracy"]) == 1
-    assert namespace["resnet18"].layers[1].name == "torch_preprocessing"
-
-
 def test_caffe_preprocessing_matches_keras_applications(tmp_path):
     from keras_resnet.modeling import caffe_preprocessing
 

@@ -131,20 +131,6 @@ def test_recycled_trial_processes_run_up_to_k_trials_each(tmp_path):
         "trials_per_process"] == 2
 
 
-@pytest.mark.slow
-def test_readme_tuning_strategy_snippet_runs(tmp_path, monkeypatch, capsys):
-    import pathlib
-    import re
-
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("\n## Tuning\n", 1)[1].split("\n## ", 1)[0]
-    [snippet] = [s for s in re.findall(r"```python\n(.*?)```", section, flags=re.S)
-                 if "readme-strategy" in s]
-    monkeypatch.chdir(tmp_path)
-    exec(compile(snippet, "README.md (Tuning)", "exec"), {})
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "one-device 1"
-
-
 def _children(pid):
     children = []
     for entry in os.listdir("/proc"):

@@ -282,9 +282,11 @@ def dense_residual_block(x: keras.KerasTensor, units: int, *, shortcut: str = "a
         shortcut: ``"auto"``, ``"identity"`` (forced) or ``"C"`` (always project).
         batch_norm: put BatchNormalization after each Dense.
         preact: pre-activation order (BN-ReLU-Dense); no activation after the add.
-        kernel_initializer, kernel_regularizer, weight_decay, activation, zero_init_residual,
-        momentum, epsilon, use_bias, name, options: as in ``residual_block`` (``bottleneck``,
-            ``stride_on`` and ``expansion`` of ``options`` do not apply).
+        kernel_initializer, kernel_regularizer, weight_decay, activation: as in
+            ``residual_block``.
+        zero_init_residual, momentum, epsilon, use_bias, name, options: as in
+            ``residual_block`` (``bottleneck``, ``stride_on`` and ``expansion`` of ``options``
+            do not apply).
 
     Returns:
         The block's output tensor ``(batch, units)``.

@@ -241,9 +241,10 @@ def ResNet(depth: int | None = None, include_top: bool = True,
             ResNet-C) or ``"cifar"`` (one 3x3 conv, no pooling).
         plain: build the plain twin (the same blocks without shortcuts).
         preact: pre-activation blocks (He et al. 2016) and a final BN-ReLU.
-        shortcut, stride_on, expansion, kernel_initializer, kernel_regularizer, weight_decay,
-        activation, zero_init_residual, momentum, epsilon, use_bias: block options, see
-            ``keras_resnet.residual_block``; they are validated once, as one
+        shortcut, stride_on, expansion, kernel_initializer, kernel_regularizer: block options,
+            as the next entry.
+        weight_decay, activation, zero_init_residual, momentum, epsilon, use_bias: block
+            options, see ``keras_resnet.residual_block``; they are validated once, as one
             ``keras_resnet.BlockOptions``, and passed to every block.
         compat: ``"keras.applications"`` reproduces keras.applications' ResNet50/101/152
             exactly (conv biases, stride in the first 1x1, BN epsilon 1.001e-5, same names).
@@ -349,9 +350,10 @@ def CifarResNet(depth: int = 20, include_top: bool = True,
     Args:
         depth: 6n+2 for basic blocks (20, 32, 44, 56, 110, 1202, ...), 9n+2 with
             ``bottleneck=True`` (164, 1001, ...).
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in keras.applications; ``input_shape`` defaults to
-            (32, 32, 3) and ``classes`` to 10.
+        include_top, weights, input_tensor, input_shape: as in keras.applications;
+            ``input_shape`` defaults to (32, 32, 3).
+        pooling, classes, classifier_activation, name: as in keras.applications; ``classes``
+            defaults to 10.
         bottleneck: bottleneck blocks (9n+2 layers).
         preact: pre-activation blocks.
         plain: the plain twin (no shortcuts).

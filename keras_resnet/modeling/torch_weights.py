@@ -11,6 +11,8 @@ keeps its own head and the ``fc`` keys are reported as skipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dataclasses
 import logging
 import os
@@ -196,7 +198,8 @@ def _plan(model, state):
     return assignments, loaded, tuple(skipped), architecture
 
 
-def describe_load(loaded, skipped, weights: int, model_name: str) -> str:
+def describe_load(loaded: Sequence[str], skipped: Sequence[str], weights: int,
+                  model_name: str) -> str:
     """One wording for what a load did, used by the log and ``keras-resnet convert``: the
     checkpoint's tensors (every key, ``num_batches_tracked`` included), those loaded, and the
     model weights they filled (``num_batches_tracked`` fills none)."""
