@@ -160,6 +160,75 @@ def bench_precision(config, state):
     ]
 
 
+def _resnet50_pair(shape):
+    """Our ResNet-50 in float32 and in mixed_bfloat16, with the same weights."""
+    import keras
+
+    from keras_resnet import ResNet50
+
+    keras.config.set_dtype_policy("float32")
+    fp32 = ResNet50(input_shape=shape)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        bf16 = ResNet50(input_shape=shape)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    bf16.set_weights(fp32.get_weights())
+    return fp32, bf16
+
+
+def bench_bf16(config, state):
+    """mixed_bfloat16 against float32: training at batch 32, inference with BN folded.
+
+    ``precision`` trains at batch 8. At inference TensorFlow's remapper folds each
+    FusedBatchNormV3 into the convolution before it only in float32 (not bfloat16), so the
+    inference row runs the bfloat16 model through ``fold_batch_norm`` first.
+    """
+    from keras_resnet import fold_batch_norm
+
+    size, batch = (64, 4) if config.quick else (224, 32)
+    fp32, bf16 = _resnet50_pair((size, size, 3))
+    images, labels = make_images(batch, size), np.arange(batch) % 1000
+    infer = interleaved({"ours": inference_step(fold_batch_norm(bf16), images),
+                         "reference": inference_step(fp32, images)}, config)
+    train = interleaved({"ours": train_step(bf16, images, labels),
+                          "reference": train_step(fp32, images, labels)},
+                         Config(repeats=min(config.repeats, 3), warmup=1))
+    return [Row("bf16", f"ResNet-50 training batch {batch}", batch / train["ours"],
+                batch / train["reference"], "img/s", reference_name="float32",
+                note="ours = mixed_bfloat16"),
+            Row("bf16", f"ResNet-50 inference batch {batch}", batch / infer["ours"],
+                batch / infer["reference"], "img/s", reference_name="float32",
+                note="ours = mixed_bfloat16, BN folded")]
+
+
+def bench_torchvision(config, state):
+    """Ours against torchvision's ResNet-50: float32/bfloat16, NCHW/channels-last, both modes."""
+    import torch_peer
+
+    reason = torch_peer.unavailable()
+    if reason:
+        return [Row("torchvision", "ResNet-50", 0.0, 0.0, "img/s", reference_name="torchvision",
+                    note=reason)]
+    size, batch = (64, 4) if config.quick else (224, 32)
+    fp32, bf16 = _resnet50_pair((size, size, 3))
+    images, labels = make_images(batch, size), np.arange(batch) % 1000
+    rows = []
+    for train in (False, True):
+        mode = "training" if train else "inference"
+        for precision, model in (("float32", fp32), ("bfloat16", bf16)):
+            ours = train_step(model, images, labels) if train else inference_step(model, images)
+            functions = {"ours": ours}
+            for layout in torch_peer.LAYOUTS:
+                functions[layout] = torch_peer.step(precision, layout, batch, size, train)
+            times = interleaved(functions, config)
+            rows.extend(Row("torchvision", f"ResNet-50 {mode} batch {batch} {precision}",
+                            batch / times["ours"], batch / times[layout], "img/s",
+                            reference_name=f"torchvision {layout}")
+                        for layout in torch_peer.LAYOUTS)
+    return rows
+
+
 def bench_cifar56(config, state):
     """CIFAR ResNet-56 training throughput at batch 128, float32 and mixed_bfloat16."""
     import keras
@@ -338,7 +407,8 @@ def bench_accuracy(config, state):
 RUNNERS = {
     "roofline": bench_roofline, "resnet50": bench_resnet50, "precision": bench_precision,
     "cifar56": bench_cifar56, "resnet1202": bench_resnet1202, "serving": bench_serving,
-    "accuracy": bench_accuracy, "loop": bench_loop,
+    "accuracy": bench_accuracy, "loop": bench_loop, "bf16": bench_bf16,
+    "torchvision": bench_torchvision,
 }
 
 

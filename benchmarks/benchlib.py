@@ -123,8 +123,13 @@ def format_table(rows):
             else f"{row.reference:.4g}"
         metric = f"{row.metric} [{row.note}]" if row.note else row.metric
         lines.append(f"| {row.benchmark} | {metric} | {row.ours:.4g} | {reference} | "
-                     f"{row.unit} | {row.ratio:.2f}x |")
+                     f"{row.unit} | {_ratio(row)} |")
     return "\n".join(lines)
+
+
+def _ratio(row):
+    """The ratio column: ``-`` for a row without numbers (an unavailable peer)."""
+    return "-" if row.ratio != row.ratio else f"{row.ratio:.2f}x"
 
 
 def machine():

@@ -23,7 +23,7 @@ MODEL_NAMES = (*(f"resnet{d}" for d in (18, 34, 50, 101, 152, 200)),
 SUMMARY_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # benchmarks/bench.py of a source checkout (run by `keras-resnet bench`)
 BENCHMARKS = ("roofline", "resnet50", "precision", "cifar56", "resnet1202", "serving",
-              "accuracy", "loop")
+              "accuracy", "loop", "bf16", "torchvision")
 
 # ------------------------------------------------------------------ training recipe
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

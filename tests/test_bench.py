@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import bench  # noqa: E402
 import benchlib  # noqa: E402
+import torch_peer  # noqa: E402
 from benchlib import Row, format_table  # noqa: E402
 
 
@@ -31,11 +32,59 @@ def test_quick_bench_runs_every_benchmark(tmp_path):
     assert payload["quick"] is True
     benchmarks = {row["benchmark"] for row in payload["rows"]}
     assert {"roofline", "resnet50", "precision", "cifar56", "serving", "accuracy",
-            "resnet20"} <= benchmarks
+            "resnet20", "bf16", "torchvision"} <= benchmarks
     for row in payload["rows"]:
+        if row["note"].startswith("unavailable: "):
+            continue
         assert row["ours"] > 0 and row["reference"] > 0, row
         assert row["ratio"] > 0, row
     assert "| benchmark | metric | ours | reference | unit | ratio |" in result.stdout
+
+
+_ROW_FIELDS = {"benchmark", "metric", "ours", "reference", "unit", "higher_is_better",
+               "reference_name", "note", "ratio"}
+
+
+@pytest.mark.slow
+def test_quick_bf16_training_and_torchvision_rows(tmp_path):
+    path = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_resnet", "bench", "bf16", "torchvision", "--quick",
+         "--json", str(path)], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(path.read_text())["rows"]
+    assert all(set(row) == _ROW_FIELDS for row in rows)
+    train, infer, *peer = rows
+    assert [(r["benchmark"], r["metric"], r["unit"], r["reference_name"], r["note"])
+            for r in (train, infer)] == [
+        ("bf16", "ResNet-50 training batch 4", "img/s", "float32", "ours = mixed_bfloat16"),
+        ("bf16", "ResNet-50 inference batch 4", "img/s", "float32",
+         "ours = mixed_bfloat16, BN folded")]
+    assert all(r["ours"] > 0 and r["reference"] > 0 and r["ratio"] > 0 for r in (train, infer))
+    reason = torch_peer.unavailable()
+    if reason:
+        assert [(r["benchmark"], r["metric"], r["note"]) for r in peer] == [
+            ("torchvision", "ResNet-50", reason)]
+    else:
+        assert [(r["metric"], r["reference_name"]) for r in peer] == [
+            (f"ResNet-50 {mode} batch 4 {precision}", f"torchvision {layout}")
+            for mode in ("inference", "training") for precision in ("float32", "bfloat16")
+            for layout in ("NCHW", "channels_last")]
+        assert all(r["ours"] > 0 and r["reference"] > 0 for r in peer)
+
+
+def test_torchvision_peer_says_why_it_is_unavailable():
+    reason = torch_peer.unavailable()
+    if reason is None:
+        pytest.skip("torch and torchvision import here: the peer runs (the slow test times it)")
+    assert reason.startswith("unavailable: No module named 'torch")
+    assert reason.endswith(" (the torchvision peer needs torch and torchvision)")
+    rows = bench.bench_torchvision(benchlib.Config.make(True), {})
+    assert [(r.benchmark, r.metric, r.ours, r.reference, r.note) for r in rows] == [
+        ("torchvision", "ResNet-50", 0.0, 0.0, reason)]
+    assert format_table(rows).splitlines()[-1] == (
+        f"| torchvision | ResNet-50 [{reason}] | 0 | 0 (torchvision) | img/s | - |")
 
 
 def test_ratio_direction_and_table():

@@ -110,3 +110,65 @@ def test_profile_build_script_splits_the_build_time():
     assert 95 <= sum(shares.values()) <= 105  # disjoint: they add up to the whole build
     assert 5 <= int(rows["TensorFlow resource variable creation"][-2].strip(" %")) <= 95
     assert "| tf.Variable(tf.zeros([64])) |" in out
+
+
+def test_bf16_training_step_keeps_batch_norm_fused_and_casts_each_kernel_once():
+    import profile_bf16
+
+    graph, variables = profile_bf16.traced_step(18, "mixed_bfloat16")
+    counts, weight_casts = profile_bf16.count_ops(list(graph.as_graph_def().node))
+    convolutions = 20  # ResNet-18: stem, 16 in the blocks, 3 projection shortcuts
+    for op, half in (("FusedBatchNormV3", "forward"), ("FusedBatchNormGradV3", "backward"),
+                     ("Conv2D", "forward"), ("Conv2DBackpropInput", "backward"),
+                     ("Conv2DBackpropFilter", "backward")):
+        assert counts[(op, half, "bfloat16")] == convolutions, op
+        assert counts[(op, half, "float32")] == 0, op  # no fallback to float32 kernels
+    # Mixed precision casts each float32 kernel to bfloat16 once per step (BN's scale and
+    # offset stay float32: the fused kernel takes them so) and its gradient back once.
+    assert weight_casts == convolutions
+    assert counts[("Cast", "forward", "float32->bfloat16")] == convolutions + 2  # + images, labels
+    assert counts[("Cast", "backward", "bfloat16->float32")] == convolutions + 1
+    # Activations are not cast around the batch norms; only the pooled head leaves bfloat16.
+    assert counts[("Cast", "forward", "bfloat16->float32")] == 2
+    table = profile_bf16.format_counts((counts, weight_casts), (counts, weight_casts), variables)
+    assert table.splitlines()[0] == "| op | half | dtype | traced | after grappler |"
+    assert "| FusedBatchNormV3 | forward | bfloat16 | 20 | 20 |" in table.splitlines()
+    assert table.splitlines()[-1] == f"| trainable variables | - | - | {variables} | {variables} |"
+
+
+@pytest.mark.slow
+def test_profile_bf16_script_counts_before_and_after_grappler():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_bf16.py")],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "### ResNet-18 training step, mixed_bfloat16" in lines
+    assert "| Cast of ReadVariableOp (weight casts) | forward | - | 20 | 20 |" in lines
+    fused = [line for line in lines if line.startswith("| _FusedBatchNormEx | forward | bfloat16")]
+    assert len(fused) == 1 and int(fused[0].split("|")[5]) > 0  # grappler fuses BN + ReLU
+
+
+def test_profile_bf16_runtime_op_types_show_fused_batch_norm_in_both_precisions():
+    import profile_bf16
+
+    for policy in ("float32", "mixed_bfloat16"):
+        ops = profile_bf16.runtime_op_types(policy, train=True)
+        assert ops == sorted(ops)
+        # Training runs TensorFlow's fused BN kernels in both precisions, never Keras' unfused
+        # arithmetic (whose variance would run an Rsqrt).
+        assert [op for op in ops if "FusedBatchNormGradV3" in op], (policy, ops)
+        assert "Rsqrt" not in ops, (policy, ops)
+    inference = profile_bf16.runtime_op_types("float32", train=False)
+    assert not [op for op in inference if "BatchNorm" in op], inference  # folded into the convs
+
+
+def test_folding_brings_the_convolution_fusion_back_to_bf16_inference():
+    import profile_bf16
+
+    # TensorFlow's remapper folds FusedBatchNormV3 into the convolution only in float32;
+    # fold_batch_norm does it in the model, so bfloat16 inference runs fused convolutions too.
+    ops = profile_bf16.runtime_op_types("mixed_bfloat16", train=False, fold=True)
+    convolutions = [op for op in ops if "Conv2D" in op]
+    assert convolutions and all(_is_fused_convolution(op) for op in convolutions), ops
+    assert not [op for op in ops if "BatchNorm" in op], ops
