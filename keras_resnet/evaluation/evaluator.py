@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,10 +17,13 @@ from keras_resnet import checks, files
 from keras_resnet.evaluation import grad_cam, pictures, report, sources
 from keras_resnet.evaluation.metrics import StreamingMetrics
 
+if TYPE_CHECKING:
+    from keras_resnet.data import Dataset
+
 logger = logging.getLogger(__name__)
 
 
-def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike | None = None, *,
+def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike | Dataset | None = None, *,
              split: str = "test", out_dir: str | os.PathLike | None = None,
              batch_size: int | None = None,
              mistakes: int = 16, server: str | None = None, served_model: str | None = None,
