@@ -13,18 +13,9 @@ import pytest
 
 from keras_resnet.distribute import cluster as cluster_module
 from keras_resnet.distribute.cluster import Cluster, WorkerTimeoutError, wait_for_peers
+from net_helpers import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _cluster(ports, index=0):

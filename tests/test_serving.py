@@ -10,7 +10,6 @@ batch scheduler (shared_batch_scheduler.h), and TF's own dtype check ("Expects a
 import base64
 import concurrent.futures
 import http.client
-import io
 import json
 import shutil
 import socket
@@ -22,12 +21,12 @@ import grpc
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from keras_resnet import ResNet, export_saved_model
 from keras_resnet.cli import main
 from keras_resnet.serving import Client, ServingError
+from net_helpers import png
 
 NAMES = ["cat", "dog", "bird"]
 MAX_BATCH = 4
@@ -45,12 +44,6 @@ def small_model(seed=0):
                   classes=3)
     return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255.0), body],
                             name="pets")
-
-
-def png(pixels):
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def start_server(base, *extra):

@@ -7,7 +7,6 @@ TF Serving writes a DT_STRING output whose name does not end in ``_bytes`` with 
 are, i.e. UTF-8 text in the JSON; gRPC carries the bytes in ``string_val``.
 """
 
-import io
 import json
 import os
 import subprocess
@@ -18,10 +17,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from keras_resnet import ResNet, export_saved_model
 from keras_resnet.serving import Client, ServingError
+from net_helpers import png
 
 NAMES = ["ñandú", "two words", "🐍 snake"]
 
@@ -32,12 +31,6 @@ def _model():
                   classes=3)
     return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255.0), body],
                             name="birds")
-
-
-def _png(pixels):
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _top(probabilities, k=3):
@@ -105,7 +98,7 @@ def test_saved_model_labels_are_utf8_bytes_in_tensorflow(served):
     classify = loaded.signatures["classify"]
     from keras_resnet.export.signatures import image_examples
 
-    got = classify(inputs=tf.constant(image_examples([_png(p) for p in pixels])))["classes"]
+    got = classify(inputs=tf.constant(image_examples([png(p) for p in pixels])))["classes"]
     assert [[b.decode("utf-8") for b in row] for row in got.numpy()] == labels
 
 
@@ -129,9 +122,9 @@ def test_rest_answers_the_names_as_utf8_json_text(served):
     for name in {name for row in want for name in row}:
         assert json.dumps(name, ensure_ascii=False).encode("utf-8") in raw
     assert json.loads(raw.decode("utf-8"))["predictions"][0]["labels"] == want[0]
-    encoded = client.classify_images("birds", encoded=[_png(p) for p in pixels])
+    encoded = client.classify_images("birds", encoded=[png(p) for p in pixels])
     assert [row["labels"] for row in encoded["predictions"]] == want
-    classified = client.classify("birds", encoded=[_png(p) for p in pixels])
+    classified = client.classify("birds", encoded=[png(p) for p in pixels])
     assert [[label for label, _ in row] for row in classified] == want
 
 
@@ -149,7 +142,7 @@ def test_predict_cli_prints_the_names(served, tmp_path, capsys, grpc):
 
     model, _, client = served
     pixels = _pixels(4, batch=1)
-    (tmp_path / "ñ.png").write_bytes(_png(pixels[0]))
+    (tmp_path / "ñ.png").write_bytes(png(pixels[0]))
     extra = ["--grpc", client.grpc_target] if grpc else []
     assert main(["predict", "--server", client.url, "--model", "birds", *extra,
                  str(tmp_path / "ñ.png")]) == 0
