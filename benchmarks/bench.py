@@ -127,22 +127,10 @@ def bench_resnet50(config, state):
 
 def bench_precision(config, state):
     """float32 against mixed_bfloat16, the same network built twice."""
-    import keras
-
-    from keras_resnet import ResNet50
-
     # Full size trains at batch 8: where the CPU emulates bfloat16, a batch-32 step takes too
     # long (the README's Benchmarks section has the measured times).
     size, batch, train_batch = (64, 4, 4) if config.quick else (224, 32, 8)
-    shape = (size, size, 3)
-    keras.config.set_dtype_policy("float32")
-    fp32 = ResNet50(input_shape=shape)
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        bf16 = ResNet50(input_shape=shape)
-    finally:
-        keras.config.set_dtype_policy("float32")
-    bf16.set_weights(fp32.get_weights())
+    fp32, bf16 = _resnet50_pair((size, size, 3))
     images = make_images(batch, size)
     infer = interleaved({"ours": inference_step(bf16, images),
                           "reference": inference_step(fp32, images)}, config)

@@ -13,8 +13,6 @@ import http.client
 import json
 import shutil
 import socket
-import subprocess
-import sys
 import time
 
 import grpc
@@ -26,7 +24,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from keras_resnet import ResNet, export_saved_model
 from keras_resnet.cli import main
 from keras_resnet.serving import Client, ServingError
-from net_helpers import png
+from net_helpers import png, start_server, stop_server
 
 NAMES = ["cat", "dog", "bird"]
 MAX_BATCH = 4
@@ -46,36 +44,6 @@ def small_model(seed=0):
                             name="pets")
 
 
-def start_server(base, *extra):
-    port, grpc_port = free_port(), free_port()
-    log = open(base / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_resnet", "serve", str(base), "--port", str(port),
-         "--grpc-port", str(grpc_port), "--poll-seconds", "0.25", *extra],
-        stdout=log, stderr=subprocess.STDOUT)
-    client = Client(f"http://127.0.0.1:{port}", grpc_target=f"127.0.0.1:{grpc_port}")
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            client.status("pets")
-            return process, log, client
-        except ServingError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                raise RuntimeError("server did not start:\n" + (base / "server.log").read_text())
-            time.sleep(0.25)
-
-
-def stop_server(process, log):
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     model = small_model()
@@ -84,7 +52,7 @@ def server(tmp_path_factory):
                        max_batch_size=MAX_BATCH)
     export_saved_model(model, base, name="floaty", input_dtype="float32", top_k=2,
                        warmup_batch_sizes=(1,), max_batch_size=MAX_BATCH)
-    process, log, client = start_server(base, "--max-body-mb", "1")
+    process, log, client = start_server(base, "pets", "--max-body-mb", "1")
     yield model, base, client
     stop_server(process, log)
 

@@ -9,9 +9,6 @@ are, i.e. UTF-8 text in the JSON; gRPC carries the bytes in ``string_val``.
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -19,8 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnet import ResNet, export_saved_model
-from keras_resnet.serving import Client, ServingError
-from net_helpers import png
+from net_helpers import png, start_server, stop_server
 
 NAMES = ["ñandú", "two words", "🐍 snake"]
 
@@ -40,39 +36,12 @@ def _top(probabilities, k=3):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """An export with the non-ASCII names behind a `keras-resnet serve` subprocess."""
-    import socket
-
     model = _model()
     base = tmp_path_factory.mktemp("saved_models")
     path = export_saved_model(model, base, class_names=NAMES, top_k=3, warmup_batch_sizes=(1,))
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    log = open(base / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_resnet", "serve", str(base), "--port", str(ports[0]),
-         "--grpc-port", str(ports[1])], stdout=log, stderr=subprocess.STDOUT)
-    client = Client(f"http://127.0.0.1:{ports[0]}", grpc_target=f"127.0.0.1:{ports[1]}")
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            client.status("birds")
-            break
-        except ServingError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                raise RuntimeError("server did not start:\n" + (base / "server.log").read_text())
-            time.sleep(0.25)
+    process, log, client = start_server(base, "birds")
     yield model, path, client
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    stop_server(process, log)
 
 
 def _pixels(seed, batch=2):
