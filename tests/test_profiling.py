@@ -28,6 +28,22 @@ def _inference(model):
     return lambda: call(images).numpy()
 
 
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return set(cpuinfo.read().split())
+    except OSError:
+        return set()
+
+
+# oneDNN runs bfloat16 natively, and TensorFlow's remapper fuses bfloat16 ops, only on CPUs with
+# AVX-512 (oneDNN's avx512_core); elsewhere TensorFlow emulates bfloat16 with unfused Eigen
+# kernels, so the fusion counts below do not apply there.
+needs_onednn_bf16 = pytest.mark.skipif(
+    not {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags(),
+    reason="bfloat16 fusions need oneDNN's AVX-512 kernels; this CPU emulates bfloat16")
+
+
 def _is_fused_convolution(op_type):
     # TensorFlow's remapper names the op `_FusedConv2D`; oneDNN builds on AVX-512 CPUs name the
     # same fusion `_MklNativeFusedConv2D` (and `_MklNativePadWithFusedConv2D` when it also
@@ -137,6 +153,7 @@ def test_bf16_training_step_keeps_batch_norm_fused_and_casts_each_kernel_once():
 
 
 @pytest.mark.slow
+@needs_onednn_bf16
 def test_profile_bf16_script_counts_before_and_after_grappler():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_bf16.py")],
                             capture_output=True, text=True, timeout=600,
@@ -163,6 +180,7 @@ def test_profile_bf16_runtime_op_types_show_fused_batch_norm_in_both_precisions(
     assert not [op for op in inference if "BatchNorm" in op], inference  # folded into the convs
 
 
+@needs_onednn_bf16
 def test_folding_brings_the_convolution_fusion_back_to_bf16_inference():
     import profile_bf16
 
