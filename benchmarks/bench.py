@@ -424,6 +424,10 @@ def run(names=None, *, quick=False, json_path=None, stream=sys.stdout):
         raise ValueError(f"unknown benchmark {unknown[0]!r}; valid names: {', '.join(BENCHMARKS)}")
     if json_path is not None and os.path.isdir(json_path):
         raise ValueError(f"json_path must be a file path; {json_path!r} is a directory")
+    if "torchvision" in names:
+        import torch_peer
+
+        torch_peer.unavailable()  # torch must be imported before TensorFlow (see there)
     config = Config.make(quick)
     state = {}
     rows = []

@@ -11,7 +11,11 @@ LAYOUTS = ("NCHW", "channels_last")
 
 
 def unavailable():
-    """``None`` where torch and torchvision import, else the reason as one line."""
+    """``None`` where torch and torchvision import, else the reason as one line.
+
+    Call it before anything imports TensorFlow: torch 2.14 imported after TensorFlow 2.21 in one
+    process crashes (a segmentation fault, seen on x86_64); imported first, both work.
+    """
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
