@@ -133,13 +133,30 @@ def _ratio(row):
 
 
 def machine():
-    """A one-line description of the machine the numbers were measured on."""
+    """A one-line description of the machine and the versions the numbers were measured with.
+
+    The CPU's model, cores and bfloat16-relevant flags (AVX-512, AVX512-BF16, AMX: without
+    AVX512-BF16 TensorFlow emulates bfloat16), TensorFlow's and Keras' versions, and torch's and
+    torchvision's where this process imported them (the torchvision peer).
+    """
+    import sys
+
+    import keras
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
+        flags = set(next(line.split(":", 1)[1].split() for line in lines
+                         if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+    shown = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    text = (f"{cpu}, {os.cpu_count()} cores ({', '.join(shown) or 'no AVX-512'}), "
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    for name in ("torch", "torchvision"):
+        if name in sys.modules:
+            text += f", {name} {sys.modules[name].__version__}"
+    return text

@@ -7,19 +7,36 @@ channels-last, inference and an SGD training step. It runs only where both ``tor
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 LAYOUTS = ("NCHW", "channels_last")
 
 
 def unavailable():
     """``None`` where torch and torchvision import, else the reason as one line.
 
-    Call it before anything imports TensorFlow: torch 2.14 imported after TensorFlow 2.21 in one
-    process crashes (a segmentation fault, seen on x86_64); imported first, both work.
+    Call this before anything imports TensorFlow: torchvision 0.29 imported after TensorFlow 2.21
+    in one process crashes (a segmentation fault in the triton import that torch._dynamo makes,
+    seen on x86_64); imported first, both work. Where
+    TensorFlow came first the check imports them in a child process instead, so asking is safe.
     """
+    missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
+    if missing:
+        return (f"unavailable: No module named {missing[0]!r} (the torchvision peer needs torch "
+                "and torchvision)")
+    if "tensorflow" in sys.modules and "torch" not in sys.modules:
+        child = subprocess.run([sys.executable, "-c", "import torch, torchvision"],
+                               capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            last = (child.stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1]
+            return f"unavailable: {last} (the torchvision peer needs torch and torchvision)"
+        return None
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
-    except ImportError as error:  # a missing module, or a torchvision built for another torch
+    except ImportError as error:  # a torchvision built for another torch
         return f"unavailable: {error} (the torchvision peer needs torch and torchvision)"
     return None
 
@@ -34,6 +51,9 @@ def step(precision, layout, batch, size, train):
         size: image height and width.
         train: a training step (forward, backward, SGD with momentum) instead of inference.
     """
+    if "torch" not in sys.modules and "tensorflow" in sys.modules:
+        raise RuntimeError("import torch before TensorFlow (call torch_peer.unavailable() first): "
+                           "torchvision imported after TensorFlow crashes the process")
     import torch
     import torchvision
 

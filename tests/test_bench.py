@@ -55,20 +55,24 @@ def test_quick_bf16_training_and_torchvision_rows(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(path.read_text())["rows"]
     assert all(set(row) == _ROW_FIELDS for row in rows)
-    train, infer, *peer = rows
+    train, infer, fold, *peer = rows
     assert [(r["benchmark"], r["metric"], r["unit"], r["reference_name"], r["note"])
-            for r in (train, infer)] == [
+            for r in (train, infer, fold)] == [
         ("bf16", "ResNet-50 training batch 4", "img/s", "float32", "ours = mixed_bfloat16"),
         ("bf16", "ResNet-50 inference batch 4", "img/s", "float32",
-         "ours = mixed_bfloat16, BN folded")]
-    assert all(r["ours"] > 0 and r["reference"] > 0 and r["ratio"] > 0 for r in (train, infer))
+         "ours = mixed_bfloat16, BN folded"),
+        ("bf16", "ResNet-50 inference batch 4, bfloat16", "img/s", "BN not folded",
+         "ours = BN folded")]
+    assert all(r["ours"] > 0 and r["reference"] > 0 and r["ratio"] > 0
+               for r in (train, infer, fold))
     reason = torch_peer.unavailable()
     if reason:
         assert [(r["benchmark"], r["metric"], r["note"]) for r in peer] == [
             ("torchvision", "ResNet-50", reason)]
     else:
-        assert [(r["metric"], r["reference_name"]) for r in peer] == [
-            (f"ResNet-50 {mode} batch 4 {precision}", f"torchvision {layout}")
+        assert [(r["metric"], r["reference_name"], r["note"]) for r in peer] == [
+            (f"ResNet-50 {mode} batch 4 {precision}", f"torchvision {layout}",
+             "ours BN folded" if (mode, precision) == ("inference", "bfloat16") else "")
             for mode in ("inference", "training") for precision in ("float32", "bfloat16")
             for layout in ("NCHW", "channels_last")]
         assert all(r["ours"] > 0 and r["reference"] > 0 for r in peer)

@@ -2,6 +2,7 @@
 verification."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_resnet import ResNet, export_saved_model, files, verify_export
+from keras_resnet import ResNet, export_saved_model, files, fold_batch_norm, verify_export
 from keras_resnet.cli import main
 from keras_resnet.export import ExportVerificationError, bundle, find_xla_attributes, versions
 
@@ -222,6 +223,16 @@ def test_bytes_signature_png_and_jpeg(exported):
                                model(decoded[..., None].astype("float32")).numpy(), atol=1e-3)
 
 
+def graph_op_types(path):
+    """Every op type in the saved graph and its functions (what TF Serving loads)."""
+    graph = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        graph.ParseFromString(handle.read())
+    meta = graph.meta_graphs[0].graph_def
+    nodes = list(meta.node) + [n for f in meta.library.function for n in f.node_def]
+    return {node.op for node in nodes}
+
+
 def test_float32_outputs_under_mixed_bfloat16_with_resize(tmp_path):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = small_model("bf16")
@@ -237,9 +248,42 @@ def test_float32_outputs_under_mixed_bfloat16_with_resize(tmp_path):
     served = tf.saved_model.load(path).signatures["serving_default"](images=images)
     assert served["probabilities"].dtype == tf.float32
     resized = tf.image.resize(images, (8, 8))
+    # A bfloat16 model is served with its BN folded into the convolutions (TensorFlow fuses
+    # them itself only in float32): exact against the folded copy run as a graph (the served
+    # graph's fused convolution + bias rounds to bfloat16 once), bfloat16-close to the model.
+    folded_model = fold_batch_norm(model)
+    folded = tf.function(lambda x: folded_model(x, training=False))
     np.testing.assert_allclose(served["probabilities"].numpy(),
-                               np.asarray(model(resized), dtype="float32"), atol=1e-5)
+                               np.asarray(folded(resized), dtype="float32"), atol=1e-5)
+    np.testing.assert_allclose(served["probabilities"].numpy(),
+                               np.asarray(model(resized), dtype="float32"), atol=1e-2)
     assert served["scores"].numpy().max() > 0.34  # softmax output, not a uniform 1/3
+    assert not {op for op in graph_op_types(path) if "BatchNorm" in op}
+    with open(os.path.join(path, bundle.EXPORT_INFO)) as handle:
+        assert json.load(handle)["batch_norm_folded"] is True
+    assert verify_export(path, model=model, verbose=False)["max_abs_diff"] <= 1e-5
+
+
+def test_fold_batch_norm_option(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = small_model("bf16")
+    kept = export_saved_model(model, tmp_path, fold_batch_norm=False, warmup_batch_sizes=(1,))
+    assert "FusedBatchNormV3" in graph_op_types(kept)
+    keras.config.set_dtype_policy("float32")
+    plain = small_model("fp32")  # float32: TensorFlow's own rewrite fuses BN, nothing folded
+    assert "FusedBatchNormV3" in graph_op_types(
+        export_saved_model(plain, tmp_path, warmup_batch_sizes=(1,)))
+    forced = export_saved_model(plain, tmp_path, fold_batch_norm=True, warmup_batch_sizes=(1,))
+    assert not {op for op in graph_op_types(forced) if "BatchNorm" in op}
+    images = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 1)).astype("uint8")
+    served = tf.saved_model.load(forced).signatures["serving_default"](images=images)
+    np.testing.assert_allclose(served["probabilities"].numpy(),
+                               plain(images.astype("float32")).numpy(), atol=1e-5)
+    for bad in ("yes", 1):
+        with pytest.raises(TypeError, match=r"fold_batch_norm must be True, False or None.*"
+                                            + repr(bad)):
+            export_saved_model(plain, tmp_path / "bad", fold_batch_norm=bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
 SIGKILL_CHILD = textwrap.dedent("""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -38,6 +39,11 @@ def register(subparsers):
     parser.add_argument("--version-label", action="append", default=[], metavar="LABEL",
                         help="label the new version in models.config (repeatable), e.g. "
                              "canary: TF Serving's /v1/models/NAME/labels/LABEL")
+    parser.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="serve the model with each BatchNormalization folded into its "
+                             "convolution (default: for bfloat16 models, where TensorFlow "
+                             "cannot fuse them itself)")
     parser.add_argument("--verify", action="store_true",
                         help="load the export in a TensorFlow-only process and compare outputs")
     parser.set_defaults(func=run)
@@ -89,7 +95,8 @@ def run(args):
                               class_names=class_names, input_dtype=args.input_dtype,
                               top_k=args.top_k, resize=args.resize,
                               crop_fraction=args.crop_fraction,
-                              version_labels=args.version_label)
+                              version_labels=args.version_label,
+                              fold_batch_norm=args.fold_batch_norm)
     if args.verify:
         try:
             report = verify_export(path, model=model, verbose=False)

@@ -85,7 +85,8 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
                        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                        model_base_path: str = DEFAULT_MODEL_BASE_PATH,
                        storage_uri: str | None = None, seed: int = 0,
-                       version_labels: Sequence[str] = (), crop_fraction: float = 1.0) -> str:
+                       version_labels: Sequence[str] = (), crop_fraction: float = 1.0,
+                       fold_batch_norm: bool | None = None) -> str:
     """Exports ``model`` for TF Serving as ``base_dir/<name>/<version>/`` and returns that path.
 
     The version is written under ``base_dir/.staging`` and renamed into place, so TF Serving
@@ -116,6 +117,12 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
         crop_fraction: the center crop ``serving_bytes`` takes before resizing (the training
             data's ``Dataset.crop_fraction``; ``train`` passes it), so that a served prediction
             equals ``model.evaluate``'s on the same file.
+        fold_batch_norm: serve ``keras_resnet.fold_batch_norm(model)``, each BatchNormalization
+            folded into the convolution before it. None (the default) folds where the model
+            computes in bfloat16: TensorFlow's CPU graph rewrite fuses BN into the convolution
+            in float32 only, so an unfolded bfloat16 graph runs each BN on its own (the
+            ``bf16`` benchmark measures the difference). The export's reference outputs, and
+            `verify_export`, use the folded model, so the check stays exact.
 
     Returns:
         The path of the new version directory (a str).
@@ -145,6 +152,14 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
     spec = sig.make_spec(model, input_dtype=input_dtype, top_k=top_k, class_names=class_names,
                          image_size=image_size, resize=resize, scale=scale, offset=offset,
                          logits=logits, crop_fraction=crop_fraction)
+    if fold_batch_norm is not None and not isinstance(fold_batch_norm, bool):
+        raise TypeError(f"fold_batch_norm must be True, False or None (fold bfloat16 models); "
+                        f"got {fold_batch_norm!r}")
+    from keras_resnet.modeling.folding import is_foldable
+
+    if fold_batch_norm and not is_foldable(model):
+        raise TypeError(f"fold_batch_norm=True needs a functional keras.Model (or None: fold "
+                        f"where possible); got {type(model).__name__} {model.name!r}")
     checks.created_dir(base_dir, "base_dir")  # after the checks, before the work
     model_dir = os.path.join(base_dir, name)
     if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
@@ -152,9 +167,11 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
                               f"{os.path.join(model_dir, str(version))}; versions are never "
                               "overwritten: pass another version or version=None (next free)")
     started = time.perf_counter()
+    served = _served_model(model, fold_batch_norm)
     staging = new_staging_dir(base_dir, name)
     try:
-        _write_version(staging, model, spec, name, warmup_batch_sizes, seed)
+        _write_version(staging, served, spec, name, warmup_batch_sizes, seed,
+                       keras_model=model.name, folded=served is not model)
         os.makedirs(model_dir, exist_ok=True)
         path = publish(staging, model_dir, version)
     except BaseException:
@@ -195,7 +212,18 @@ def _warmup_sizes(warmup_batch_sizes, max_batch_size):
                  for b in sizes)
 
 
-def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
+def _served_model(model, fold):
+    """``model``, or its BN-folded copy where ``fold`` asks for one (None: bfloat16 models)."""
+    from keras_resnet.modeling.folding import fold_batch_norm, is_foldable
+
+    if fold is None:  # auto: where TensorFlow would leave the BN unfused, on a model we can fold
+        policy = getattr(model, "dtype_policy", None)
+        fold = getattr(policy, "compute_dtype", None) == "bfloat16" and is_foldable(model)
+    return fold_batch_norm(model) if fold else model
+
+
+def _write_version(staging, model, spec, name, warmup_batch_sizes, seed, *, keras_model,
+                   folded):
     """The complete version in ``staging``: graph, warmup, reference outputs, export record."""
     import keras
 
@@ -215,8 +243,9 @@ def _write_version(staging, model, spec, name, warmup_batch_sizes, seed):
     os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
     warmup.write_warmup(os.path.join(staging, WARMUP_FILE), name, cases)
     manifest = warmup.write_reference(os.path.join(staging, REFERENCE), model, spec, cases)
-    info = {"name": name, "spec": spec.to_json(), "keras_model": model.name,
+    info = {"name": name, "spec": spec.to_json(), "keras_model": keras_model,
             "dtype_policy": str(getattr(model.dtype_policy, "name", model.dtype_policy)),
+            "batch_norm_folded": folded,
             "cases": manifest, "seed": seed,
             "signatures": {IMAGES_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT,
                            CLASSIFY_SIGNATURE: CLASSIFY_INPUT}}

@@ -116,6 +116,8 @@ def verify_export(path: str | os.PathLike, model: keras.Model | None = None, *,
         path: a version directory returned by `export_saved_model`.
         model: optional Keras model to recompute the expected outputs with; by default the
             outputs the exported model gave at export time (stored in the bundle) are used.
+            Where the export folded BatchNormalization (``batch_norm_folded`` in its record),
+            the outputs come from ``fold_batch_norm(model)``, as at export time.
         atol: tolerance on ``probabilities`` and ``scores`` (``classes``/``labels`` must match).
         timeout: seconds the child processes may take.
         verbose: log the signature table and the result at INFO level (``keras-resnet export
@@ -185,6 +187,10 @@ def _recompute_reference(path, model, scratch):
     spec_data = dict(info["spec"])
     spec_data["class_names"] = tuple(spec_data["class_names"] or ()) or None
     spec = sig.ServingSpec(**spec_data)
+    if info.get("batch_norm_folded"):  # the export served the folded copy: compare with it
+        from keras_resnet.modeling.folding import fold_batch_norm
+
+        model = fold_batch_norm(model)
     stored = np.load(os.path.join(path, layout.REFERENCE), allow_pickle=True)
     warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
               tf.data.TFRecordDataset(os.path.join(path, layout.WARMUP_FILE))]

@@ -39,6 +39,12 @@ def _foldable_pairs(model):
     return pairs
 
 
+def is_foldable(model: Any) -> bool:
+    """Whether `fold_batch_norm` takes ``model``: a functional ``keras.Model`` with inputs."""
+    return isinstance(model, keras.Model) and hasattr(model, "_inbound_nodes") \
+        and getattr(model, "_is_graph_network", True) and bool(model.inputs)
+
+
 def fold_batch_norm(model: keras.Model) -> keras.Model:
     """Returns an inference copy of ``model`` with each BN folded into the layer before it.
 
@@ -59,8 +65,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     Raises:
         TypeError: if ``model`` is not a functional Keras model.
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes") \
-            or not getattr(model, "_is_graph_network", True) or not model.inputs:
+    if not is_foldable(model):
         raise TypeError(f"model must be a functional keras.Model; got {model!r}")
     pairs = _foldable_pairs(model)
     feeding = {conv.name: bn for bn, conv in pairs.items()}
