@@ -251,7 +251,7 @@ def test_float32_outputs_under_mixed_bfloat16_with_resize(tmp_path):
     # A bfloat16 model is served with its BN folded into the convolutions (TensorFlow fuses
     # them itself only in float32): exact against the folded copy run as a graph (the served
     # graph's fused convolution + bias rounds to bfloat16 once), bfloat16-close to the model.
-    folded_model = fold_batch_norm(model)
+    folded_model = fold_batch_norm(model, weights_in_compute_dtype=True)
     folded = tf.function(lambda x: folded_model(x, training=False))
     np.testing.assert_allclose(served["probabilities"].numpy(),
                                np.asarray(folded(resized), dtype="float32"), atol=1e-5)
@@ -270,10 +270,10 @@ def test_fold_batch_norm_option(tmp_path):
     kept = export_saved_model(model, tmp_path, fold_batch_norm=False, warmup_batch_sizes=(1,))
     assert "FusedBatchNormV3" in graph_op_types(kept)
     keras.config.set_dtype_policy("float32")
-    plain = small_model("fp32")  # float32: TensorFlow's own rewrite fuses BN, nothing folded
+    plain = small_model("fp32")
     assert "FusedBatchNormV3" in graph_op_types(
-        export_saved_model(plain, tmp_path, warmup_batch_sizes=(1,)))
-    forced = export_saved_model(plain, tmp_path, fold_batch_norm=True, warmup_batch_sizes=(1,))
+        export_saved_model(plain, tmp_path, fold_batch_norm=False, warmup_batch_sizes=(1,)))
+    forced = export_saved_model(plain, tmp_path, warmup_batch_sizes=(1,))
     assert not {op for op in graph_op_types(forced) if "BatchNorm" in op}
     images = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 1)).astype("uint8")
     served = tf.saved_model.load(forced).signatures["serving_default"](images=images)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_resnet import CifarResNet, ResNet, fold_batch_norm
 
@@ -43,3 +44,35 @@ def test_folded_model_matches_and_has_no_batch_norm(builder):
 def test_fold_rejects_a_non_model():
     with pytest.raises(TypeError, match="model must be a functional keras.Model"):
         fold_batch_norm(keras.layers.Dense(3))
+
+
+def test_weights_in_compute_dtype_gives_the_same_outputs_with_no_weight_casts():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = ResNet(stage_depths=(1, 1), widths=(8, 16), bottleneck=True,
+                       input_shape=(16, 16, 3), classes=5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    _randomize_bn(model, np.random.default_rng(1))
+    casting = fold_batch_norm(model)
+    stored = fold_batch_norm(model, weights_in_compute_dtype=True)
+    assert {w.dtype for w in casting.weights} == {"float32"}
+    head = stored.get_layer("predictions")  # the float32 head keeps float32 weights
+    assert {w.dtype for w in head.weights} == {"float32"}
+    assert {w.dtype for w in stored.weights if w.path.split("/")[0] != head.name} == {"bfloat16"}
+    assert sum(np.asarray(w).nbytes for w in stored.weights) < 0.55 * sum(
+        np.asarray(w).nbytes for w in casting.weights)
+    images = np.random.default_rng(2).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    # Inside one graph both run the same bfloat16 kernels on the same bfloat16 weights.
+    run_casting = tf.function(lambda x: casting(x, training=False))
+    run_stored = tf.function(lambda x: stored(x, training=False))
+    np.testing.assert_array_equal(np.asarray(run_stored(images)), np.asarray(run_casting(images)))
+    def weight_casts(function):
+        graph = function.get_concrete_function(tf.TensorSpec((3, 16, 16, 3))).graph
+        return [op for op in graph.get_operations()
+                if op.type == "Cast" and op.inputs[0].op.type == "ReadVariableOp"]
+
+    assert len(weight_casts(run_casting)) == 2 * 9  # kernel and folded bias of 9 convolutions
+    assert weight_casts(run_stored) == []
+    with pytest.raises(TypeError, match="weights_in_compute_dtype must be True or False; got 1"):
+        fold_batch_norm(model, weights_in_compute_dtype=1)

@@ -42,8 +42,9 @@ def register(subparsers):
     parser.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="serve the model with each BatchNormalization folded into its "
-                             "convolution (default: for bfloat16 models, where TensorFlow "
-                             "cannot fuse them itself)")
+                             "convolution and bfloat16 weights stored as bfloat16 (default: on "
+                             "for functional models; the served outputs match the folded "
+                             "model's)")
     parser.add_argument("--verify", action="store_true",
                         help="load the export in a TensorFlow-only process and compare outputs")
     parser.set_defaults(func=run)

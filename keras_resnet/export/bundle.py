@@ -117,12 +117,15 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
         crop_fraction: the center crop ``serving_bytes`` takes before resizing (the training
             data's ``Dataset.crop_fraction``; ``train`` passes it), so that a served prediction
             equals ``model.evaluate``'s on the same file.
-        fold_batch_norm: serve ``keras_resnet.fold_batch_norm(model)``, each BatchNormalization
-            folded into the convolution before it. None (the default) folds where the model
-            computes in bfloat16: TensorFlow's CPU graph rewrite fuses BN into the convolution
-            in float32 only, so an unfolded bfloat16 graph runs each BN on its own (the
-            ``bf16`` benchmark measures the difference). The export's reference outputs, and
-            `verify_export`, use the folded model, so the check stays exact.
+        fold_batch_norm: serve ``keras_resnet.fold_batch_norm(model,
+            weights_in_compute_dtype=True)``: each BatchNormalization folded into the
+            convolution before it, and a ``mixed_bfloat16`` model's weights stored in bfloat16.
+            None (the default) folds every model `fold_batch_norm` takes (functional ones).
+            TensorFlow's CPU graph rewrite fuses BN into the convolution itself only in float32
+            and then leaves the residual add and ReLU apart; folded, the convolution, bias, add
+            and ReLU run as one op in either precision, and a bfloat16 graph casts no weights
+            per request (the ``bf16`` benchmark measures both). The export's reference outputs,
+            and `verify_export`, use the folded model, so the check stays exact.
 
     Returns:
         The path of the new version directory (a str).
@@ -153,7 +156,7 @@ def export_saved_model(model: keras.Model, base_dir: str | os.PathLike = DEFAULT
                          image_size=image_size, resize=resize, scale=scale, offset=offset,
                          logits=logits, crop_fraction=crop_fraction)
     if fold_batch_norm is not None and not isinstance(fold_batch_norm, bool):
-        raise TypeError(f"fold_batch_norm must be True, False or None (fold bfloat16 models); "
+        raise TypeError(f"fold_batch_norm must be True, False or None (fold where possible); "
                         f"got {fold_batch_norm!r}")
     from keras_resnet.modeling.folding import is_foldable
 
@@ -213,13 +216,12 @@ def _warmup_sizes(warmup_batch_sizes, max_batch_size):
 
 
 def _served_model(model, fold):
-    """``model``, or its BN-folded copy where ``fold`` asks for one (None: bfloat16 models)."""
+    """``model``, or its BN-folded copy where ``fold`` asks for one (None: where possible)."""
     from keras_resnet.modeling.folding import fold_batch_norm, is_foldable
 
-    if fold is None:  # auto: where TensorFlow would leave the BN unfused, on a model we can fold
-        policy = getattr(model, "dtype_policy", None)
-        fold = getattr(policy, "compute_dtype", None) == "bfloat16" and is_foldable(model)
-    return fold_batch_norm(model) if fold else model
+    if fold is None:
+        fold = is_foldable(model)
+    return fold_batch_norm(model, weights_in_compute_dtype=True) if fold else model
 
 
 def _write_version(staging, model, spec, name, warmup_batch_sizes, seed, *, keras_model,

@@ -190,7 +190,7 @@ def _recompute_reference(path, model, scratch):
     if info.get("batch_norm_folded"):  # the export served the folded copy: compare with it
         from keras_resnet.modeling.folding import fold_batch_norm
 
-        model = fold_batch_norm(model)
+        model = fold_batch_norm(model, weights_in_compute_dtype=True)
     stored = np.load(os.path.join(path, layout.REFERENCE), allow_pickle=True)
     warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
               tf.data.TFRecordDataset(os.path.join(path, layout.WARMUP_FILE))]
