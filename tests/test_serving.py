@@ -11,8 +11,12 @@ import base64
 import concurrent.futures
 import http.client
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 
 import grpc
@@ -754,3 +758,46 @@ def test_grpc_multi_inference_and_example_checks(server):
     refused(lambda **kw: stub.Regress(empty_regress, **kw), "Expected one output Tensor.")
     refused(lambda **kw: stub.Predict(predict_pb2.PredictRequest(), **kw),
             "ModelSpec has no name specified.")
+
+
+_CONV_CALLS = textwrap.dedent("""
+    import sys
+    from keras_resnet._tensorflow import assume_frozen_weights
+    if sys.argv[1] == "serve":
+        assume_frozen_weights()
+    import tensorflow as tf
+    weights = tf.Variable(tf.random.normal((3, 3, 16, 32)))
+    conv = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, weights, 1, "SAME")))
+    images = tf.random.normal((2, 16, 16, 16))
+    conv(images)
+    print("after the first call", flush=True)
+    conv(images)
+    conv(images)
+""")
+
+
+@pytest.mark.parametrize("mode", ["serve", "train"])
+def test_a_serving_process_reorders_weights_once(mode, tmp_path):
+    # oneDNN reorders a convolution's weights into its blocked layout on every call unless the
+    # process assumes frozen weights, which `keras-resnet serve` does (1.4x bfloat16 at batch 1).
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
+    result = subprocess.run([sys.executable, "-c", _CONV_CALLS, mode], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path,
+                            env={**env, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    if "onednn_verbose" not in result.stdout:
+        pytest.skip("this TensorFlow runs convolutions without oneDNN (no verbose lines)")
+    later = result.stdout.split("after the first call", 1)[1].splitlines()
+    executed = [line for line in later if line.startswith("onednn_verbose") and ",exec," in line]
+    assert sum(",convolution," in line for line in executed) == 2
+    reorders = sum(",reorder," in line for line in executed)
+    assert (reorders == 0) if mode == "serve" else (reorders > 0), executed
+
+
+def test_serve_command_assumes_frozen_weights(monkeypatch, capsys):
+    monkeypatch.delenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", raising=False)
+    assert main(["serve", "--max-body-mb", "-1"]) == 2  # refused before it binds a port
+    assert os.environ["TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"] == "1"
+    monkeypatch.setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "0")  # the user's choice is kept
+    assert main(["serve", "--max-body-mb", "-1"]) == 2
+    assert os.environ["TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"] == "0"

@@ -44,7 +44,10 @@ def register(subparsers):
 
 def run(args):
     """Starts the server; returns when it is stopped (Ctrl-C / SIGTERM)."""
+    from keras_resnet._tensorflow import assume_frozen_weights
     from keras_resnet.serving import AddressError, serve
+
+    assume_frozen_weights()  # this process only serves: oneDNN may cache its weight layouts
 
     # MiB is this command's unit; the library takes bytes.
     max_body_mb = checks.positive_number(args.max_body_mb, "--max-body-mb", example="32")
