@@ -112,7 +112,7 @@ def assume_frozen_weights() -> bool:
     For processes that only serve (``keras-resnet serve``): by default every oneDNN
     convolution reorders its weights into its blocked layout on every call; with
     ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` it does so once. ResNet-50 at batch 1 on an AVX-512
-    CPU served 1.4x (bfloat16) and 1.1x (float32) the images per second (docs/benchmarks.md).
+    CPU served 1.52x (bfloat16) and 1.05x (float32) the images per second (docs/benchmarks.md).
     TensorFlow reads the variable once, at the first oneDNN convolution, so this must run before
     one; a process that trains must never set it (its convolutions would keep using stale
     weights). A value the user already set is kept.

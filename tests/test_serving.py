@@ -779,7 +779,7 @@ _CONV_CALLS = textwrap.dedent("""
 @pytest.mark.parametrize("mode", ["serve", "train"])
 def test_a_serving_process_reorders_weights_once(mode, tmp_path):
     # oneDNN reorders a convolution's weights into its blocked layout on every call unless the
-    # process assumes frozen weights, which `keras-resnet serve` does (1.4x bfloat16 at batch 1).
+    # process assumes frozen weights, which `keras-resnet serve` does (1.5x bfloat16 at batch 1).
     env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
     result = subprocess.run([sys.executable, "-c", _CONV_CALLS, mode], capture_output=True,
                             text=True, timeout=300, cwd=tmp_path,
