@@ -169,3 +169,21 @@ def test_interleaving_alternates_the_order_and_reports_time_per_call():
     # slow | fast x16 || fast x16 | slow || slow | ...: the order reverses every round, so the
     # runs merge; without the reversal there would be 8 alternating runs.
     assert runs == ["slow", "fast", "slow", "fast", "slow"]
+
+
+@pytest.mark.slow
+def test_frozen_weights_script_alternates_processes(tmp_path):
+    path = tmp_path / "frozen.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "frozen_weights.py"), "--quick",
+         "--json", str(path)], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(path.read_text())
+    assert [row["metric"] for row in payload["rows"]] == [
+        f"ResNet-50 {precision} inference batch {batch}, 64x64"
+        for precision in ("float32", "mixed_bfloat16") for batch in (1, 32)]
+    assert all(row["ours"] > 0 and row["reference"] > 0 and row["ratio"] > 0
+               and row["reference_name"] == "weights reordered per call"
+               for row in payload["rows"])
+    assert "cores" in payload["machine"] and "TensorFlow" in payload["machine"]
