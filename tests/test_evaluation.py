@@ -254,6 +254,17 @@ def test_cli_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_data_is_refused_before_the_model_loads(tmp_path):
+    unreadable = tmp_path / "broken.keras"
+    unreadable.write_text("not a zip archive")  # loading it would fail with another error
+    with pytest.raises(ValueError, match="unknown data set 'nowhere': not one of digits"):
+        evaluate(str(unreadable), "nowhere", out_dir=str(tmp_path / "out"))
+    (tmp_path / "labels.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"data '.*labels.txt' is a file; pass 'digits'"):
+        evaluate(str(unreadable), str(tmp_path / "labels.txt"), out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_python_arguments_are_checked_before_loading():
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate("x.keras", "digits", split="train")

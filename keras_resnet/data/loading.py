@@ -89,6 +89,24 @@ def _load(name: str, options: LoadOptions) -> Dataset:
     if os.path.isdir(name):
         raise DataError(f"data directory {name!r} holds neither TFRecord shards "
                         "(train-00000-of-NNNNN, validation-…) nor class sub-folders of images")
+    check_source(name)
+    raise DataError(f"data {name!r} cannot be read")  # check_source raised for every other case
+
+
+def check_source(source: str | os.PathLike) -> str:
+    """Cheap check of a ``load_dataset`` source, before anything expensive loads.
+
+    Returns:
+        ``source`` as a str: a data set name or an existing directory (what is inside a
+        directory is checked when it loads).
+
+    Raises:
+        TypeError: ``source`` is not a str or path.
+        DataError: an unknown name, or a path that is a file or does not exist.
+    """
+    name = _source(source)
+    if name in SOURCES or os.path.isdir(name):
+        return name
     if os.path.exists(name):
         raise DataError(f"data {name!r} is a file; pass {', '.join(map(repr, SOURCES))}, a "
                         "directory with one sub-folder of images per class or a directory of "

@@ -59,6 +59,10 @@ def resolve(model, data, out_dir, batch_size) -> Source:
     if not isinstance(data, (str, os.PathLike)) and not hasattr(data, "test"):
         raise TypeError(f"data must be a data set name, a directory or a keras_resnet.data."
                         f"Dataset; got {data!r}")
+    if isinstance(data, (str, os.PathLike)):
+        from keras_resnet.data.loading import check_source
+
+        check_source(data)  # an unknown name or a missing path fails before the model loads
     if batch_size is not None:
         options["batch_size"] = checks.positive_int(batch_size, "batch_size")
     elif config.get("batch_size") or record.get("batch_size"):
