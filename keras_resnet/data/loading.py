@@ -78,6 +78,7 @@ def _source(source) -> str:
 def _load(name: str, options: LoadOptions) -> Dataset:
     from keras_resnet.data import arrays, directories, folders
 
+    check_source(name)  # a known name or an existing directory from here on
     if name in SOURCES:
         if name != "synthetic":
             directories.check_num_classes(name, options.num_classes, 10, "classes")
@@ -86,11 +87,8 @@ def _load(name: str, options: LoadOptions) -> Dataset:
         return directories.load_records(name, options)
     if folders.is_class_folder(name):
         return directories.load_folder(name, options)
-    if os.path.isdir(name):
-        raise DataError(f"data directory {name!r} holds neither TFRecord shards "
-                        "(train-00000-of-NNNNN, validation-…) nor class sub-folders of images")
-    check_source(name)
-    raise DataError(f"data {name!r} cannot be read")  # check_source raised for every other case
+    raise DataError(f"data directory {name!r} holds neither TFRecord shards "
+                    "(train-00000-of-NNNNN, validation-…) nor class sub-folders of images")
 
 
 def check_source(source: str | os.PathLike) -> str:

@@ -283,7 +283,9 @@ def _graph_call(model):
     """``model(x, training=False)`` as one ``tf.function`` per model, traced once per shape."""
     call = _GRAPH_CALLS.get(model)
     if call is None:
-        call = tf.function(lambda x: model(x, training=False), autograph=False,
+        # A weak reference: a function holding the model would keep its own key alive.
+        held = weakref.ref(model)
+        call = tf.function(lambda x: held()(x, training=False), autograph=False,
                            reduce_retracing=True)
         _GRAPH_CALLS[model] = call
     return call
